@@ -1,0 +1,48 @@
+"""SLO verdicts: a step summary and the scenario's SLOs in, one verdict per bound out. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .scenario import SLO
+
+__all__ = ["evaluate_slos"]
+
+_LATENCY = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms")
+# SLO field -> (summary key, "max" means value <= bound, "min" means value >= bound)
+_SCALAR = {
+    "error_rate": ("error_rate", "max"),
+    "output_tokens_per_s": ("output_token_throughput", "min"),
+    "requests_per_s": ("request_throughput", "min"),
+    "goodput_ratio": ("goodput_ratio", "min"),
+}
+
+
+def _verdict(step: dict[str, Any], slo: str, stat: str, value: float | None, bound: float, kind: str) -> dict[str, Any]:
+    ok = value is not None and (value <= bound if kind == "max" else value >= bound)
+    return {
+        "step": step["index"],
+        "value_of_step": step["value"],
+        "slo": slo,
+        "stat": stat,
+        "bound": bound,
+        "kind": kind,
+        "measured": value,
+        "ok": ok,
+    }
+
+
+def evaluate_slos(step: dict[str, Any], slo: SLO) -> list[dict[str, Any]]:
+    """Verdicts for one step summary. A metric with no value (e.g. no successful request) fails."""
+    verdicts = []
+    for name in _LATENCY:
+        bounds = getattr(slo, name)
+        if bounds is None:
+            continue
+        for stat, bound in bounds.model_dump(exclude_none=True).items():
+            verdicts.append(_verdict(step, name, stat, (step.get(name) or {}).get(stat), bound, "max"))
+    for name, (key, kind) in _SCALAR.items():
+        bound_model = getattr(slo, name)
+        if bound_model is not None:
+            verdicts.append(_verdict(step, name, kind, step.get(key), getattr(bound_model, kind), kind))
+    return verdicts

@@ -1,0 +1,131 @@
+"""The ``loadtest`` command (typer). Thin: parse, call, print; user errors are one line and exit 2."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .mock import MockConfig, MockStartError, run_mock
+from .report import print_step_table, step_line
+from .results import rebuild_summary, write_summary
+from .runner import EXIT_HARNESS, execute
+from .scenario import ScenarioError, load_scenario, scenario_to_yaml
+from .tokens import TokenizerError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Load-test OpenAI-compatible LLM endpoints from YAML scenarios.",
+)
+# Off a terminal (CI logs, pipes) rich would wrap the step table at 80 columns: give it room.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+SetOpt = Annotated[list[str], typer.Option("--set", help="Override a field: load.concurrency=[1,8]")]
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except (ScenarioError, TokenizerError, MockStartError) as e:
+        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_HARNESS) from None
+
+
+@app.command()
+def run(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file")],
+    set_: SetOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    out_dir: Annotated[Path, typer.Option("--out", help="Parent of the run directory")] = Path("results"),
+    grace_s: Annotated[float, typer.Option("--grace-s", help="Seconds in-flight requests get after Ctrl-C")] = 5.0,
+) -> None:
+    """Run a scenario and write a run directory."""
+    if sys.version_info < (3, 12):
+        err.print(
+            "[yellow]warning:[/] Python < 3.12: aiohttp delays each request's write by one event-loop "
+            "iteration, which adds to measured TTFT under load; use Python >= 3.12",
+            highlight=False,
+        )
+    with _user_errors():
+        sc = load_scenario(scenario, set_)
+        outcome = execute(
+            sc,
+            str(scenario),
+            out_dir,
+            grace_s=grace_s,
+            on_step=lambda s: err.print(step_line(s), highlight=False),
+            warn=lambda m: err.print(f"[yellow]warning:[/] {m}", highlight=False),
+        )
+    print_step_table(outcome.summary, out)
+    out.print(f"results: {outcome.run_dir}", highlight=False)
+    if outcome.message:
+        err.print(f"[red]error:[/] {outcome.message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def validate(scenario: Path, set_: SetOpt = []) -> None:  # noqa: B006
+    """Validate a scenario and print it resolved, with every default filled in."""
+    with _user_errors():
+        sc = load_scenario(scenario, set_)
+    out.print(scenario_to_yaml(sc), end="", highlight=False, markup=False)
+
+
+@app.command()
+def report(run_dir: Path) -> None:
+    """Recompute summary.json and summary.csv of a run directory from its requests.jsonl."""
+    with _user_errors():
+        summary = rebuild_summary(run_dir, warn=lambda m: err.print(f"[yellow]warning:[/] {m}", highlight=False))
+        write_summary(run_dir, summary)
+    print_step_table(summary, out)
+    out.print(f"summary: {run_dir / 'summary.json'}", highlight=False)
+
+
+@app.command()
+def mock(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    ttft_ms: float = 20.0,
+    itl_ms: float = 5.0,
+    jitter_ms: float = 0.0,
+    output_tokens: int = 64,
+    capacity_tok_s: Annotated[float | None, typer.Option(help="Shared token rate across streams")] = None,
+    usage: Annotated[bool, typer.Option(help="Send usage when stream_options.include_usage asks")] = True,
+    seed: int = 0,
+) -> None:
+    """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
+    with _user_errors():
+        if port < 0 or port > 65535:
+            raise MockStartError(f"--port: expected 0..65535, got {port}")
+        if min(ttft_ms, itl_ms, jitter_ms) < 0 or output_tokens < 1:
+            raise MockStartError("--ttft-ms/--itl-ms/--jitter-ms must be >= 0 and --output-tokens >= 1")
+        run_mock(
+            MockConfig(
+                ttft_ms=ttft_ms,
+                itl_ms=itl_ms,
+                jitter_ms=jitter_ms,
+                output_tokens=output_tokens,
+                capacity_tok_s=capacity_tok_s,
+                usage=usage,
+                seed=seed,
+            ),
+            host,
+            port,
+        )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C outside a run (a run handles its own)
+        sys.exit(130)

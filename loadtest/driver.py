@@ -1,0 +1,246 @@
+"""Steps, arrival processes, workers, warmup and stop conditions. Emits events; never formats output.
+
+Closed loop (``concurrency``): N workers, each sends its next request when the previous one ends.
+Open loop (``rate``): send i is due at ``start + offset_i`` (fixed times, never ``sleep(interval)``),
+its due time is recorded, so schedule lag (sent - due) is measured, not hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx2
+import numpy as np
+
+from .client import make_client, send
+from .records import RequestRecord
+from .scenario import Load, Scenario
+from .workload import PromptItem
+
+__all__ = [
+    "Event",
+    "RequestDone",
+    "RunContext",
+    "StepFinished",
+    "StepPlan",
+    "StepStarted",
+    "arrival_offsets_ns",
+    "plan_steps",
+    "run_steps",
+]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    index: int
+    mode: Literal["concurrency", "rate"]
+    value: float
+    requests: int | None  # measured requests; None when the step is timed
+    duration_s: float | None
+    warmup: int
+    arrival: Literal["constant", "poisson"] = "poisson"
+    max_concurrency: int = 1024
+
+    @property
+    def connections(self) -> int:
+        return int(self.value) if self.mode == "concurrency" else self.max_concurrency
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    step: StepPlan
+    t_ns: int
+
+
+@dataclass(frozen=True)
+class RequestDone:
+    record: RequestRecord
+
+
+@dataclass(frozen=True)
+class StepFinished:
+    step: StepPlan
+    t_ns: int
+
+
+Event = StepStarted | RequestDone | StepFinished
+
+
+def plan_steps(load: Load) -> list[StepPlan]:
+    return [
+        StepPlan(
+            index=i,
+            mode=load.mode,
+            value=v,
+            requests=load.requests,
+            duration_s=load.duration_s,
+            warmup=load.warmup_requests,
+            arrival=load.arrival,
+            max_concurrency=load.max_concurrency,
+        )
+        for i, v in enumerate(load.values)
+    ]
+
+
+def arrival_offsets_ns(
+    rate: float,
+    arrival: Literal["constant", "poisson"],
+    *,
+    count: int | None = None,
+    duration_s: float | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Due times (ns from the step's start) of an open-loop step, sorted.
+
+    ``count`` arrivals: constant spacing ``1/rate``, or exponential gaps (a Poisson process).
+    ``duration_s``: ``round(rate * duration)`` arrivals in ``[0, duration)``: constant spacing, or,
+    for Poisson, sorted uniform times (a Poisson process conditioned on its count, so a timed step
+    sends exactly the expected number of requests).
+    """
+    rng = np.random.default_rng(seed)
+    if count is None:
+        if duration_s is None:
+            raise ValueError("count or duration_s is required")
+        n = round(rate * duration_s)
+        offsets = np.arange(n) / rate if arrival == "constant" else np.sort(rng.uniform(0.0, duration_s, n))
+    elif arrival == "constant":
+        offsets = np.arange(count) / rate
+    else:
+        offsets = np.concatenate(([0.0], np.cumsum(rng.exponential(1.0 / rate, max(count - 1, 0)))))[:count]
+    return (offsets * 1e9).astype(np.int64)
+
+
+@dataclass
+class RunContext:
+    """What every request of a run shares. ``t0`` is the run's perf_counter_ns origin."""
+
+    scenario: Scenario
+    base_url: str
+    api_key: str
+    prompts: list[PromptItem]
+    sink: Callable[[Event], None]
+    t0: int
+    stop: asyncio.Event
+    transport: httpx2.AsyncBaseTransport | None = None  # tests inject httpx2.MockTransport
+    worker: int = 0
+
+    def __post_init__(self) -> None:
+        self._ids = itertools.count()
+        self._prompt_i = itertools.count()
+
+    def now(self) -> int:
+        return time.perf_counter_ns() - self.t0
+
+    def new_record(self, step: int, warmup: bool, scheduled_ns: int | None = None) -> RequestRecord:
+        return RequestRecord(
+            id=next(self._ids), step=step, warmup=warmup, worker=self.worker, scheduled_ns=scheduled_ns
+        )
+
+    def next_prompt(self) -> PromptItem:
+        return self.prompts[next(self._prompt_i) % len(self.prompts)]
+
+
+async def _send(ctx: RunContext, client: Any, rec: RequestRecord) -> None:
+    t, w = ctx.scenario.target, ctx.scenario.workload
+    try:
+        await send(
+            client,
+            rec,
+            ctx.next_prompt(),
+            model=t.model,
+            api=t.api,
+            stream=w.stream,
+            extra_body=w.extra_body or None,
+            t0=ctx.t0,
+            timeout_s=t.timeout_s,
+            encoding=t.tokenizer,
+        )
+    except asyncio.CancelledError:
+        rec.status, rec.error_class, rec.error = "error", "cancelled", "cancelled by the harness"
+        rec.end_ns = ctx.now()
+        ctx.sink(RequestDone(rec))
+        raise
+    ctx.sink(RequestDone(rec))
+
+
+async def _closed_loop(ctx: RunContext, client: Any, step: StepPlan) -> None:
+    sends = itertools.count()
+    total = step.warmup + step.requests if step.requests is not None else None
+    duration_ns = int(step.duration_s * 1e9) if step.duration_s is not None else None
+    measured_from: list[int] = []  # first measured send, for a timed step
+
+    async def worker() -> None:
+        while not ctx.stop.is_set():
+            i = next(sends)
+            if total is not None and i >= total:
+                return
+            warm = i < step.warmup
+            if duration_ns is not None and not warm:
+                now = ctx.now()
+                if not measured_from:
+                    measured_from.append(now)
+                elif now - measured_from[0] >= duration_ns:
+                    return
+            await _send(ctx, client, ctx.new_record(step.index, warm))
+
+    await asyncio.gather(*(worker() for _ in range(int(step.value))))
+
+
+async def _open_loop(ctx: RunContext, client: Any, step: StepPlan) -> None:
+    seed = ctx.scenario.workload.seed + step.index
+    warm = arrival_offsets_ns(step.value, "constant", count=step.warmup) if step.warmup else np.empty(0, np.int64)
+    measured = arrival_offsets_ns(step.value, step.arrival, count=step.requests, duration_s=step.duration_s, seed=seed)
+    lead = int(warm[-1] + 1e9 / step.value) if len(warm) else 0
+    offsets = np.concatenate((warm, measured + lead)).tolist()
+    gate = asyncio.Semaphore(step.max_concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(rec: RequestRecord) -> None:
+        async with gate:  # waiting here shows up as schedule lag: the client, not the server, limited
+            await _send(ctx, client, rec)
+
+    start = ctx.now()
+    for i, off in enumerate(offsets):
+        due = start + off
+        # uvloop rounds a delay to the nearest ms and may wake up to 0.5 ms early: sleep again until due.
+        while (delay := due - ctx.now()) > 0:
+            await asyncio.sleep(delay / 1e9)
+        if ctx.stop.is_set():
+            break
+        task = asyncio.get_running_loop().create_task(one(ctx.new_record(step.index, i < step.warmup, due)))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+
+
+async def run_steps(ctx: RunContext, steps: list[StepPlan]) -> None:
+    """Run every step in order; each gets a fresh client sized to its concurrency."""
+    t = ctx.scenario.target
+    for step in steps:
+        if ctx.stop.is_set():
+            break
+        client = make_client(
+            ctx.base_url,
+            ctx.api_key,
+            max_connections=step.connections,
+            timeout_s=t.timeout_s,
+            connect_timeout_s=t.connect_timeout_s,
+            headers=t.headers,
+            transport=ctx.transport,
+        )
+        ctx.sink(StepStarted(step, ctx.now()))
+        try:
+            match step.mode:
+                case "concurrency":
+                    await _closed_loop(ctx, client, step)
+                case "rate":
+                    await _open_loop(ctx, client, step)
+        finally:
+            await client.close()
+        ctx.sink(StepFinished(step, ctx.now()))

@@ -1,0 +1,333 @@
+"""An OpenAI-compatible mock server on a bare asyncio protocol (uvloop).
+
+A web framework would make the mock the bottleneck of the very benchmarks it exists for: it must
+stream tens of thousands of chunks a second from one core. The HTTP it needs is small: HTTP/1.1
+keep-alive, requests with Content-Length bodies, chunked responses. Token times are scheduled
+against fixed deadlines (``start + ttft + i * itl``), and every token already due is written in
+one go, so the mock never drifts and, with zero delays, a whole response is one write.
+
+Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming
+with ``usage`` when ``stream_options.include_usage`` is asked, and not), ``GET /mock/stats``
+(what the mock itself measured: requests, peak in-flight, TTFT/ITL it sent), ``POST /mock/reset``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["WORDS", "MockConfig", "MockState", "serve"]
+
+# Each is one token alone and inside any run of them, for both o200k_base and cl100k_base
+# (checked by a test), so a tokenizer recount of the generated text equals the token count.
+WORDS = (
+    " the",
+    " of",
+    " and",
+    " to",
+    " in",
+    " is",
+    " that",
+    " for",
+    " it",
+    " as",
+    " with",
+    " on",
+    " was",
+    " be",
+    " by",
+    " at",
+    " this",
+    " are",
+    " from",
+    " or",
+)
+_MAX_SAMPLES = 200_000
+
+
+@dataclass
+class MockConfig:
+    ttft_ms: float = 20.0
+    itl_ms: float = 5.0
+    jitter_ms: float = 0.0
+    output_tokens: int = 64
+    capacity_tok_s: float | None = None  # shared token rate: streams slow down as concurrency rises
+    usage: bool = True  # False: ignore stream_options.include_usage, like some servers do
+    seed: int = 0
+
+
+class MockState:
+    """Shared by all connections of one server process."""
+
+    def __init__(self, config: MockConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.requests = 0
+        self.in_flight = 0
+        self.in_flight_max = 0
+        self.next_token_slot = 0.0  # loop time of the next free slot under capacity_tok_s
+        self.ttft_s: list[float] = []
+        self.itl_s: list[float] = []
+        self.ids = 0
+
+    def reset(self) -> None:
+        self.requests = self.in_flight_max = 0
+        self.in_flight_max = self.in_flight
+        self.ttft_s.clear()
+        self.itl_s.clear()
+
+    def stats(self) -> dict[str, Any]:
+        def pct(values: list[float]) -> dict[str, float | None]:
+            if not values:
+                return {"p50": None, "p99": None, "count": 0}
+            s = sorted(values)
+            return {"p50": s[len(s) // 2] * 1e3, "p99": s[min(len(s) - 1, int(len(s) * 0.99))] * 1e3, "count": len(s)}
+
+        return {
+            "requests": self.requests,
+            "in_flight": self.in_flight,
+            "in_flight_max": self.in_flight_max,
+            "ttft_ms": pct(self.ttft_s),
+            "itl_ms": pct(self.itl_s),
+        }
+
+    def gap(self, base_ms: float) -> float:
+        j = self.config.jitter_ms
+        if j <= 0:
+            return base_ms / 1e3
+        return max(0.0, base_ms + self.rng.uniform(-j, j)) / 1e3
+
+
+_now = time.perf_counter  # uvloop's loop.time() has 1 ms resolution: too coarse to schedule or measure ITL
+
+
+async def _sleep_until(due: float) -> None:
+    """Sleep until ``due`` (perf_counter seconds), never waking early.
+
+    uvloop rounds a delay to the nearest millisecond, so a plain sleep can end 0.5 ms early; rounding
+    the delay up to whole milliseconds costs at most ~1 ms of lateness and no busy-waiting.
+    """
+    while (delay := due - _now()) > 0:
+        await asyncio.sleep(math.ceil(delay * 1e3) / 1e3)
+
+
+def _prompt_words(body: dict[str, Any]) -> int:
+    """Prompt tokens, estimated as whitespace-separated words (exact for loadtest's synthetic prompts)."""
+    if isinstance(body.get("messages"), list):
+        return sum(len(str(m.get("content", "")).split()) for m in body["messages"] if isinstance(m, dict))
+    prompt = body.get("prompt", "")
+    return len(prompt.split()) if isinstance(prompt, str) else 0
+
+
+def _chunk(payload: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+
+def _response(status: str, body: bytes, ctype: bytes = b"application/json", close: bool = False) -> bytes:
+    conn = b"connection: close\r\n" if close else b""
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n" % (status.encode(), ctype, len(body), conn)
+    ) + body
+
+
+def _error(status: str, message: str, kind: str = "invalid_request_error") -> bytes:
+    return _response(status, json.dumps({"error": {"message": message, "type": kind}}).encode())
+
+
+class MockProtocol(asyncio.Protocol):
+    def __init__(self, state: MockState) -> None:
+        self.state = state
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.task is None or self.task.done():
+            self._next_request()
+
+    def _next_request(self) -> None:
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+        try:
+            method, path, _ = head[0].split(" ", 2)
+        except ValueError:
+            self._send(_error("400 Bad Request", "malformed request line"), close=True)
+            return
+        headers = {}
+        for line in head[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        length = int(headers.get("content-length", "0") or 0)
+        if len(self.buf) < end + 4 + length:
+            return  # wait for the rest of the body
+        body = bytes(self.buf[end + 4 : end + 4 + length])
+        del self.buf[: end + 4 + length]
+        close = headers.get("connection", "").lower() == "close"
+        self.task = asyncio.get_running_loop().create_task(self._handle(method, path.split("?")[0], body, close))
+        self.task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if not self.closing and self.buf:
+            self._next_request()
+
+    def _send(self, data: bytes, close: bool = False) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+            if close:
+                self.transport.close()
+
+    async def _handle(self, method: str, path: str, raw: bytes, close: bool) -> None:
+        state = self.state
+        if method == "GET" and path == "/v1/models":
+            body = {"object": "list", "data": [{"id": "mock-model", "object": "model", "owned_by": "loadtest"}]}
+            self._send(_response("200 OK", json.dumps(body).encode()), close)
+            return
+        if method == "GET" and path == "/mock/stats":
+            self._send(_response("200 OK", json.dumps(state.stats()).encode()), close)
+            return
+        if method == "POST" and path == "/mock/reset":
+            state.reset()
+            self._send(_response("200 OK", b"{}"), close)
+            return
+        if method != "POST" or path not in ("/v1/chat/completions", "/v1/completions"):
+            self._send(_error("404 Not Found", f"no route {method} {path}"), close)
+            return
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError
+        except ValueError:
+            self._send(_error("400 Bad Request", "request body is not a JSON object"), close)
+            return
+        state.requests += 1
+        state.in_flight += 1
+        state.in_flight_max = max(state.in_flight_max, state.in_flight)
+        try:
+            await self._complete(body, path == "/v1/chat/completions", close)
+        finally:
+            state.in_flight -= 1
+
+    async def _complete(self, body: dict[str, Any], chat: bool, close: bool) -> None:
+        state, cfg = self.state, self.state.config
+        start = _now()
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        n_out = cfg.output_tokens
+        if isinstance(max_tokens, int) and max_tokens > 0:
+            n_out = max_tokens if body.get("ignore_eos") else min(n_out, max_tokens)
+        finish = "length" if isinstance(max_tokens, int) and n_out >= max_tokens else "stop"
+        n_in = _prompt_words(body)
+        model = str(body.get("model", "mock-model"))
+        state.ids += 1
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-mock-{state.ids}"
+        created = int(time.time())
+        usage = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+
+        # Token i is due at start + ttft + gaps; a shared capacity pushes it to the next free slot.
+        due = start + state.gap(cfg.ttft_ms)
+        slot = 1.0 / cfg.capacity_tok_s if cfg.capacity_tok_s else 0.0
+
+        def next_due(t: float) -> float:
+            if slot:
+                t = max(t, state.next_token_slot)
+                state.next_token_slot = t + slot
+            return t
+
+        if not body.get("stream"):
+            for i in range(n_out):
+                due = next_due(due if i == 0 else due + state.gap(cfg.itl_ms))
+            await _sleep_until(due)
+            text = "".join(WORDS[i % len(WORDS)] for i in range(n_out))
+            choice: dict[str, Any] = (
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                if chat
+                else {"index": 0, "text": text, "finish_reason": finish}
+            )
+            out = {
+                "id": rid,
+                "object": "chat.completion" if chat else "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [choice],
+                "usage": usage,
+            }
+            if len(state.ttft_s) < _MAX_SAMPLES:
+                state.ttft_s.append(_now() - start)
+            self._send(_response("200 OK", json.dumps(out).encode()), close)
+            return
+
+        include_usage = cfg.usage and bool((body.get("stream_options") or {}).get("include_usage"))
+        head = (
+            f'data: {{"id":"{rid}","object":"{"chat.completion.chunk" if chat else "text_completion"}",'
+            f'"created":{created},"model":{json.dumps(model)},"choices":[{{"index":0,'
+        ).encode()
+        self._send(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+            b"transfer-encoding: chunked\r\n" + (b"connection: close\r\n" if close else b"") + b"\r\n"
+        )
+
+        def token(i: int) -> bytes:
+            word = WORDS[i % len(WORDS)]
+            if chat:
+                role = '"role":"assistant",' if i == 0 else ""
+                part = f'"delta":{{{role}"content":"{word}"}},"finish_reason":null}}]}}\n\n'
+            else:
+                part = f'"text":"{word}","finish_reason":null}}]}}\n\n'
+            return _chunk(head + part.encode())
+
+        due = next_due(due)
+        last_sent: float | None = None
+        i = 0
+        while i < n_out:
+            await _sleep_until(due)
+            now = _now()
+            pieces = []
+            while i < n_out and due <= now:
+                pieces.append(token(i))
+                i += 1
+                if i < n_out:
+                    due = next_due(due + state.gap(cfg.itl_ms))
+            self._send(b"".join(pieces))
+            if self.transport is None or self.transport.is_closing():
+                return
+            if len(state.itl_s) < _MAX_SAMPLES:
+                if last_sent is None:
+                    state.ttft_s.append(now - start)
+                else:
+                    state.itl_s.append(now - last_sent)
+                    state.itl_s.extend(0.0 for _ in range(len(pieces) - 1))
+            last_sent = now
+        end = b'"delta":{},' if chat else b'"text":"",'
+        tail = [_chunk(head + end + f'"finish_reason":"{finish}"}}]}}\n\n'.encode())]
+        if include_usage:
+            u = (
+                f'data: {{"id":"{rid}","object":"{"chat.completion.chunk" if chat else "text_completion"}",'
+                f'"created":{created},"model":{json.dumps(model)},"choices":[],"usage":{json.dumps(usage)}}}\n\n'
+            )
+            tail.append(_chunk(u.encode()))
+        tail.append(_chunk(b"data: [DONE]\n\n"))
+        tail.append(b"0\r\n\r\n")
+        self._send(b"".join(tail), close)
+
+
+async def serve(config: MockConfig, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
+    """Start listening; the caller keeps the loop running. ``server.sockets[0]`` has the port."""
+    state = MockState(config)
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: MockProtocol(state), host, port, backlog=4096)

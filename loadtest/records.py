@@ -1,0 +1,50 @@
+"""The per-request record: what one request measured. One JSON object per line in requests.jsonl.
+
+All ``*_ns`` times are ``time.perf_counter_ns()`` readings relative to the run's start (one clock);
+wall time is recovered from the run's ``started_at`` anchor and is never used for latency.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+__all__ = ["RECORD_FIELDS", "RequestRecord", "record_from_json", "record_to_json"]
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    id: int
+    step: int
+    warmup: bool = False
+    attempt: int = 1
+    worker: int = 0
+    stream: bool = True
+    scheduled_ns: int | None = None  # due time in open-loop steps (lag = sent - scheduled)
+    sent_ns: int = 0
+    first_token_ns: int | None = None  # first chunk carrying content (whole body when not streaming)
+    last_token_ns: int | None = None
+    end_ns: int = 0  # last byte of the response (or the moment the error was seen)
+    chunk_times_ns: list[int] = field(default_factory=list)  # arrival of each content chunk
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    tokens_source: Literal["usage", "tiktoken"] | None = None
+    status: Literal["ok", "error"] = "ok"
+    error_class: str | None = None  # http_429, http_5xx, http_4xx, timeout, connect, stream_broken, ...
+    error: str | None = None  # short, never holds the API key
+    http_status: int | None = None
+    retry_after_s: float | None = None
+    ratelimit: dict[str, str] | None = None  # x-ratelimit-* response headers
+
+
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))
+
+
+def record_to_json(r: RequestRecord) -> str:
+    return json.dumps({name: getattr(r, name) for name in RECORD_FIELDS}, separators=(",", ":"))
+
+
+def record_from_json(line: str | bytes) -> RequestRecord:
+    d: dict[str, Any] = json.loads(line)
+    return RequestRecord(**{k: v for k, v in d.items() if k in RECORD_FIELDS})

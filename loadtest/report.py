@@ -1,0 +1,68 @@
+"""Human-facing output: the compact step table printed at the end of a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["print_step_table", "step_line"]
+
+
+def _f(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def step_line(s: dict[str, Any]) -> str:
+    """One line per finished step (CI logs, non-interactive output)."""
+    r = s["requests"]
+    return (
+        f"step {s['index']} {s['mode']}={s['value']}: {r['ok']}/{r['sent']} ok, "
+        f"{_f(s['request_throughput'], 2)} req/s, {_f(s['output_token_throughput'])} tok/s, "
+        f"TTFT p50 {_f(s['ttft_ms']['p50'])} ms"
+    )
+
+
+def print_step_table(summary: dict[str, Any], console: Console) -> None:
+    t = Table(title=f"{summary['scenario']}" + (" (partial)" if summary["partial"] else ""), title_justify="left")
+    for col in (
+        "step",
+        "load",
+        "ok/sent",
+        "req/s",
+        "out tok/s",
+        "TTFT p50",
+        "TTFT p99",
+        "ITL p50",
+        "TPOT p50",
+        "E2E p50",
+        "E2E p99",
+        "errors",
+    ):
+        t.add_column(col, justify="right" if col not in ("load", "errors") else "left")
+    for s in summary["steps"]:
+        unit = "c" if s["mode"] == "concurrency" else " req/s"
+        errors = ", ".join(f"{k}:{v}" for k, v in sorted(s["errors"].items())) or "-"
+        t.add_row(
+            str(s["index"]),
+            f"{s['value']}{unit}",
+            f"{s['requests']['ok']}/{s['requests']['sent']}",
+            _f(s["request_throughput"], 2),
+            _f(s["output_token_throughput"]),
+            _f(s["ttft_ms"]["p50"]),
+            _f(s["ttft_ms"]["p99"]),
+            _f(s["itl_ms"]["p50"], 2),
+            _f(s["tpot_ms"]["p50"], 2),
+            _f(s["e2e_ms"]["p50"]),
+            _f(s["e2e_ms"]["p99"]),
+            errors,
+        )
+    console.print(t)
+    console.print("latencies in ms", style="dim")
+    for v in summary["slo"]["verdicts"]:
+        if not v["ok"]:
+            console.print(
+                f"[red]SLO failed[/]: step {v['step']} ({v['value_of_step']}): {v['slo']} {v['stat']} "
+                f"= {_f(v['measured'], 2)}, bound {v['kind']} {v['bound']}"
+            )

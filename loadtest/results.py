@@ -1,0 +1,204 @@
+"""A run directory: write it while a run goes, read it back, rebuild its summary from the records.
+
+``results/<scenario name>/<UTC timestamp>/``: ``scenario.yaml`` (resolved, no secrets),
+``requests.jsonl`` (one record a line, flushed as each request completes), ``summary.json``
+(atomic), ``summary.csv`` (one row a step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import platform
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from . import __version__
+from .checks import evaluate_slos
+from .driver import Event, RequestDone, plan_steps
+from .metrics import summarize_step
+from .records import RequestRecord, record_from_json, record_to_json
+from .scenario import Scenario, ScenarioError, load_scenario, scenario_to_yaml
+
+__all__ = [
+    "Recorder",
+    "build_summary",
+    "new_run_dir",
+    "read_records",
+    "rebuild_summary",
+    "write_atomic",
+    "write_summary",
+]
+
+_CSV_STATS = ("p50", "p90", "p99")
+_CSV_DISTS = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms")
+
+
+def new_run_dir(parent: Path, name: str, started: datetime) -> Path:
+    base = parent / name / started.strftime("%Y%m%dT%H%M%SZ")
+    path, n = base, 1
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    path.mkdir(parents=True)
+    return path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Temporary file + rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Recorder:
+    """Consumes driver events; appends and flushes each completed request to requests.jsonl."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "requests.jsonl"
+        self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self.count = 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RequestDone):
+            self._file.write(record_to_json(event.record) + "\n")
+            self._file.flush()
+            self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_records(path: Path, warn: Any = None) -> Iterator[RequestRecord]:
+    """Records of a requests.jsonl; a torn or corrupt line (a killed run) is skipped with a warning."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield record_from_json(line)
+            except (ValueError, TypeError):
+                if warn is not None:
+                    warn(f"{path}: line {n}: skipped an incomplete record")
+
+
+def _environment() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "argv0": Path(sys.argv[0]).name,
+    }
+
+
+def build_summary(
+    scenario: Scenario, records: list[RequestRecord], *, started_at: str, partial: bool, base_url: str
+) -> dict[str, Any]:
+    """summary.json's content from the records of a run (pure)."""
+    by_step: dict[int, list[RequestRecord]] = defaultdict(list)
+    for r in records:
+        by_step[r.step].append(r)
+    steps, verdicts = [], []
+    for plan in plan_steps(scenario.load):
+        if plan.index not in by_step and partial:
+            continue  # an interrupted run never reached this step
+        s = summarize_step(
+            by_step.get(plan.index, []),
+            index=plan.index,
+            mode=plan.mode,
+            value=plan.value,
+            per_request_slo=scenario.slo.per_request,
+        )
+        steps.append(s)
+        verdicts += evaluate_slos(s, scenario.slo)
+    return {
+        "scenario": scenario.name,
+        "tool_version": __version__,
+        "started_at": started_at,
+        "partial": partial,
+        "target": {
+            "base_url": base_url,
+            "model": scenario.target.model,
+            "api": scenario.target.api,
+            "stream": scenario.workload.stream,
+        },
+        "environment": _environment(),
+        "steps": steps,
+        "slo": {"passed": all(v["ok"] for v in verdicts), "verdicts": verdicts},
+    }
+
+
+def _csv(summary: dict[str, Any]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out)
+    head = [
+        "index",
+        "mode",
+        "value",
+        "duration_s",
+        "sent",
+        "ok",
+        "failed",
+        "error_rate",
+        "request_throughput",
+        "output_token_throughput",
+        "total_token_throughput",
+        "goodput",
+    ]
+    head += [f"{d}_{s}" for d in _CSV_DISTS for s in _CSV_STATS]
+    w.writerow(head)
+    for s in summary["steps"]:
+        row = [
+            s["index"],
+            s["mode"],
+            s["value"],
+            s["duration_s"],
+            s["requests"]["sent"],
+            s["requests"]["ok"],
+            s["requests"]["failed"],
+            s["error_rate"],
+            s["request_throughput"],
+            s["output_token_throughput"],
+            s["total_token_throughput"],
+            s["goodput"],
+        ]
+        row += [s[d][st] for d in _CSV_DISTS for st in _CSV_STATS]
+        w.writerow(["" if v is None else v for v in row])
+    return out.getvalue()
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(run_dir / "summary.csv", _csv(summary))
+
+
+def write_scenario(run_dir: Path, scenario: Scenario) -> None:
+    write_atomic(run_dir / "scenario.yaml", scenario_to_yaml(scenario))
+
+
+def rebuild_summary(run_dir: Path, warn: Any = None) -> dict[str, Any]:
+    """Recompute summary.json from requests.jsonl and the resolved scenario.yaml alone."""
+    for name in ("scenario.yaml", "requests.jsonl"):
+        if not (run_dir / name).is_file():
+            raise ScenarioError(f"{run_dir}: not a run directory ({name} missing)")
+    scenario = load_scenario(run_dir / "scenario.yaml", env={})
+    records = list(read_records(run_dir / "requests.jsonl", warn))
+    old: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):  # no summary (deleted, or a killed run): rebuild from scratch
+        old = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    started = old.get("started_at") or datetime.fromtimestamp(
+        (run_dir / "scenario.yaml").stat().st_mtime, tz=timezone.utc
+    ).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sent_steps = {r.step for r in records}
+    partial = old.get("partial", len(sent_steps) < len(scenario.load.values))
+    base_url = (old.get("target") or {}).get("base_url", scenario.target.base_url)
+    return build_summary(scenario, records, started_at=started, partial=partial, base_url=base_url)

@@ -1,0 +1,174 @@
+"""One run, end to end: scenario -> (mock) -> driver on uvloop -> requests.jsonl -> summary.
+
+Ctrl-C / SIGTERM stop new sends, give in-flight requests ``grace_s`` and then cancel them; the
+summary of what completed is written, marked ``partial``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from .driver import Event, RequestDone, RunContext, StepFinished, plan_steps, run_steps
+from .metrics import summarize_step
+from .mock import MockConfig, start_mock
+from .records import RequestRecord
+from .results import Recorder, build_summary, new_run_dir, read_records, write_scenario, write_summary
+from .scenario import Scenario, api_key
+from .workload import build_prompts
+
+__all__ = ["RunOutcome", "execute"]
+
+EXIT_OK, EXIT_SLO, EXIT_HARNESS = 0, 1, 2
+_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    summary: dict[str, Any]
+    exit_code: int
+    message: str | None = None  # one line for the user when the run could not measure anything
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+@contextlib.contextmanager
+def _endpoint(scenario: Scenario) -> Iterator[str]:
+    if scenario.target.base_url != "mock":
+        yield scenario.target.base_url
+        return
+    with start_mock(MockConfig(**scenario.target.mock.model_dump())) as mock:
+        yield mock.base_url
+
+
+def _prompt_count(scenario: Scenario) -> int:
+    load = scenario.load
+    per_step = load.requests if load.requests is not None else int(max(load.values) * (load.duration_s or 1))
+    return (per_step + load.warmup_requests) * len(load.values)
+
+
+class _StepReporter:
+    """Keeps only the current step's records, to print one line when it ends."""
+
+    def __init__(self, scenario: Scenario, on_step: Callable[[dict[str, Any]], None]) -> None:
+        self.scenario, self.on_step = scenario, on_step
+        self.records: list[RequestRecord] = []
+
+    def __call__(self, event: Event) -> None:
+        match event:
+            case StepFinished(step=step):
+                s = summarize_step(self.records, index=step.index, mode=step.mode, value=step.value)
+                self.records = []
+                self.on_step(s)
+            case RequestDone(record=record):
+                self.records.append(record)
+
+
+def execute(
+    scenario: Scenario,
+    source: str,
+    out_parent: Path,
+    *,
+    on_step: Callable[[dict[str, Any]], None],
+    grace_s: float = 5.0,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> RunOutcome:
+    key = api_key(scenario, source)  # fail before anything is written when the variable is missing
+    prompts = build_prompts(scenario.workload, scenario.target.api, _prompt_count(scenario), scenario.target.tokenizer)
+    started = datetime.now(timezone.utc)
+    run_dir = new_run_dir(out_parent, scenario.name, started)
+    write_scenario(run_dir, scenario)
+    recorder = Recorder(run_dir)
+    reporter = _StepReporter(scenario, on_step)
+    stopped_by: list[int] = []
+
+    def sink(event: Event) -> None:
+        recorder(event)
+        reporter(event)
+
+    with _endpoint(scenario) as base_url:
+        loop = _new_loop()
+        try:
+            loop.run_until_complete(_drive(scenario, base_url, key, prompts, sink, grace_s, transport, stopped_by))
+        finally:
+            loop.close()
+            recorder.close()
+
+    records = list(read_records(recorder.path, warn))
+    partial = bool(stopped_by)
+    summary = build_summary(
+        scenario, records, started_at=started.strftime("%Y-%m-%dT%H:%M:%SZ"), partial=partial, base_url=base_url
+    )
+    write_summary(run_dir, summary)
+    measured = [r for r in records if not r.warmup] or records
+    if stopped_by:
+        return RunOutcome(run_dir, summary, _SIGNAL_EXIT.get(stopped_by[0], 130), "interrupted; partial results")
+    if measured and all(r.error_class == "connect" for r in measured):
+        msg = (
+            f"{source}: target.base_url: endpoint unreachable ({len(measured)} of {len(measured)} "
+            f"requests failed to connect to {base_url})"
+        )
+        return RunOutcome(run_dir, summary, EXIT_HARNESS, msg)
+    return RunOutcome(run_dir, summary, EXIT_OK if summary["slo"]["passed"] else EXIT_SLO)
+
+
+async def _drive(
+    scenario: Scenario,
+    base_url: str,
+    key: str,
+    prompts: list[Any],
+    sink: Callable[[Event], None],
+    grace_s: float,
+    transport: httpx2.AsyncBaseTransport | None,
+    stopped_by: list[int],
+) -> None:
+    loop = asyncio.get_running_loop()
+    ctx = RunContext(
+        scenario=scenario,
+        base_url=base_url,
+        api_key=key,
+        prompts=prompts,
+        sink=sink,
+        t0=time.perf_counter_ns(),
+        stop=asyncio.Event(),
+        transport=transport,
+    )
+    task = loop.create_task(run_steps(ctx, plan_steps(scenario.load)))
+
+    def on_signal(sig: int) -> None:
+        if stopped_by:  # a second Ctrl-C: stop waiting for in-flight requests
+            task.cancel()
+            return
+        stopped_by.append(sig)
+        ctx.stop.set()
+        loop.call_later(grace_s, task.cancel)
+
+    for sig in _SIGNAL_EXIT:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise
+    finally:
+        for sig in _SIGNAL_EXIT:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)

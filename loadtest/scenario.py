@@ -1,0 +1,348 @@
+"""Scenario files: pydantic models, YAML loading, ``${VAR}`` expansion, ``--set`` overrides.
+
+Every problem with user input becomes a :class:`ScenarioError` whose message is one line naming
+the file, the field path and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "FilePrompt",
+    "Load",
+    "MockSettings",
+    "PercentileBounds",
+    "Scenario",
+    "ScenarioError",
+    "SyntheticPrompt",
+    "Target",
+    "TextPrompt",
+    "Workload",
+    "api_key",
+    "apply_override",
+    "load_scenario",
+    "scenario_to_yaml",
+]
+
+
+class ScenarioError(Exception):
+    """Bad user input. ``str(err)`` is a single line fit to print as is."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class MockSettings(_Strict):
+    """How the built-in mock server behaves when ``target.base_url`` is ``mock``."""
+
+    ttft_ms: NonNegFloat = 20.0
+    itl_ms: NonNegFloat = 5.0
+    jitter_ms: NonNegFloat = 0.0
+    output_tokens: Annotated[int, Field(ge=1)] = 64
+    capacity_tok_s: PositiveFloat | None = None
+    usage: bool = True
+
+
+class Target(_Strict):
+    base_url: str = "mock"
+    api_key_env: str | None = None
+    model: str = "mock-model"
+    api: Literal["chat", "completions"] = "chat"
+    timeout_s: PositiveFloat = 60.0
+    connect_timeout_s: PositiveFloat = 10.0
+    headers: dict[str, str] = Field(default_factory=dict)
+    tokenizer: Literal["o200k_base", "cl100k_base"] = "o200k_base"
+    mock: MockSettings = Field(default_factory=MockSettings)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _is_a_variable_name(cls, v: str | None) -> str | None:
+        # Never echo the value: a user who pasted the key itself must not see it printed back.
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not the key")
+        if v is not None and re.match(r"(sk|csk|gsk)[-_]", v):
+            raise ValueError("looks like an API key; give the name of the variable that holds it")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _is_a_url(cls, v: str) -> str:
+        if v != "mock" and not re.match(r"https?://[^/\s]+", v):
+            raise ValueError(f"expected 'mock' or an http(s):// URL, got {v!r}")
+        return v.rstrip("/")
+
+
+class TextPrompt(_Strict):
+    text: str
+
+
+class FilePrompt(_Strict):
+    file: str
+
+
+class SyntheticSpec(_Strict):
+    input_tokens: Annotated[int, Field(ge=1)]
+    stddev: NonNegFloat = 0.0
+
+
+class SyntheticPrompt(_Strict):
+    synthetic: SyntheticSpec
+
+
+def _prompt_kind(v: Any) -> str | None:
+    if isinstance(v, dict):
+        keys = [k for k in ("text", "file", "synthetic") if k in v]
+        return keys[0] if len(keys) == 1 else None
+    if isinstance(v, BaseModel):
+        return {TextPrompt: "text", FilePrompt: "file", SyntheticPrompt: "synthetic"}.get(type(v))
+    return None
+
+
+Prompt = Annotated[
+    Annotated[TextPrompt, Tag("text")]
+    | Annotated[FilePrompt, Tag("file")]
+    | Annotated[SyntheticPrompt, Tag("synthetic")],
+    Discriminator(
+        _prompt_kind,
+        custom_error_type="prompt_kind",
+        custom_error_message="expected exactly one of {text: ...}, {file: ...}, {synthetic: {input_tokens: N}}",
+    ),
+]
+
+
+class Workload(_Strict):
+    prompt: Prompt = Field(default_factory=lambda: SyntheticPrompt(synthetic=SyntheticSpec(input_tokens=128)))
+    system_prompt: str | None = None
+    max_tokens: Annotated[int, Field(ge=1)] = 128
+    stream: bool = True
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 42
+
+
+class Load(_Strict):
+    concurrency: list[Annotated[int, Field(ge=1)]] | None = None
+    rate: list[PositiveFloat] | None = None
+    arrival: Literal["constant", "poisson"] = "poisson"
+    requests: Annotated[int, Field(ge=1)] | None = None
+    duration_s: PositiveFloat | None = None
+    warmup_requests: Annotated[int, Field(ge=0)] = 0
+    max_concurrency: Annotated[int, Field(ge=1)] = 1024
+
+    @field_validator("concurrency", "rate", mode="before")
+    @classmethod
+    def _scalar_to_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _one_mode_one_stop(self) -> Load:
+        if self.concurrency is not None and self.rate is not None:
+            raise ValueError("give either concurrency (closed loop) or rate (open loop), not both")
+        if self.concurrency is None and self.rate is None:
+            self.concurrency = [1]
+        if (self.concurrency is not None and not self.concurrency) or (self.rate is not None and not self.rate):
+            raise ValueError("concurrency/rate needs at least one value")
+        if self.requests is not None and self.duration_s is not None:
+            raise ValueError("give either requests or duration_s per step, not both")
+        if self.requests is None and self.duration_s is None:
+            self.requests = 100
+        return self
+
+    @property
+    def mode(self) -> Literal["concurrency", "rate"]:
+        return "concurrency" if self.concurrency is not None else "rate"
+
+    @property
+    def values(self) -> list[float]:
+        return list(self.concurrency if self.concurrency is not None else self.rate or [])
+
+
+class PercentileBounds(_Strict):
+    """Upper bounds (milliseconds) on a latency distribution of one step."""
+
+    mean: PositiveFloat | None = None
+    p50: PositiveFloat | None = None
+    p90: PositiveFloat | None = None
+    p95: PositiveFloat | None = None
+    p99: PositiveFloat | None = None
+    max: PositiveFloat | None = None
+
+
+class MaxBound(_Strict):
+    max: NonNegFloat
+
+
+class MinBound(_Strict):
+    min: NonNegFloat
+
+
+class PerRequestSLO(_Strict):
+    """Per-request limits: a request meeting all of them counts towards goodput."""
+
+    ttft_ms: PositiveFloat | None = None
+    tpot_ms: PositiveFloat | None = None
+    e2e_ms: PositiveFloat | None = None
+
+
+class SLO(_Strict):
+    ttft_ms: PercentileBounds | None = None
+    tpot_ms: PercentileBounds | None = None
+    itl_ms: PercentileBounds | None = None
+    e2e_ms: PercentileBounds | None = None
+    error_rate: MaxBound | None = None
+    output_tokens_per_s: MinBound | None = None
+    requests_per_s: MinBound | None = None
+    goodput_ratio: MinBound | None = None
+    per_request: PerRequestSLO = Field(default_factory=PerRequestSLO)
+
+
+class Scenario(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    description: str | None = None
+    target: Target = Field(default_factory=Target)
+    workload: Workload = Field(default_factory=Workload)
+    load: Load = Field(default_factory=Load)
+    slo: SLO = Field(default_factory=SLO)
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(node: Any, path: str, source: str, env: dict[str, str]) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    if isinstance(node, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else str(k), source, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, f"{path}[{i}]", source, env) for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ScenarioError(f"{source}: {path}: environment variable {name} is not set")
+
+    return _VAR.sub(sub, node)
+
+
+def apply_override(tree: dict[str, Any], assignment: str, source: str = "--set") -> None:
+    """Apply ``a.b.c=VALUE`` (VALUE parsed as YAML) to a raw scenario tree in place."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ScenarioError(f"{source}: expected KEY=VALUE (e.g. load.concurrency=[1,8]), got {assignment!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = tree
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ScenarioError(f"{source}: {key}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors()[:3]:
+        # A discriminated union repeats its tag in the path (prompt.synthetic.synthetic...): drop repeats.
+        loc_parts = [str(p) for i, p in enumerate(e["loc"]) if i == 0 or p != e["loc"][i - 1]]
+        loc = ".".join(loc_parts)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):
+            msg = f"{msg} (got {e['input']!r})"
+        parts.append(f"{loc or '(top level)'}: {msg}")
+    more = len(err.errors()) - 3
+    suffix = f" (and {more} more)" if more > 0 else ""
+    return f"{source}: " + "; ".join(parts) + suffix
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ScenarioError(f"{path}: cannot read: {e.__class__.__name__}") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ScenarioError(f"{path}: malformed YAML{where}: {problem}") from None
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ScenarioError(f"{path}: expected a mapping of sections (name, target, workload, load, slo)")
+    return tree
+
+
+def load_scenario(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> Scenario:
+    """Read, override, expand and validate a scenario file."""
+    path = Path(path)
+    source = str(path)
+    tree = _read_yaml(path)
+    tree.setdefault("name", path.stem)
+    for o in overrides:
+        apply_override(tree, o)
+    tree = _expand(tree, "", source, dict(os.environ) if env is None else env)
+    try:
+        scenario = Scenario.model_validate(tree)
+    except ValidationError as e:
+        raise ScenarioError(_format_validation(e, source)) from None
+    # A prompt file is relative to the scenario file, not to the working directory.
+    prompt = scenario.workload.prompt
+    if isinstance(prompt, FilePrompt) and not Path(prompt.file).is_absolute():
+        candidate = path.parent / prompt.file
+        if candidate.exists() or not Path(prompt.file).exists():
+            prompt.file = str(candidate)
+    return scenario
+
+
+def api_key(scenario: Scenario, source: str, env: dict[str, str] | None = None) -> str:
+    """The API key from the variable named by ``target.api_key_env``; never stored anywhere."""
+    env = dict(os.environ) if env is None else env
+    name = scenario.target.api_key_env
+    if name is None:
+        return "no-key"
+    value = env.get(name, "")
+    if not value:
+        raise ScenarioError(f"{source}: target.api_key_env: environment variable {name} is not set")
+    return value
+
+
+def scenario_to_yaml(scenario: Scenario) -> str:
+    """The resolved scenario as YAML (holds the variable name, never the key)."""
+    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from loadtest.mock import MockConfig, MockProcess, start_mock
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def mock_server() -> Iterator[Callable[..., MockProcess]]:
+    """Start the mock in its own process on a free port of 127.0.0.1; all are stopped after the test."""
+    stack = []
+
+    def start(**kwargs: object) -> MockProcess:
+        cm = start_mock(MockConfig(**kwargs))  # type: ignore[arg-type]
+        handle = cm.__enter__()
+        stack.append(cm)
+        return handle
+
+    yield start
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``loadtest ARGS`` in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "loadtest", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd or ROOT,
+        timeout=timeout,
+    )
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

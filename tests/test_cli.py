@@ -1,0 +1,154 @@
+"""The command line as users run it: runs, bad endpoints, the mock command, report, interrupts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from loadtest.mock import MockConfig, start_mock
+from loadtest.results import read_records
+
+from .conftest import ROOT, run_cli, write
+
+
+def only_run_dir(parent: Path) -> Path:
+    (name,) = list(parent.iterdir())
+    (run,) = list(name.iterdir())
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_demo_sweep_writes_one_step_per_concurrency_value(tmp_path: Path) -> None:
+    r = run_cli(
+        "run",
+        "scenarios/demo.yaml",
+        "--set",
+        "load.requests=6",
+        "--set",
+        "load.warmup_requests=1",
+        "--out",
+        str(tmp_path),
+    )
+    assert r.returncode == 0, r.stderr
+    run = only_run_dir(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert [s["value"] for s in summary["steps"]] == [1, 2, 4, 8, 16, 32]
+    assert all(s["requests"] == {"sent": 6, "ok": 6, "failed": 0} for s in summary["steps"])
+    assert summary["partial"] is False and summary["tool_version"] == "0.1.0" and summary["scenario"] == "demo"
+    for key in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "input_tokens", "output_tokens"):
+        assert set(summary["steps"][0][key]) == {"mean", "stddev", "p50", "p90", "p95", "p99", "max"}
+    assert len((run / "requests.jsonl").read_text().splitlines()) == 6 * 7
+    csv_lines = (run / "summary.csv").read_text().splitlines()
+    assert len(csv_lines) == 7 and csv_lines[0].startswith("index,mode,value")
+    assert "base_url: mock" in (run / "scenario.yaml").read_text()
+    assert "ok/sent" in r.stdout and "step 5 concurrency=32" in r.stderr  # the table, the step lines
+
+
+def test_unreachable_endpoint_records_every_request_as_connect(tmp_path: Path) -> None:
+    sc = write(
+        tmp_path / "down.yaml",
+        f"target: {{base_url: 'http://127.0.0.1:{free_port()}/v1', connect_timeout_s: 2}}\n"
+        "load: {concurrency: [2], requests: 5}\n",
+    )
+    r = run_cli("run", str(sc), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "down.yaml: target.base_url: endpoint unreachable (5 of 5" in err[0]
+    records = list(read_records(only_run_dir(tmp_path / "out") / "requests.jsonl"))
+    assert len(records) == 5 and all(x.status == "error" and x.error_class == "connect" for x in records)
+
+
+def test_mock_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run_cli("mock", "--port", str(port), timeout=30)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"error: port {port} on 127.0.0.1 is already in use"
+
+
+def test_report_rebuilds_the_same_summary_from_records(tmp_path: Path) -> None:
+    r = run_cli(
+        "run",
+        "scenarios/demo.yaml",
+        "--set",
+        "load.concurrency=[1,4]",
+        "--set",
+        "load.requests=5",
+        "--out",
+        str(tmp_path),
+    )
+    assert r.returncode == 0, r.stderr
+    run = only_run_dir(tmp_path)
+    before = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").unlink()
+    r = run_cli("report", str(run))
+    assert r.returncode == 0, r.stderr
+    after = json.loads((run / "summary.json").read_text())
+    assert after["steps"] == before["steps"] and after["slo"] == before["slo"]
+    r = run_cli("report", str(tmp_path))
+    assert r.returncode == 2 and "not a run directory" in r.stderr
+
+
+def test_slo_failure_exits_1(tmp_path: Path) -> None:
+    r = run_cli(
+        "run",
+        "scenarios/demo.yaml",
+        "--set",
+        "load.concurrency=[2]",
+        "--set",
+        "load.requests=4",
+        "--set",
+        "slo.ttft_ms.p50=1",
+        "--out",
+        str(tmp_path),
+    )
+    assert r.returncode == 1
+    assert "SLO failed" in r.stdout and "ttft_ms p50" in r.stdout
+    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["slo"]["passed"] is False
+
+
+def test_interrupt_keeps_what_was_measured(tmp_path: Path) -> None:
+    with start_mock(MockConfig(ttft_ms=5, itl_ms=2, output_tokens=16)) as mock:
+        sc = write(
+            tmp_path / "long.yaml",
+            f"target: {{base_url: '{mock.base_url}'}}\nload: {{concurrency: [4], duration_s: 60}}\n",
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "loadtest", "run", str(sc), "--out", str(tmp_path / "out"), "--grace-s", "5"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ},
+        )
+        deadline = time.monotonic() + 60
+        jsonl = None
+        while time.monotonic() < deadline:  # wait for evidence that requests completed, not for a time
+            runs = list((tmp_path / "out").glob("*/*/requests.jsonl"))
+            if runs and len(runs[0].read_text().splitlines()) >= 20:
+                jsonl = runs[0]
+                break
+            time.sleep(0.05)
+        assert jsonl is not None, "run never wrote records"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    summary = json.loads((jsonl.parent / "summary.json").read_text())
+    lines = jsonl.read_text().splitlines()
+    (step,) = summary["steps"]
+    assert summary["partial"] is True
+    assert step["requests"]["sent"] == len(lines) and step["requests"]["ok"] + step["requests"]["failed"] == len(lines)

@@ -1,0 +1,129 @@
+"""Each formula of DESIGN.md §3 checked by hand on a small fixed set of records."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtest.checks import evaluate_slos
+from loadtest.metrics import (
+    distribution,
+    e2e_ms,
+    error_counts,
+    goodput,
+    in_flight,
+    itl_gaps_ms,
+    output_token_throughput,
+    request_throughput,
+    schedule_lag_ms,
+    step_duration_s,
+    summarize_step,
+    total_token_throughput,
+    tpot_ms,
+    ttft_ms,
+)
+from loadtest.records import RequestRecord
+from loadtest.scenario import SLO, PerRequestSLO
+
+MS = 1_000_000
+
+
+def rec(i: int, sent: int, chunks: list[int], end: int, out: int | None, inp: int = 10, **kw: object) -> RequestRecord:
+    """Times in ms for readability."""
+    return RequestRecord(
+        id=i,
+        step=0,
+        sent_ns=sent * MS,
+        chunk_times_ns=[c * MS for c in chunks],
+        first_token_ns=chunks[0] * MS if chunks else None,
+        last_token_ns=chunks[-1] * MS if chunks else None,
+        end_ns=end * MS,
+        input_tokens=inp,
+        output_tokens=out,
+        tokens_source="usage",
+        **kw,
+    )  # type: ignore[arg-type]
+
+
+# A: TTFT 100, gaps 20 and 30, E2E 160, 3 tokens -> TPOT (160-100)/2 = 30
+# B: TTFT 50, gaps 10, 10, 10, E2E 100, 4 tokens -> TPOT (100-50)/3 = 16.666..
+# C: failed (http_5xx) after 40 ms; D: warmup, excluded; E: failed (timeout) at t=1000 (defines the end)
+A = rec(0, 0, [100, 120, 150], 160, 3)
+B = rec(1, 200, [250, 260, 270, 280], 300, 4, inp=20)
+C = rec(2, 400, [], 440, None, status="error", error_class="http_5xx", http_status=503)
+D = rec(3, 0, [10, 20], 30, 2, warmup=True)
+E = rec(4, 500, [], 1000, None, status="error", error_class="timeout")
+STEP = [A, B, C, D, E]
+MEASURED = [A, B, C, E]
+
+
+def test_per_request_formulas() -> None:
+    assert ttft_ms(A) == 100 and ttft_ms(B) == 50 and ttft_ms(C) is None
+    assert e2e_ms(A) == 160 and e2e_ms(B) == 100
+    assert list(itl_gaps_ms(A)) == [20, 30] and list(itl_gaps_ms(B)) == [10, 10, 10]
+    assert tpot_ms(A) == 30 and tpot_ms(B) == pytest.approx(50 / 3)
+    assert tpot_ms(rec(9, 0, [5], 9, 1)) is None  # one output token: no TPOT
+    assert (
+        tpot_ms(RequestRecord(id=9, step=0, stream=False, sent_ns=0, first_token_ns=5, end_ns=5, output_tokens=5))
+        is None
+    )
+
+
+def test_step_duration_and_throughputs() -> None:
+    d = step_duration_s(MEASURED)  # first measured send 0 ms, last measured completion 1000 ms
+    assert d == 1.0
+    assert request_throughput(MEASURED, d) == 2.0  # A and B succeeded
+    assert output_token_throughput(MEASURED, d) == 7.0  # 3 + 4
+    assert total_token_throughput(MEASURED, d) == 37.0  # (10 + 3) + (20 + 4)
+    assert request_throughput([], 0.0) == 0.0
+
+
+def test_percentiles_are_numpy_linear() -> None:
+    d = distribution([1, 2, 3, 4])
+    assert d["p50"] == 2.5 and d["p90"] == pytest.approx(3.7) and d["p99"] == pytest.approx(3.97)
+    assert d["mean"] == 2.5 and d["max"] == 4 and d["stddev"] == pytest.approx(1.118033988)
+    assert distribution([])["p50"] is None
+
+
+def test_goodput_and_errors() -> None:
+    assert goodput(MEASURED, PerRequestSLO(ttft_ms=80), 1.0) == 1.0  # only B has TTFT <= 80
+    assert goodput(MEASURED, PerRequestSLO(tpot_ms=20, e2e_ms=150), 1.0) == 1.0  # only B
+    assert goodput(MEASURED, PerRequestSLO(), 2.0) == 1.0  # no SLO: every ok request is good
+    assert error_counts(MEASURED) == {"http_5xx": 1, "timeout": 1}
+
+
+def test_schedule_lag() -> None:
+    r = rec(5, 105, [120], 130, 1, scheduled_ns=100 * MS)
+    assert schedule_lag_ms(r) == 5 and schedule_lag_ms(A) is None
+
+
+def test_in_flight_max_and_mean() -> None:
+    # A [0,160), B [200,300), C [400,440), E [500,1000): never overlapping -> max 1; busy 800 of 1000 ms
+    assert in_flight(MEASURED) == {"max": 1, "mean": pytest.approx(0.8)}
+    overlapping = [rec(0, 0, [1], 100, 1), rec(1, 50, [60], 150, 1), rec(2, 60, [70], 80, 1)]
+    assert in_flight(overlapping)["max"] == 3
+
+
+def test_summarize_step_pools_itl_and_excludes_warmup() -> None:
+    s = summarize_step(STEP, index=0, mode="concurrency", value=4, per_request_slo=PerRequestSLO(ttft_ms=80))
+    assert s["requests"] == {"sent": 4, "ok": 2, "failed": 2} and s["warmup_requests"] == 1
+    assert s["errors"] == {"http_5xx": 1, "timeout": 1} and s["error_rate"] == 0.5
+    assert s["duration_s"] == 1.0 and s["request_throughput"] == 2.0 and s["output_token_throughput"] == 7.0
+    # ITL pooled over all gaps of all ok requests: [20, 30, 10, 10, 10]
+    assert s["itl_ms"]["p50"] == 10 and s["itl_ms"]["mean"] == 16 and s["itl_ms"]["max"] == 30
+    assert s["ttft_ms"]["p50"] == 75 and s["e2e_ms"]["max"] == 160
+    assert s["tpot_ms"]["mean"] == pytest.approx((30 + 50 / 3) / 2)
+    assert s["goodput"] == 1.0 and s["goodput_ratio"] == 0.25
+    assert s["schedule_lag_ms"] is None and s["tokens_source"] == {"usage": 2}
+
+
+def test_slo_verdicts() -> None:
+    s = summarize_step(STEP, index=0, mode="concurrency", value=4)
+    slo = SLO.model_validate(
+        {"ttft_ms": {"p50": 80, "max": 200}, "error_rate": {"max": 0.1}, "output_tokens_per_s": {"min": 5}}
+    )
+    v = {(x["slo"], x["stat"]): x for x in evaluate_slos(s, slo)}
+    assert v[("ttft_ms", "p50")]["ok"] is True and v[("ttft_ms", "max")]["ok"] is True
+    assert v[("error_rate", "max")]["ok"] is False and v[("error_rate", "max")]["measured"] == 0.5
+    assert v[("output_tokens_per_s", "min")]["ok"] is True
+    empty = summarize_step([C], index=1, mode="rate", value=2.0)
+    assert evaluate_slos(empty, SLO.model_validate({"ttft_ms": {"p50": 1}}))[0]["ok"] is False
