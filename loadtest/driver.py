@@ -12,12 +12,12 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import httpx2
 import numpy as np
 
-from .client import make_client, send
+from .client import Endpoint, make_endpoint, send
 from .records import RequestRecord
 from .scenario import Load, Scenario
 from .workload import PromptItem
@@ -145,11 +145,11 @@ class RunContext:
         return self.prompts[next(self._prompt_i) % len(self.prompts)]
 
 
-async def _send(ctx: RunContext, client: Any, rec: RequestRecord) -> None:
+async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
     t, w = ctx.scenario.target, ctx.scenario.workload
     try:
         await send(
-            client,
+            ep,
             rec,
             ctx.next_prompt(),
             model=t.model,
@@ -168,7 +168,7 @@ async def _send(ctx: RunContext, client: Any, rec: RequestRecord) -> None:
     ctx.sink(RequestDone(rec))
 
 
-async def _closed_loop(ctx: RunContext, client: Any, step: StepPlan) -> None:
+async def _closed_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
     sends = itertools.count()
     total = step.warmup + step.requests if step.requests is not None else None
     duration_ns = int(step.duration_s * 1e9) if step.duration_s is not None else None
@@ -186,12 +186,12 @@ async def _closed_loop(ctx: RunContext, client: Any, step: StepPlan) -> None:
                     measured_from.append(now)
                 elif now - measured_from[0] >= duration_ns:
                     return
-            await _send(ctx, client, ctx.new_record(step.index, warm))
+            await _send(ctx, ep, ctx.new_record(step.index, warm))
 
     await asyncio.gather(*(worker() for _ in range(int(step.value))))
 
 
-async def _open_loop(ctx: RunContext, client: Any, step: StepPlan) -> None:
+async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
     seed = ctx.scenario.workload.seed + step.index
     warm = arrival_offsets_ns(step.value, "constant", count=step.warmup) if step.warmup else np.empty(0, np.int64)
     measured = arrival_offsets_ns(step.value, step.arrival, count=step.requests, duration_s=step.duration_s, seed=seed)
@@ -202,7 +202,7 @@ async def _open_loop(ctx: RunContext, client: Any, step: StepPlan) -> None:
 
     async def one(rec: RequestRecord) -> None:
         async with gate:  # waiting here shows up as schedule lag: the client, not the server, limited
-            await _send(ctx, client, rec)
+            await _send(ctx, ep, rec)
 
     start = ctx.now()
     for i, off in enumerate(offsets):
@@ -225,7 +225,7 @@ async def run_steps(ctx: RunContext, steps: list[StepPlan]) -> None:
     for step in steps:
         if ctx.stop.is_set():
             break
-        client = make_client(
+        ep = make_endpoint(
             ctx.base_url,
             ctx.api_key,
             max_connections=step.connections,
@@ -238,9 +238,9 @@ async def run_steps(ctx: RunContext, steps: list[StepPlan]) -> None:
         try:
             match step.mode:
                 case "concurrency":
-                    await _closed_loop(ctx, client, step)
+                    await _closed_loop(ctx, ep, step)
                 case "rate":
-                    await _open_loop(ctx, client, step)
+                    await _open_loop(ctx, ep, step)
         finally:
-            await client.close()
+            await ep.close()
         ctx.sink(StepFinished(step, ctx.now()))

@@ -6,9 +6,10 @@ wall time is recovered from the run's ``started_at`` anchor and is never used fo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
+
+import orjson
 
 __all__ = ["RECORD_FIELDS", "RequestRecord", "record_from_json", "record_to_json"]
 
@@ -42,9 +43,9 @@ RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))
 
 
 def record_to_json(r: RequestRecord) -> str:
-    return json.dumps({name: getattr(r, name) for name in RECORD_FIELDS}, separators=(",", ":"))
+    return orjson.dumps({name: getattr(r, name) for name in RECORD_FIELDS}).decode()
 
 
 def record_from_json(line: str | bytes) -> RequestRecord:
-    d: dict[str, Any] = json.loads(line)
+    d: dict[str, Any] = orjson.loads(line)
     return RequestRecord(**{k: v for k, v in d.items() if k in RECORD_FIELDS})

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx2
 import pytest
 
-from loadtest.client import make_client, send
+from loadtest.client import make_endpoint, send
 from loadtest.records import RequestRecord
 from loadtest.tokens import count_tokens
 from loadtest.workload import PromptItem
@@ -41,7 +41,7 @@ async def call(
         seen.append(request)
         return handler(request)
 
-    client = make_client(
+    client = make_endpoint(
         "http://127.0.0.1:1/v1",
         KEY,
         max_connections=4,
@@ -193,7 +193,7 @@ async def _raw_server(reply: bytes, close: bool) -> tuple[object, str]:
 
 
 async def _real(base_url: str, timeout_s: float = 5.0) -> RequestRecord:
-    client = make_client(base_url, KEY, max_connections=2, timeout_s=timeout_s, connect_timeout_s=1)
+    client = make_endpoint(base_url, KEY, max_connections=2, timeout_s=timeout_s, connect_timeout_s=1)
     rec = await send(
         client,
         RequestRecord(id=1, step=0),
