@@ -6,6 +6,8 @@ percentile is numpy's linear interpolation.
 
 from __future__ import annotations
 
+import math
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -17,9 +19,9 @@ from .scenario import PerRequestSLO
 
 __all__ = [
     "PERCENTILES",
+    "StepAccumulator",
     "distribution",
     "e2e_ms",
-    "error_counts",
     "goodput",
     "in_flight",
     "itl_gaps_ms",
@@ -38,18 +40,37 @@ PERCENTILES = (50, 90, 95, 99)
 _MS = 1e6  # ns per ms
 
 
-def distribution(values: Sequence[float] | np.ndarray) -> dict[str, float | None]:
-    """mean, stddev (population), p50/p90/p95/p99 (linear interpolation) and max; None when empty."""
-    a = np.asarray(values, dtype=float)
+def _stddev(a: np.ndarray, mean: float) -> float:
+    """Population standard deviation, in float64 but a million values at a time (no full-size temporary)."""
+    step = 1 << 20
+    acc = 0.0
+    for i in range(0, a.size, step):
+        d = a[i : i + step].astype(np.float64) - mean
+        acc += float(d @ d)
+    return math.sqrt(acc / a.size)
+
+
+def distribution(values: Sequence[float] | np.ndarray, *, overwrite: bool = False) -> dict[str, float | None]:
+    """mean, stddev (population), p50/p90/p95/p99 (linear interpolation) and max; None when empty.
+
+    Float arrays keep their precision (float32 ITL gaps are not widened); ``overwrite`` lets numpy
+    partition ``values`` in place instead of copying it (for a caller that owns a large buffer).
+    """
+    a = np.asarray(values)
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
     keys = ["mean", "stddev", *(f"p{p}" for p in PERCENTILES), "max"]
     if a.size == 0:
         return dict.fromkeys(keys)
-    pct = np.percentile(a, PERCENTILES)
+    mean = float(a.mean(dtype=np.float64))
+    std = _stddev(a, mean)
+    top = float(a.max())
+    pct = np.percentile(a, PERCENTILES, overwrite_input=overwrite and a.flags.writeable)
     return {
-        "mean": float(a.mean()),
-        "stddev": float(a.std()),
+        "mean": mean,
+        "stddev": std,
         **{f"p{p}": float(v) for p, v in zip(PERCENTILES, pct, strict=True)},
-        "max": float(a.max()),
+        "max": top,
     }
 
 
@@ -81,30 +102,30 @@ def schedule_lag_ms(r: RequestRecord) -> float | None:
     return None if r.scheduled_ns is None else (r.sent_ns - r.scheduled_ns) / _MS
 
 
-def step_duration_s(records: Sequence[RequestRecord]) -> float:
+def step_duration_s(sent_ns: Sequence[int], end_ns: Sequence[int]) -> float:
     """From the first measured send to the last measured completion (warmup excluded by the caller)."""
-    if not records:
+    if not len(sent_ns):
         return 0.0
-    return (max(r.end_ns for r in records) - min(r.sent_ns for r in records)) / 1e9
+    return (max(end_ns) - min(sent_ns)) / 1e9
 
 
 def _per_s(amount: float, duration_s: float) -> float:
     return amount / duration_s if duration_s > 0 else 0.0
 
 
-def request_throughput(records: Sequence[RequestRecord], duration_s: float) -> float:
+def request_throughput(ok_requests: int, duration_s: float) -> float:
     """Successful requests / step duration."""
-    return _per_s(sum(r.status == "ok" for r in records), duration_s)
+    return _per_s(ok_requests, duration_s)
 
 
-def output_token_throughput(records: Sequence[RequestRecord], duration_s: float) -> float:
+def output_token_throughput(output_tokens_ok: int, duration_s: float) -> float:
     """Sum of output tokens of successful requests / step duration."""
-    return _per_s(sum(r.output_tokens or 0 for r in records if r.status == "ok"), duration_s)
+    return _per_s(output_tokens_ok, duration_s)
 
 
-def total_token_throughput(records: Sequence[RequestRecord], duration_s: float) -> float:
+def total_token_throughput(input_tokens_ok: int, output_tokens_ok: int, duration_s: float) -> float:
     """Sum of input + output tokens of successful requests / step duration."""
-    return _per_s(sum((r.input_tokens or 0) + (r.output_tokens or 0) for r in records if r.status == "ok"), duration_s)
+    return _per_s(input_tokens_ok + output_tokens_ok, duration_s)
 
 
 def meets_slo(r: RequestRecord, slo: PerRequestSLO) -> bool:
@@ -115,71 +136,114 @@ def meets_slo(r: RequestRecord, slo: PerRequestSLO) -> bool:
     return all(bound is None or (value is not None and value <= bound) for bound, value in checks)
 
 
-def goodput(records: Sequence[RequestRecord], slo: PerRequestSLO, duration_s: float) -> float:
+def goodput(good_requests: int, duration_s: float) -> float:
     """Goodput = requests meeting every per-request SLO / step duration."""
-    return _per_s(sum(meets_slo(r, slo) for r in records), duration_s)
+    return _per_s(good_requests, duration_s)
 
 
-def error_counts(records: Iterable[RequestRecord]) -> dict[str, int]:
-    """Failed requests by error class."""
-    return dict(Counter(r.error_class or "unknown" for r in records if r.status != "ok"))
-
-
-def in_flight(records: Sequence[RequestRecord]) -> dict[str, float]:
+def in_flight(sent_ns: Sequence[int], end_ns: Sequence[int]) -> dict[str, float]:
     """Concurrency the server saw: max overlap of [sent, end) intervals, and mean = sum(E2E) / duration."""
-    if not records:
+    if not len(sent_ns):
         return {"max": 0, "mean": 0.0}
-    events = sorted([(r.sent_ns, 1) for r in records] + [(r.end_ns, -1) for r in records], key=lambda e: (e[0], e[1]))
-    level = peak = 0
-    for _, d in events:
-        level += d
-        peak = max(peak, level)
-    busy_ns = sum(r.end_ns - r.sent_ns for r in records)
-    span = max(r.end_ns for r in records) - min(r.sent_ns for r in records)
-    return {"max": peak, "mean": busy_ns / span if span > 0 else 0.0}
+    sent, end = np.asarray(sent_ns, dtype=np.int64), np.asarray(end_ns, dtype=np.int64)
+    times = np.concatenate((sent, end))
+    deltas = np.concatenate((np.ones(len(sent), np.int64), -np.ones(len(end), np.int64)))
+    order = np.lexsort((deltas, times))  # at equal times an end (-1) comes before a start (+1)
+    peak = int(np.cumsum(deltas[order]).max())
+    span = int(end.max() - sent.min())
+    return {"max": peak, "mean": float((end - sent).sum()) / span if span > 0 else 0.0}
+
+
+class StepAccumulator:
+    """The records of one step reduced, one at a time, to the numbers its summary needs.
+
+    Records stream through ``add`` (from the driver or from requests.jsonl) and are not kept:
+    memory is a few numbers per request (compact arrays), not the records with their chunk times.
+    """
+
+    def __init__(self, per_request_slo: PerRequestSLO | None = None, *, itl: bool = True) -> None:
+        self.slo = per_request_slo or PerRequestSLO()
+        self.keep_itl = itl  # a progress line has no use for the ~60 gaps a request
+        self.sent_ns, self.end_ns = array("q"), array("q")
+        self.ttft, self.tpot, self.e2e, self.lag = array("d"), array("d"), array("d"), array("d")
+        self.itl = array("f")  # ~60 gaps a request: single precision (0.1 us at 1 s) keeps it small
+        self.input_tokens, self.output_tokens = array("d"), array("d")
+        self.ok = self.good = self.warmup = self.tokens_in_ok = self.tokens_out_ok = 0
+        self.errors: Counter[str] = Counter()
+        self.sources: Counter[str] = Counter()
+
+    def add(self, r: RequestRecord) -> None:
+        if r.warmup:
+            self.warmup += 1
+            return
+        self.sent_ns.append(r.sent_ns)
+        self.end_ns.append(r.end_ns)
+        if (lag := schedule_lag_ms(r)) is not None:
+            self.lag.append(lag)
+        if r.status != "ok":
+            self.errors[r.error_class or "unknown"] += 1
+            return
+        self.ok += 1
+        self.good += meets_slo(r, self.slo)
+        if (v := ttft_ms(r)) is not None:
+            self.ttft.append(v)
+        if (v := tpot_ms(r)) is not None:
+            self.tpot.append(v)
+        self.e2e.append(e2e_ms(r))
+        if self.keep_itl:
+            self.itl.frombytes(itl_gaps_ms(r).astype(np.float32).tobytes())
+        if r.input_tokens is not None:
+            self.input_tokens.append(r.input_tokens)
+            self.tokens_in_ok += r.input_tokens
+        if r.output_tokens is not None:
+            self.output_tokens.append(r.output_tokens)
+            self.tokens_out_ok += r.output_tokens
+        if r.tokens_source:
+            self.sources[r.tokens_source] += 1
+
+    def summary(self, *, index: int, mode: str, value: float) -> dict[str, Any]:
+        """The summary of the step (DESIGN.md §5 keys and more)."""
+        sent = len(self.sent_ns)
+        failed = sent - self.ok
+        duration = step_duration_s(self.sent_ns, self.end_ns)
+        return {
+            "index": index,
+            "mode": mode,
+            "value": int(value) if mode == "concurrency" else value,
+            "duration_s": duration,
+            "requests": {"sent": sent, "ok": self.ok, "failed": failed},
+            "warmup_requests": self.warmup,
+            "errors": dict(self.errors),
+            "error_rate": failed / sent if sent else 0.0,
+            "rate_429": self.errors.get("http_429", 0) / sent if sent else 0.0,
+            "request_throughput": request_throughput(self.ok, duration),
+            "output_token_throughput": output_token_throughput(self.tokens_out_ok, duration),
+            "total_token_throughput": total_token_throughput(self.tokens_in_ok, self.tokens_out_ok, duration),
+            "goodput": goodput(self.good, duration),
+            "goodput_ratio": self.good / sent if sent else 0.0,
+            "ttft_ms": distribution(self.ttft),
+            # the gaps are this accumulator's own buffer: percentiles may reorder it instead of copying it
+            "itl_ms": distribution(np.frombuffer(self.itl, dtype=np.float32), overwrite=True),
+            "tpot_ms": distribution(self.tpot),
+            "e2e_ms": distribution(self.e2e),
+            "input_tokens": distribution(self.input_tokens),
+            "output_tokens": distribution(self.output_tokens),
+            "schedule_lag_ms": distribution(self.lag) if self.lag else None,
+            "in_flight": in_flight(self.sent_ns, self.end_ns),
+            "tokens_source": dict(self.sources),
+        }
 
 
 def summarize_step(
-    records: Sequence[RequestRecord],
+    records: Iterable[RequestRecord],
     *,
     index: int,
     mode: str,
     value: float,
     per_request_slo: PerRequestSLO | None = None,
 ) -> dict[str, Any]:
-    """The summary of one step (DESIGN.md §5 keys) from all its records; warmup records are excluded."""
-    measured = [r for r in records if not r.warmup]
-    ok = [r for r in measured if r.status == "ok"]
-    duration = step_duration_s(measured)
-    errors = error_counts(measured)
-    slo = per_request_slo or PerRequestSLO()
-    sent = len(measured)
-    itl = np.concatenate([itl_gaps_ms(r) for r in ok]) if ok else np.empty(0)
-    lags = [v for r in measured if (v := schedule_lag_ms(r)) is not None]
-    good = sum(meets_slo(r, slo) for r in measured)
-    sources = Counter(r.tokens_source for r in ok if r.tokens_source)
-    return {
-        "index": index,
-        "mode": mode,
-        "value": int(value) if mode == "concurrency" else value,
-        "duration_s": duration,
-        "requests": {"sent": sent, "ok": len(ok), "failed": sent - len(ok)},
-        "warmup_requests": len(records) - sent,
-        "errors": errors,
-        "error_rate": (sent - len(ok)) / sent if sent else 0.0,
-        "rate_429": errors.get("http_429", 0) / sent if sent else 0.0,
-        "request_throughput": request_throughput(measured, duration),
-        "output_token_throughput": output_token_throughput(measured, duration),
-        "total_token_throughput": total_token_throughput(measured, duration),
-        "goodput": _per_s(good, duration),
-        "goodput_ratio": good / sent if sent else 0.0,
-        "ttft_ms": distribution([v for r in ok if (v := ttft_ms(r)) is not None]),
-        "itl_ms": distribution(itl),
-        "tpot_ms": distribution([v for r in ok if (v := tpot_ms(r)) is not None]),
-        "e2e_ms": distribution([e2e_ms(r) for r in ok]),
-        "input_tokens": distribution([r.input_tokens for r in ok if r.input_tokens is not None]),
-        "output_tokens": distribution([r.output_tokens for r in ok if r.output_tokens is not None]),
-        "schedule_lag_ms": distribution(lags) if lags else None,
-        "in_flight": in_flight(measured),
-        "tokens_source": dict(sources),
-    }
+    """The summary of one step from all its records; warmup records are excluded."""
+    acc = StepAccumulator(per_request_slo)
+    for r in records:
+        acc.add(r)
+    return acc.summary(index=index, mode=mode, value=value)

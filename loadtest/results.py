@@ -15,7 +15,7 @@ import os
 import platform
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -23,7 +23,7 @@ from typing import IO, Any
 from . import __version__
 from .checks import evaluate_slos
 from .driver import Event, RequestDone, plan_steps
-from .metrics import summarize_step
+from .metrics import StepAccumulator
 from .records import RequestRecord, record_from_json, record_to_json
 from .scenario import Scenario, ScenarioError, load_scenario, scenario_to_yaml
 
@@ -101,23 +101,17 @@ def _environment() -> dict[str, Any]:
 
 
 def build_summary(
-    scenario: Scenario, records: list[RequestRecord], *, started_at: str, partial: bool, base_url: str
+    scenario: Scenario, records: Iterable[RequestRecord], *, started_at: str, partial: bool, base_url: str
 ) -> dict[str, Any]:
-    """summary.json's content from the records of a run (pure)."""
-    by_step: dict[int, list[RequestRecord]] = defaultdict(list)
+    """summary.json's content from the records of a run, streamed once (pure: no I/O of its own)."""
+    by_step: dict[int, StepAccumulator] = defaultdict(lambda: StepAccumulator(scenario.slo.per_request))
     for r in records:
-        by_step[r.step].append(r)
+        by_step[r.step].add(r)
     steps, verdicts = [], []
     for plan in plan_steps(scenario.load):
         if plan.index not in by_step and partial:
             continue  # an interrupted run never reached this step
-        s = summarize_step(
-            by_step.get(plan.index, []),
-            index=plan.index,
-            mode=plan.mode,
-            value=plan.value,
-            per_request_slo=scenario.slo.per_request,
-        )
+        s = by_step[plan.index].summary(index=plan.index, mode=plan.mode, value=plan.value)
         steps.append(s)
         verdicts += evaluate_slos(s, scenario.slo)
     return {
@@ -191,14 +185,23 @@ def rebuild_summary(run_dir: Path, warn: Any = None) -> dict[str, Any]:
         if not (run_dir / name).is_file():
             raise ScenarioError(f"{run_dir}: not a run directory ({name} missing)")
     scenario = load_scenario(run_dir / "scenario.yaml", env={})
-    records = list(read_records(run_dir / "requests.jsonl", warn))
+    steps_seen: set[int] = set()
+
+    def records() -> Iterator[RequestRecord]:
+        for r in read_records(run_dir / "requests.jsonl", warn):
+            steps_seen.add(r.step)
+            yield r
+
     old: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):  # no summary (deleted, or a killed run): rebuild from scratch
         old = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     started = old.get("started_at") or datetime.fromtimestamp(
         (run_dir / "scenario.yaml").stat().st_mtime, tz=timezone.utc
     ).strftime("%Y-%m-%dT%H:%M:%SZ")
-    sent_steps = {r.step for r in records}
-    partial = old.get("partial", len(sent_steps) < len(scenario.load.values))
     base_url = (old.get("target") or {}).get("base_url", scenario.target.base_url)
-    return build_summary(scenario, records, started_at=started, partial=partial, base_url=base_url)
+    if "partial" in old:
+        return build_summary(scenario, records(), started_at=started, partial=old["partial"], base_url=base_url)
+    # No summary to say so: the run is partial when it never reached its last step (a killed run).
+    summary = build_summary(scenario, records(), started_at=started, partial=True, base_url=base_url)
+    summary["partial"] = len(steps_seen) < len(scenario.load.values)
+    return summary

@@ -19,9 +19,8 @@ from typing import Any
 import httpx2
 
 from .driver import Event, RequestDone, RunContext, StepFinished, plan_steps, run_steps
-from .metrics import summarize_step
+from .metrics import StepAccumulator
 from .mock import MockConfig, start_mock
-from .records import RequestRecord
 from .results import Recorder, build_summary, new_run_dir, read_records, write_scenario, write_summary
 from .scenario import Scenario, api_key
 from .workload import build_prompts
@@ -64,20 +63,19 @@ def _prompt_count(scenario: Scenario) -> int:
 
 
 class _StepReporter:
-    """Keeps only the current step's records, to print one line when it ends."""
+    """Summarizes the current step as its records stream by, to print one line when it ends."""
 
-    def __init__(self, scenario: Scenario, on_step: Callable[[dict[str, Any]], None]) -> None:
-        self.scenario, self.on_step = scenario, on_step
-        self.records: list[RequestRecord] = []
+    def __init__(self, on_step: Callable[[dict[str, Any]], None]) -> None:
+        self.on_step = on_step
+        self.acc = StepAccumulator(itl=False)
 
     def __call__(self, event: Event) -> None:
         match event:
             case StepFinished(step=step):
-                s = summarize_step(self.records, index=step.index, mode=step.mode, value=step.value)
-                self.records = []
-                self.on_step(s)
+                self.on_step(self.acc.summary(index=step.index, mode=step.mode, value=step.value))
+                self.acc = StepAccumulator(itl=False)
             case RequestDone(record=record):
-                self.records.append(record)
+                self.acc.add(record)
 
 
 def execute(
@@ -96,7 +94,7 @@ def execute(
     run_dir = new_run_dir(out_parent, scenario.name, started)
     write_scenario(run_dir, scenario)
     recorder = Recorder(run_dir)
-    reporter = _StepReporter(scenario, on_step)
+    reporter = _StepReporter(on_step)
     stopped_by: list[int] = []
 
     def sink(event: Event) -> None:
@@ -111,18 +109,21 @@ def execute(
             loop.close()
             recorder.close()
 
-    records = list(read_records(recorder.path, warn))
     partial = bool(stopped_by)
     summary = build_summary(
-        scenario, records, started_at=started.strftime("%Y-%m-%dT%H:%M:%SZ"), partial=partial, base_url=base_url
+        scenario,
+        read_records(recorder.path, warn),
+        started_at=started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        partial=partial,
+        base_url=base_url,
     )
     write_summary(run_dir, summary)
-    measured = [r for r in records if not r.warmup] or records
     if stopped_by:
         return RunOutcome(run_dir, summary, _SIGNAL_EXIT.get(stopped_by[0], 130), "interrupted; partial results")
-    if measured and all(r.error_class == "connect" for r in measured):
+    sent = sum(s["requests"]["sent"] for s in summary["steps"])
+    if sent and sum(s["errors"].get("connect", 0) for s in summary["steps"]) == sent:
         msg = (
-            f"{source}: target.base_url: endpoint unreachable ({len(measured)} of {len(measured)} "
+            f"{source}: target.base_url: endpoint unreachable ({sent} of {sent} "
             f"requests failed to connect to {base_url})"
         )
         return RunOutcome(run_dir, summary, EXIT_HARNESS, msg)

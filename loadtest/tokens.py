@@ -78,7 +78,7 @@ def get_encoding(name: str = "o200k_base") -> tiktoken.Encoding:
         saved = os.environ.get("TIKTOKEN_CACHE_DIR")
         os.environ["TIKTOKEN_CACHE_DIR"] = str(directory)
         try:
-            return tiktoken.get_encoding(name)
+            enc = tiktoken.get_encoding(name)
         except Exception as e:  # tiktoken would only get here by trying a download
             raise TokenizerError(f"tokenizer {name}: could not load offline ({e.__class__.__name__})") from None
         finally:
@@ -86,6 +86,10 @@ def get_encoding(name: str = "o200k_base") -> tiktoken.Encoding:
                 os.environ.pop("TIKTOKEN_CACHE_DIR", None)
             else:
                 os.environ["TIKTOKEN_CACHE_DIR"] = saved
+    # The Rust encoder holds its own copy of the ranks; tiktoken keeps this Python dict (~30 MB for
+    # o200k_base) only to pickle encodings it has not registered, and ours are pickled by name.
+    enc._mergeable_ranks = {}
+    return enc
 
 
 def count_tokens(text: str, name: str = "o200k_base") -> int:

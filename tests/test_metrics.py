@@ -6,18 +6,15 @@ import pytest
 
 from loadtest.checks import evaluate_slos
 from loadtest.metrics import (
+    StepAccumulator,
     distribution,
     e2e_ms,
-    error_counts,
-    goodput,
     in_flight,
     itl_gaps_ms,
-    output_token_throughput,
-    request_throughput,
+    meets_slo,
     schedule_lag_ms,
     step_duration_s,
     summarize_step,
-    total_token_throughput,
     tpot_ms,
     ttft_ms,
 )
@@ -68,13 +65,18 @@ def test_per_request_formulas() -> None:
     )
 
 
+def sent_end(records: list[RequestRecord]) -> tuple[list[int], list[int]]:
+    return [r.sent_ns for r in records], [r.end_ns for r in records]
+
+
 def test_step_duration_and_throughputs() -> None:
-    d = step_duration_s(MEASURED)  # first measured send 0 ms, last measured completion 1000 ms
-    assert d == 1.0
-    assert request_throughput(MEASURED, d) == 2.0  # A and B succeeded
-    assert output_token_throughput(MEASURED, d) == 7.0  # 3 + 4
-    assert total_token_throughput(MEASURED, d) == 37.0  # (10 + 3) + (20 + 4)
-    assert request_throughput([], 0.0) == 0.0
+    assert step_duration_s(*sent_end(MEASURED)) == 1.0  # first measured send 0 ms, last completion 1000 ms
+    assert step_duration_s([], []) == 0.0
+    s = summarize_step(STEP, index=0, mode="concurrency", value=4)
+    assert s["request_throughput"] == 2.0  # A and B succeeded in 1 s
+    assert s["output_token_throughput"] == 7.0  # 3 + 4
+    assert s["total_token_throughput"] == 37.0  # (10 + 3) + (20 + 4)
+    assert summarize_step([], index=0, mode="rate", value=1.0)["request_throughput"] == 0.0
 
 
 def test_percentiles_are_numpy_linear() -> None:
@@ -85,10 +87,13 @@ def test_percentiles_are_numpy_linear() -> None:
 
 
 def test_goodput_and_errors() -> None:
-    assert goodput(MEASURED, PerRequestSLO(ttft_ms=80), 1.0) == 1.0  # only B has TTFT <= 80
-    assert goodput(MEASURED, PerRequestSLO(tpot_ms=20, e2e_ms=150), 1.0) == 1.0  # only B
-    assert goodput(MEASURED, PerRequestSLO(), 2.0) == 1.0  # no SLO: every ok request is good
-    assert error_counts(MEASURED) == {"http_5xx": 1, "timeout": 1}
+    assert [meets_slo(r, PerRequestSLO(ttft_ms=80)) for r in MEASURED] == [False, True, False, False]
+    assert [meets_slo(r, PerRequestSLO(tpot_ms=20, e2e_ms=150)) for r in MEASURED] == [False, True, False, False]
+    assert [meets_slo(r, PerRequestSLO()) for r in MEASURED] == [True, True, False, False]
+    s = summarize_step(STEP, index=0, mode="concurrency", value=4, per_request_slo=PerRequestSLO(ttft_ms=80))
+    assert s["goodput"] == 1.0 and s["goodput_ratio"] == 0.25  # B only, over 1 s; 1 of 4 sent
+    assert summarize_step(STEP, index=0, mode="concurrency", value=4)["goodput"] == 2.0  # no SLO: every ok one
+    assert s["errors"] == {"http_5xx": 1, "timeout": 1}
 
 
 def test_schedule_lag() -> None:
@@ -98,9 +103,20 @@ def test_schedule_lag() -> None:
 
 def test_in_flight_max_and_mean() -> None:
     # A [0,160), B [200,300), C [400,440), E [500,1000): never overlapping -> max 1; busy 800 of 1000 ms
-    assert in_flight(MEASURED) == {"max": 1, "mean": pytest.approx(0.8)}
+    assert in_flight(*sent_end(MEASURED)) == {"max": 1, "mean": pytest.approx(0.8)}
     overlapping = [rec(0, 0, [1], 100, 1), rec(1, 50, [60], 150, 1), rec(2, 60, [70], 80, 1)]
-    assert in_flight(overlapping)["max"] == 3
+    assert in_flight(*sent_end(overlapping))["max"] == 3
+    back_to_back = [rec(0, 0, [1], 100, 1), rec(1, 100, [110], 200, 1)]  # one ends as the next starts
+    assert in_flight(*sent_end(back_to_back))["max"] == 1
+
+
+def test_accumulator_streams_records_in_any_order() -> None:
+    acc = StepAccumulator()
+    for r in reversed(STEP):
+        acc.add(r)
+    assert acc.summary(index=0, mode="concurrency", value=4) == summarize_step(
+        STEP, index=0, mode="concurrency", value=4
+    )
 
 
 def test_summarize_step_pools_itl_and_excludes_warmup() -> None:
