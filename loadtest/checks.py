@@ -6,7 +6,10 @@ from typing import Any
 
 from .scenario import SLO
 
-__all__ = ["evaluate_slos"]
+__all__ = ["LOOP_LAG_P99_MS", "SCHEDULE_LAG_P99_MS", "evaluate_slos", "harness_warnings"]
+
+LOOP_LAG_P99_MS = 5.0  # a 10 ms sleep woken this late means the client was busy when data was due
+SCHEDULE_LAG_P99_MS = 10.0  # an open-loop send this late means the client could not keep the rate
 
 _LATENCY = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms")
 # SLO field -> (summary key, "max" means value <= bound, "min" means value >= bound)
@@ -46,3 +49,21 @@ def evaluate_slos(step: dict[str, Any], slo: SLO) -> list[dict[str, Any]]:
         if bound_model is not None:
             verdicts.append(_verdict(step, name, kind, step.get(key), getattr(bound_model, kind), kind))
     return verdicts
+
+
+def harness_warnings(step: dict[str, Any]) -> list[str]:
+    """Why this step may describe the client rather than the server (empty when it looks healthy)."""
+    out = []
+    loop = step.get("loop_lag_ms") or {}
+    if (p99 := loop.get("p99")) is not None and p99 > LOOP_LAG_P99_MS:
+        out.append(
+            f"client bottleneck: event-loop lag p99 {p99:.1f} ms > {LOOP_LAG_P99_MS:g} ms; the client, not the "
+            "server, limited or skewed this step (fewer requests per process: --workers)"
+        )
+    lag = step.get("schedule_lag_ms") or {}
+    if (p99 := lag.get("p99")) is not None and p99 > SCHEDULE_LAG_P99_MS:
+        out.append(
+            f"client bottleneck: schedule lag p99 {p99:.1f} ms > {SCHEDULE_LAG_P99_MS:g} ms; requests left later "
+            "than the arrival process asked (raise load.max_concurrency or use --workers)"
+        )
+    return out

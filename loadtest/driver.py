@@ -66,6 +66,9 @@ class RequestDone:
 class StepFinished:
     step: StepPlan
     t_ns: int
+    started_ns: int = 0
+    loop_lag_ms: tuple[float, ...] = ()  # how late the event loop woke a 10 ms sleep, sampled through the step
+    worker: int = 0
 
 
 Event = StepStarted | RequestDone | StepFinished
@@ -219,6 +222,19 @@ async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
         await asyncio.gather(*tasks)
 
 
+LOOP_LAG_INTERVAL_S = 0.01
+
+
+async def _sample_loop_lag(samples: list[float]) -> None:
+    """Sleep 10 ms again and again; how late each wake-up comes is the event loop's lag: time the
+    client spent on other work while a token or a send was due."""
+    interval = LOOP_LAG_INTERVAL_S
+    while True:
+        t = time.perf_counter()
+        await asyncio.sleep(interval)
+        samples.append(max(0.0, (time.perf_counter() - t - interval) * 1e3))
+
+
 async def run_steps(ctx: RunContext, steps: list[StepPlan]) -> None:
     """Run every step in order; each gets a fresh client sized to its concurrency."""
     t = ctx.scenario.target
@@ -234,7 +250,10 @@ async def run_steps(ctx: RunContext, steps: list[StepPlan]) -> None:
             headers=t.headers,
             transport=ctx.transport,
         )
-        ctx.sink(StepStarted(step, ctx.now()))
+        started = ctx.now()
+        ctx.sink(StepStarted(step, started))
+        lag: list[float] = []
+        sampler = asyncio.get_running_loop().create_task(_sample_loop_lag(lag))
         try:
             match step.mode:
                 case "concurrency":
@@ -242,5 +261,6 @@ async def run_steps(ctx: RunContext, steps: list[StepPlan]) -> None:
                 case "rate":
                     await _open_loop(ctx, ep, step)
         finally:
+            sampler.cancel()
             await ep.close()
-        ctx.sink(StepFinished(step, ctx.now()))
+        ctx.sink(StepFinished(step, ctx.now(), started, tuple(lag), ctx.worker))

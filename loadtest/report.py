@@ -60,6 +60,9 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
         )
     console.print(t)
     console.print("latencies in ms", style="dim")
+    for s in summary["steps"]:
+        for w in s.get("warnings", []):
+            console.print(f"[yellow]warning[/]: step {s['index']} ({s['value']}): {w}", highlight=False)
     for v in summary["slo"]["verdicts"]:
         if not v["ok"]:
             console.print(

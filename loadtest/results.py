@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import __version__
-from .checks import evaluate_slos
-from .driver import Event, RequestDone, plan_steps
-from .metrics import StepAccumulator
+from .checks import evaluate_slos, harness_warnings
+from .driver import Event, RequestDone, StepFinished, plan_steps
+from .metrics import StepAccumulator, distribution
 from .records import RequestRecord, record_from_json, record_to_json
 from .scenario import Scenario, ScenarioError, load_scenario, scenario_to_yaml
 
@@ -32,6 +32,7 @@ __all__ = [
     "build_summary",
     "new_run_dir",
     "read_records",
+    "read_step_health",
     "rebuild_summary",
     "write_atomic",
     "write_summary",
@@ -61,21 +62,52 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class Recorder:
-    """Consumes driver events; appends and flushes each completed request to requests.jsonl."""
+    """Consumes driver events: each completed request is appended and flushed to requests.jsonl,
+    each finished step's harness health (event-loop lag) to steps.jsonl."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / "requests.jsonl"
+    def __init__(self, run_dir: Path, suffix: str = "") -> None:
+        self.path = run_dir / f"requests{suffix}.jsonl"
+        self.steps_path = run_dir / f"steps{suffix}.jsonl"
         self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self.count = 0
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, RequestDone):
-            self._file.write(record_to_json(event.record) + "\n")
-            self._file.flush()
-            self.count += 1
+        match event:
+            case RequestDone(record=record):
+                self._file.write(record_to_json(record) + "\n")
+                self._file.flush()
+                self.count += 1
+            case StepFinished():
+                line = {
+                    "step": event.step.index,
+                    "worker": event.worker,
+                    "started_ns": event.started_ns,
+                    "finished_ns": event.t_ns,
+                    "loop_lag_ms": distribution(event.loop_lag_ms),
+                }
+                with open(self.steps_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(line) + "\n")
 
     def close(self) -> None:
         self._file.close()
+
+
+def read_step_health(run_dir: Path) -> list[dict[str, Any]]:
+    """The lines of steps.jsonl (one per step and worker); a torn line is skipped."""
+    out = []
+    for path in sorted(run_dir.glob("steps*.jsonl")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+    return out
+
+
+def _merge_loop_lag(lines: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Across workers, the worst of each statistic: a step is as healthy as its busiest process."""
+    dists = [ln["loop_lag_ms"] for ln in lines if (ln.get("loop_lag_ms") or {}).get("max") is not None]
+    if not dists:
+        return distribution([])
+    return {k: max(d[k] for d in dists) for k in dists[0]}
 
 
 def read_records(path: Path, warn: Any = None) -> Iterator[RequestRecord]:
@@ -101,9 +133,16 @@ def _environment() -> dict[str, Any]:
 
 
 def build_summary(
-    scenario: Scenario, records: Iterable[RequestRecord], *, started_at: str, partial: bool, base_url: str
+    scenario: Scenario,
+    records: Iterable[RequestRecord],
+    *,
+    started_at: str,
+    partial: bool,
+    base_url: str,
+    step_health: Iterable[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """summary.json's content from the records of a run, streamed once (pure: no I/O of its own)."""
+    health = list(step_health)
     by_step: dict[int, StepAccumulator] = defaultdict(lambda: StepAccumulator(scenario.slo.per_request))
     for r in records:
         by_step[r.step].add(r)
@@ -112,6 +151,8 @@ def build_summary(
         if plan.index not in by_step and partial:
             continue  # an interrupted run never reached this step
         s = by_step[plan.index].summary(index=plan.index, mode=plan.mode, value=plan.value)
+        s["loop_lag_ms"] = _merge_loop_lag([h for h in health if h.get("step") == plan.index])
+        s["warnings"] = harness_warnings(s)
         steps.append(s)
         verdicts += evaluate_slos(s, scenario.slo)
     return {
@@ -199,9 +240,14 @@ def rebuild_summary(run_dir: Path, warn: Any = None) -> dict[str, Any]:
         (run_dir / "scenario.yaml").stat().st_mtime, tz=timezone.utc
     ).strftime("%Y-%m-%dT%H:%M:%SZ")
     base_url = (old.get("target") or {}).get("base_url", scenario.target.base_url)
+    health = read_step_health(run_dir)
     if "partial" in old:
-        return build_summary(scenario, records(), started_at=started, partial=old["partial"], base_url=base_url)
+        return build_summary(
+            scenario, records(), started_at=started, partial=old["partial"], base_url=base_url, step_health=health
+        )
     # No summary to say so: the run is partial when it never reached its last step (a killed run).
-    summary = build_summary(scenario, records(), started_at=started, partial=True, base_url=base_url)
+    summary = build_summary(
+        scenario, records(), started_at=started, partial=True, base_url=base_url, step_health=health
+    )
     summary["partial"] = len(steps_seen) < len(scenario.load.values)
     return summary

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +21,15 @@ import httpx2
 from .driver import Event, RequestDone, RunContext, StepFinished, plan_steps, run_steps
 from .metrics import StepAccumulator
 from .mock import MockConfig, start_mock
-from .results import Recorder, build_summary, new_run_dir, read_records, write_scenario, write_summary
+from .results import (
+    Recorder,
+    build_summary,
+    new_run_dir,
+    read_records,
+    read_step_health,
+    write_scenario,
+    write_summary,
+)
 from .scenario import Scenario, api_key
 from .workload import build_prompts
 
@@ -87,6 +95,7 @@ def execute(
     grace_s: float = 5.0,
     transport: httpx2.AsyncBaseTransport | None = None,
     warn: Callable[[str], None] | None = None,
+    observers: Sequence[Callable[[Event], None]] = (),
 ) -> RunOutcome:
     key = api_key(scenario, source)  # fail before anything is written when the variable is missing
     prompts = build_prompts(scenario.workload, scenario.target.api, _prompt_count(scenario), scenario.target.tokenizer)
@@ -100,6 +109,8 @@ def execute(
     def sink(event: Event) -> None:
         recorder(event)
         reporter(event)
+        for observe in observers:
+            observe(event)
 
     with _endpoint(scenario) as base_url:
         loop = _new_loop()
@@ -113,6 +124,7 @@ def execute(
     summary = build_summary(
         scenario,
         read_records(recorder.path, warn),
+        step_health=read_step_health(run_dir),
         started_at=started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         partial=partial,
         base_url=base_url,

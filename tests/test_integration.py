@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 
+from loadtest.driver import RequestDone
 from loadtest.mock import MockProcess
 from loadtest.results import read_records
 from loadtest.runner import execute
@@ -124,3 +126,30 @@ async def test_mock_speaks_the_openai_sdk(mock_server: Callable[..., MockProcess
         assert (
             done.usage is not None and done.usage.completion_tokens == 3 and done.choices[0].finish_reason == "length"
         )
+
+
+def test_blocked_event_loop_is_reported_as_a_client_bottleneck(
+    mock_server: Callable[..., MockProcess], tmp_path: Path
+) -> None:
+    mock = mock_server(ttft_ms=5, itl_ms=1, output_tokens=8)
+
+    def cpu_hog(event: object) -> None:  # a CPU-bound callback on the client's event loop
+        if isinstance(event, RequestDone):
+            until = time.perf_counter() + 0.02
+            while time.perf_counter() < until:
+                pass
+
+    sc = scenario(mock.base_url, workload={"max_tokens": 8}, load={"concurrency": [4], "requests": 40})
+    outcome = execute(sc, "test.yaml", tmp_path, on_step=lambda s: None, observers=[cpu_hog])
+    (s,) = outcome.summary["steps"]
+    assert s["loop_lag_ms"]["p99"] > 5
+    assert any(w.startswith("client bottleneck: event-loop lag") for w in s["warnings"]), s["warnings"]
+    health = [json.loads(x) for x in (outcome.run_dir / "steps.jsonl").read_text().splitlines()]
+    assert len(health) == 1 and health[0]["loop_lag_ms"]["p99"] == s["loop_lag_ms"]["p99"]
+
+
+def test_healthy_run_has_no_warnings(mock_server: Callable[..., MockProcess], tmp_path: Path) -> None:
+    mock = mock_server(ttft_ms=5, itl_ms=1, output_tokens=8)
+    summary, _ = run(scenario(mock.base_url, load={"concurrency": [4], "requests": 40}), tmp_path)
+    (s,) = summary["steps"]
+    assert s["warnings"] == [] and s["loop_lag_ms"]["p99"] is not None and s["loop_lag_ms"]["p99"] < 5
