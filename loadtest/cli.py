@@ -48,8 +48,13 @@ def run(
     set_: SetOpt = [],  # noqa: B006 - typer reads the default, never mutates it
     out_dir: Annotated[Path, typer.Option("--out", help="Parent of the run directory")] = Path("results"),
     grace_s: Annotated[float, typer.Option("--grace-s", help="Seconds in-flight requests get after Ctrl-C")] = 5.0,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Processes sharing each step's load (load.workers)")
+    ] = None,
 ) -> None:
     """Run a scenario and write a run directory."""
+    if workers is not None:
+        set_ = [*set_, f"load.workers={workers}"]
     if sys.version_info < (3, 12):
         err.print(
             "[yellow]warning:[/] Python < 3.12: aiohttp delays each request's write by one event-loop "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -131,9 +131,11 @@ class RunContext:
     stop: asyncio.Event
     transport: httpx2.AsyncBaseTransport | None = None  # tests inject httpx2.MockTransport
     worker: int = 0
+    workers: int = 1  # request ids are worker, worker + workers, ...: unique across processes
+    before_step: Callable[[StepPlan], Awaitable[bool]] | None = None  # e.g. a barrier; False stops the run
 
     def __post_init__(self) -> None:
-        self._ids = itertools.count()
+        self._ids = itertools.count(self.worker, self.workers)
         self._prompt_i = itertools.count()
 
     def now(self) -> int:
@@ -239,7 +241,7 @@ async def run_steps(ctx: RunContext, steps: list[StepPlan]) -> None:
     """Run every step in order; each gets a fresh client sized to its concurrency."""
     t = ctx.scenario.target
     for step in steps:
-        if ctx.stop.is_set():
+        if ctx.stop.is_set() or (ctx.before_step is not None and not await ctx.before_step(step)):
             break
         ep = make_endpoint(
             ctx.base_url,

@@ -32,6 +32,7 @@ __all__ = [
     "build_summary",
     "new_run_dir",
     "read_records",
+    "read_run_records",
     "read_step_health",
     "rebuild_summary",
     "write_atomic",
@@ -121,6 +122,14 @@ def read_records(path: Path, warn: Any = None) -> Iterator[RequestRecord]:
             except (ValueError, TypeError):
                 if warn is not None:
                     warn(f"{path}: line {n}: skipped an incomplete record")
+
+
+def read_run_records(run_dir: Path, warn: Any = None) -> Iterator[RequestRecord]:
+    """Every record of a run: requests.jsonl, and the per-worker files a killed multi-worker run left."""
+    parts = sorted(run_dir.glob("requests.w*.jsonl"))
+    for path in [run_dir / "requests.jsonl", *parts]:
+        if path.exists():
+            yield from read_records(path, warn)
 
 
 def _environment() -> dict[str, Any]:
@@ -222,14 +231,15 @@ def write_scenario(run_dir: Path, scenario: Scenario) -> None:
 
 def rebuild_summary(run_dir: Path, warn: Any = None) -> dict[str, Any]:
     """Recompute summary.json from requests.jsonl and the resolved scenario.yaml alone."""
-    for name in ("scenario.yaml", "requests.jsonl"):
-        if not (run_dir / name).is_file():
-            raise ScenarioError(f"{run_dir}: not a run directory ({name} missing)")
+    if not (run_dir / "scenario.yaml").is_file() or not (
+        (run_dir / "requests.jsonl").is_file() or any(run_dir.glob("requests.w*.jsonl"))
+    ):
+        raise ScenarioError(f"{run_dir}: not a run directory (scenario.yaml or requests.jsonl missing)")
     scenario = load_scenario(run_dir / "scenario.yaml", env={})
     steps_seen: set[int] = set()
 
     def records() -> Iterator[RequestRecord]:
-        for r in read_records(run_dir / "requests.jsonl", warn):
+        for r in read_run_records(run_dir, warn):
             steps_seen.add(r.step)
             yield r
 

@@ -18,20 +18,22 @@ from typing import Any
 
 import httpx2
 
-from .driver import Event, RequestDone, RunContext, StepFinished, plan_steps, run_steps
+from .aio import new_loop
+from .driver import Event, RequestDone, RunContext, StepFinished, StepPlan, plan_steps, run_steps
 from .metrics import StepAccumulator
 from .mock import MockConfig, start_mock
 from .results import (
     Recorder,
     build_summary,
     new_run_dir,
-    read_records,
+    read_run_records,
     read_step_health,
     write_scenario,
     write_summary,
 )
 from .scenario import Scenario, api_key
-from .workload import build_prompts
+from .workers import run_local_workers
+from .workload import PromptItem, build_prompts
 
 __all__ = ["RunOutcome", "execute"]
 
@@ -45,14 +47,6 @@ class RunOutcome:
     summary: dict[str, Any]
     exit_code: int
     message: str | None = None  # one line for the user when the run could not measure anything
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 @contextlib.contextmanager
@@ -98,38 +92,46 @@ def execute(
     observers: Sequence[Callable[[Event], None]] = (),
 ) -> RunOutcome:
     key = api_key(scenario, source)  # fail before anything is written when the variable is missing
-    prompts = build_prompts(scenario.workload, scenario.target.api, _prompt_count(scenario), scenario.target.tokenizer)
+    workers = scenario.load.workers
+    prompts = (
+        []
+        if workers > 1
+        else build_prompts(scenario.workload, scenario.target.api, _prompt_count(scenario), scenario.target.tokenizer)
+    )
     started = datetime.now(timezone.utc)
     run_dir = new_run_dir(out_parent, scenario.name, started)
     write_scenario(run_dir, scenario)
-    recorder = Recorder(run_dir)
-    reporter = _StepReporter(on_step)
     stopped_by: list[int] = []
 
-    def sink(event: Event) -> None:
-        recorder(event)
-        reporter(event)
-        for observe in observers:
-            observe(event)
-
     with _endpoint(scenario) as base_url:
-        loop = _new_loop()
-        try:
-            loop.run_until_complete(_drive(scenario, base_url, key, prompts, sink, grace_s, transport, stopped_by))
-        finally:
-            loop.close()
-            recorder.close()
+        t0 = time.perf_counter_ns()
+        if workers > 1:
+            stopped_by = run_local_workers(
+                scenario,
+                base_url,
+                key,
+                run_dir,
+                t0=t0,
+                grace_s=grace_s,
+                prompt_count=_prompt_count(scenario),
+                warn=warn,
+            )
+        else:
+            _run_here(scenario, base_url, key, prompts, run_dir, t0, grace_s, transport, stopped_by, on_step, observers)
 
     partial = bool(stopped_by)
     summary = build_summary(
         scenario,
-        read_records(recorder.path, warn),
+        read_run_records(run_dir, warn),
         step_health=read_step_health(run_dir),
         started_at=started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         partial=partial,
         base_url=base_url,
     )
     write_summary(run_dir, summary)
+    if workers > 1:
+        for s in summary["steps"]:
+            on_step(s)
     if stopped_by:
         return RunOutcome(run_dir, summary, _SIGNAL_EXIT.get(stopped_by[0], 130), "interrupted; partial results")
     sent = sum(s["requests"]["sent"] for s in summary["steps"])
@@ -142,28 +144,59 @@ def execute(
     return RunOutcome(run_dir, summary, EXIT_OK if summary["slo"]["passed"] else EXIT_SLO)
 
 
-async def _drive(
+def _run_here(
     scenario: Scenario,
     base_url: str,
     key: str,
-    prompts: list[Any],
-    sink: Callable[[Event], None],
+    prompts: list[PromptItem],
+    run_dir: Path,
+    t0: int,
     grace_s: float,
     transport: httpx2.AsyncBaseTransport | None,
     stopped_by: list[int],
+    on_step: Callable[[dict[str, Any]], None],
+    observers: Sequence[Callable[[Event], None]],
 ) -> None:
-    loop = asyncio.get_running_loop()
+    """The whole run on this process's event loop."""
+    recorder = Recorder(run_dir)
+    reporter = _StepReporter(on_step)
+
+    def sink(event: Event) -> None:
+        recorder(event)
+        reporter(event)
+        for observe in observers:
+            observe(event)
+
+    loop = new_loop()
     ctx = RunContext(
         scenario=scenario,
         base_url=base_url,
         api_key=key,
         prompts=prompts,
         sink=sink,
-        t0=time.perf_counter_ns(),
+        t0=t0,
         stop=asyncio.Event(),
         transport=transport,
     )
-    task = loop.create_task(run_steps(ctx, plan_steps(scenario.load)))
+    try:
+        loop.run_until_complete(drive(ctx, plan_steps(scenario.load), grace_s=grace_s, stopped_by=stopped_by))
+    finally:
+        loop.close()
+        recorder.close()
+
+
+async def drive(
+    ctx: RunContext,
+    steps: list[StepPlan],
+    *,
+    grace_s: float,
+    stopped_by: list[int],
+    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> None:
+    """Run the steps; the first of ``signals`` stops new sends and gives in-flight requests ``grace_s``,
+    a second one cancels them (they are recorded as ``cancelled``)."""
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(run_steps(ctx, steps))
 
     def on_signal(sig: int) -> None:
         if stopped_by:  # a second Ctrl-C: stop waiting for in-flight requests
@@ -173,7 +206,7 @@ async def _drive(
         ctx.stop.set()
         loop.call_later(grace_s, task.cancel)
 
-    for sig in _SIGNAL_EXIT:
+    for sig in signals:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig)
     try:
@@ -182,6 +215,6 @@ async def _drive(
         if not stopped_by:
             raise
     finally:
-        for sig in _SIGNAL_EXIT:
+        for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)

@@ -148,6 +148,7 @@ class Load(_Strict):
     duration_s: PositiveFloat | None = None
     warmup_requests: Annotated[int, Field(ge=0)] = 0
     max_concurrency: Annotated[int, Field(ge=1)] = 1024
+    workers: Annotated[int, Field(ge=1, le=256)] = 1  # processes sharing each step's load
 
     @field_validator("concurrency", "rate", mode="before")
     @classmethod

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from loadtest.mock import MockConfig, start_mock
 from loadtest.results import read_records
 
@@ -121,14 +123,29 @@ def test_slo_failure_exits_1(tmp_path: Path) -> None:
     assert summary["slo"]["passed"] is False
 
 
-def test_interrupt_keeps_what_was_measured(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("workers", "sig", "code"), [(1, signal.SIGINT, 130), (1, signal.SIGTERM, 143), (2, signal.SIGINT, 130)]
+)
+def test_interrupt_keeps_what_was_measured(tmp_path: Path, workers: int, sig: signal.Signals, code: int) -> None:
     with start_mock(MockConfig(ttft_ms=5, itl_ms=2, output_tokens=16)) as mock:
         sc = write(
             tmp_path / "long.yaml",
             f"target: {{base_url: '{mock.base_url}'}}\nload: {{concurrency: [4], duration_s: 60}}\n",
         )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "loadtest", "run", str(sc), "--out", str(tmp_path / "out"), "--grace-s", "5"],
+            [
+                sys.executable,
+                "-m",
+                "loadtest",
+                "run",
+                str(sc),
+                "--out",
+                str(tmp_path / "out"),
+                "--grace-s",
+                "5",
+                "--workers",
+                str(workers),
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -138,17 +155,54 @@ def test_interrupt_keeps_what_was_measured(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         jsonl = None
         while time.monotonic() < deadline:  # wait for evidence that requests completed, not for a time
-            runs = list((tmp_path / "out").glob("*/*/requests.jsonl"))
-            if runs and len(runs[0].read_text().splitlines()) >= 20:
-                jsonl = runs[0]
+            files = list((tmp_path / "out").glob("*/*/requests*.jsonl"))
+            if len(files) == workers and all(len(f.read_text().splitlines()) >= 10 for f in files):
+                jsonl = files[0].parent / "requests.jsonl"
                 break
             time.sleep(0.05)
         assert jsonl is not None, "run never wrote records"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     summary = json.loads((jsonl.parent / "summary.json").read_text())
     lines = jsonl.read_text().splitlines()
     (step,) = summary["steps"]
     assert summary["partial"] is True
     assert step["requests"]["sent"] == len(lines) and step["requests"]["ok"] + step["requests"]["failed"] == len(lines)
+
+
+def test_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
+    with start_mock(MockConfig(ttft_ms=20, itl_ms=2, output_tokens=16)) as mock:
+        sc = write(
+            tmp_path / "w.yaml",
+            f"target: {{base_url: '{mock.base_url}'}}\nload: {{concurrency: [6], requests: 60, warmup_requests: 4}}\n",
+        )
+        r = run_cli("run", str(sc), "--workers", "2", "--out", str(tmp_path / "out"))
+        assert r.returncode == 0, r.stderr
+        import urllib.request
+
+        with urllib.request.urlopen(mock.base_url.removesuffix("/v1") + "/mock/stats", timeout=5) as resp:
+            stats = json.loads(resp.read())
+    assert stats["in_flight_max"] == 6  # the server saw the configured total concurrency, no more
+    assert stats["requests"] == 64
+    run = only_run_dir(tmp_path / "out")
+    assert sorted(p.name for p in run.iterdir()) == [
+        "requests.jsonl",
+        "scenario.yaml",
+        "steps.jsonl",
+        "summary.csv",
+        "summary.json",
+    ]
+    records = list(read_records(run / "requests.jsonl"))
+    measured = [x for x in records if not x.warmup]
+    assert len(measured) == 60 and len(records) == 64
+    assert len({x.id for x in records}) == 64
+    by_worker = {w: [x for x in measured if x.worker == w] for w in (0, 1)}
+    assert len(by_worker[0]) == len(by_worker[1]) == 30  # concurrency 3 + 3: requests split alike
+    first = [min(x.sent_ns for x in records if x.worker == w) for w in (0, 1)]
+    assert abs(first[0] - first[1]) < 100e6  # started together (a barrier), on one shared clock
+    summary = json.loads((run / "summary.json").read_text())
+    (step,) = summary["steps"]
+    assert step["requests"] == {"sent": 60, "ok": 60, "failed": 0} and step["in_flight"]["max"] == 6
+    health = (run / "steps.jsonl").read_text().splitlines()
+    assert len(health) == 2  # one line per worker

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
+from ..aio import new_loop
 from .server import MockConfig, serve
 
 __all__ = ["MockProcess", "MockStartError", "run_mock", "start_mock"]
@@ -26,17 +27,9 @@ class MockStartError(RuntimeError):
     """The mock could not start (port in use, ...). The message is one line."""
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def run_mock(config: MockConfig, host: str = "127.0.0.1", port: int = 0) -> None:
     """Serve until SIGINT/SIGTERM. Prints one ready line with the base URL once listening."""
-    loop = _new_loop()
+    loop = new_loop()
     asyncio.set_event_loop(loop)
     try:
         server = loop.run_until_complete(serve(config, host, port))

@@ -1,0 +1,153 @@
+"""``--workers N``: N processes on this machine, each with its own event loop and client.
+
+Every worker runs the same driver on its share of each step (``shard.py``), on the parent's
+clock origin ``t0`` (``perf_counter_ns`` is the system-wide monotonic clock on Linux, so records
+of all workers share one clock). All workers wait at a barrier before each step, so a step starts
+together everywhere and never overlaps the previous one. Each writes ``requests.w<i>.jsonl``;
+the parent merges them into ``requests.jsonl`` when all have ended.
+
+Signals: workers ignore SIGINT (a terminal sends it to the whole process group); the parent turns
+Ctrl-C or SIGTERM into one SIGTERM per worker, which stops its sends and starts its grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .aio import new_loop
+from .driver import RunContext, StepPlan, plan_steps
+from .results import Recorder
+from .scenario import Scenario
+from .shard import shard_steps
+from .workload import build_prompts
+
+__all__ = ["merge_worker_files", "run_local_workers"]
+
+_BARRIER_TIMEOUT_S = 3600.0  # a step may be long; a dead worker aborts the barrier sooner
+
+
+def _worker_main(
+    i: int,
+    n: int,
+    scenario_json: dict[str, Any],
+    base_url: str,
+    key: str,
+    run_dir: str,
+    t0: int,
+    grace_s: float,
+    prompt_count: int,
+    barrier: Any,
+) -> None:
+    from .runner import drive  # import here: runner imports this module
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    scenario = Scenario.model_validate(scenario_json)
+    # Each worker its own seed: distinct prompts (no shared prefix-cache hits) and arrival processes.
+    scenario = scenario.model_copy(
+        update={"workload": scenario.workload.model_copy(update={"seed": scenario.workload.seed + 7919 * i})}
+    )
+    prompts = build_prompts(scenario.workload, scenario.target.api, prompt_count, scenario.target.tokenizer)
+    recorder = Recorder(Path(run_dir), suffix=f".w{i}")
+    loop = new_loop()
+    asyncio.set_event_loop(loop)
+
+    async def together(step: StepPlan) -> bool:
+        try:
+            await loop.run_in_executor(None, barrier.wait, _BARRIER_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            return False  # the run is stopping, or a worker died
+        return True
+
+    ctx = RunContext(
+        scenario=scenario,
+        base_url=base_url,
+        api_key=key,
+        prompts=prompts,
+        sink=recorder,
+        t0=t0,
+        stop=asyncio.Event(),
+        worker=i,
+        workers=n,
+        before_step=together,
+    )
+    stopped: list[int] = []
+    try:
+        steps = shard_steps(plan_steps(scenario.load), n, i)
+        loop.run_until_complete(drive(ctx, steps, grace_s=grace_s, stopped_by=stopped, signals=(signal.SIGTERM,)))
+    finally:
+        recorder.close()
+        loop.close()
+
+
+def merge_worker_files(run_dir: Path) -> None:
+    """Append every ``<name>.w<i>.jsonl`` to ``<name>.jsonl`` and remove it. A worker killed while
+    writing leaves a torn last line: it is closed with a newline, so only that line is unreadable."""
+    for stem in ("requests", "steps"):
+        parts = sorted(run_dir.glob(f"{stem}.w*.jsonl"), key=lambda p: int(p.name.split(".w")[1].split(".")[0]))
+        if not parts:
+            continue
+        with open(run_dir / f"{stem}.jsonl", "ab") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    last = b"\n"
+                    while chunk := f.read(1 << 20):
+                        out.write(chunk)
+                        last = chunk[-1:]
+                if last != b"\n":
+                    out.write(b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        for part in parts:
+            part.unlink()
+
+
+def run_local_workers(
+    scenario: Scenario,
+    base_url: str,
+    key: str,
+    run_dir: Path,
+    *,
+    t0: int,
+    grace_s: float,
+    prompt_count: int,
+    warn: Callable[[str], None] | None = None,
+) -> list[int]:
+    """Run the scenario in ``scenario.load.workers`` processes; returns the signals that stopped it."""
+    n = scenario.load.workers
+    ctx = mp.get_context("spawn")  # never fork a process that may hold an event loop or threads
+    barrier = ctx.Barrier(n)
+    args = (scenario.model_dump(mode="json"), base_url, key, str(run_dir), t0, grace_s, prompt_count, barrier)
+    procs = [ctx.Process(target=_worker_main, args=(i, n, *args), name=f"loadtest-worker-{i}") for i in range(n)]
+    stopped: list[int] = []
+
+    def on_signal(sig: int, _frame: object) -> None:
+        stopped.append(sig)  # a second signal: the workers' second SIGTERM cancels their in-flight requests
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+        barrier.abort()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for p in procs:
+            p.start()
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(0.2)
+                if p.exitcode not in (None, 0) and not barrier.broken:
+                    barrier.abort()  # a dead worker must not leave the others waiting at the next step
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    merge_worker_files(run_dir)
+    for p in procs:
+        if p.exitcode not in (0, None) and not stopped and warn is not None:
+            warn(f"{p.name} exited with code {p.exitcode}; the run kept every request it recorded")
+    return stopped[:1]
