@@ -35,6 +35,9 @@ test: $(STAMP)
 	$(BIN)/ruff format --check loadtest tests bench
 	$(BIN)/pytest -q
 
+bench: $(STAMP)
+	$(BIN)/python -m bench.run --reps $(or $(REPS),3)
+
 lint: $(STAMP)
 	$(BIN)/ruff check loadtest tests bench
 	$(BIN)/ruff format --check loadtest tests bench

@@ -310,7 +310,11 @@ async def _exchange(
         usage = None
         done = False
         tail = b""
-        async for raw in resp.aiter_bytes():  # decoded: a server may gzip its stream
+        # An identity-encoded body is read straight from the transport's stream (httpx2's decoder and
+        # chunker layers cost a few microseconds per chunk); a compressed one goes through aiter_bytes.
+        encoding_hdr = resp.headers.get("content-encoding", "identity").lower()
+        chunks = resp.stream if encoding_hdr == "identity" else resp.aiter_bytes()
+        async for raw in chunks:  # type: ignore[union-attr]
             t = _NS() - t0  # every event of this read arrived together
             lines = (tail + raw).split(b"\n")
             tail = lines.pop()

@@ -1,0 +1,279 @@
+"""``make bench``: how close loadtest's client comes to the floor, on this machine.
+
+Each measurement runs in a fresh subprocess (``python -m bench.run one ...``) so that its CPU time
+and peak RSS are the client's alone; the mock server runs in its own process.
+
+- A: concurrency 64, mock TTFT 20 ms / ITL 2 ms, 64 output tokens, 4,000 streamed chat requests:
+  throughput against the ideal 64 / (TTFT + 63 x ITL), client CPU per 1,000 requests and per
+  100,000 tokens, TTFT/ITL p50/p99 minus what the mock measured it sent.
+- B: concurrency 256, zero delays, 20,000 requests: the most one process does, its CPU share,
+  its peak RSS (and at 100,000 requests: memory must not grow with the run).
+- The same A and B with a bare asyncio client (bench/bare_client.py): the floor.
+- The request-path alternatives inside AsyncOpenAI (bench/transports.py), behind README's choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES: dict[str, dict[str, Any]] = {
+    "A": {"ttft_ms": 20.0, "itl_ms": 2.0, "tokens": 64, "concurrency": 64, "requests": 4000},
+    "B": {"ttft_ms": 0.0, "itl_ms": 0.0, "tokens": 64, "concurrency": 256, "requests": 20000},
+}
+GOALS = {
+    "A_cpu_s_per_1k": 1.0,
+    "A_cpu_vs_bare": 1.6,
+    "A_throughput_of_ideal": 0.95,
+    "A_ttft_p50_err_ms": 1.5,
+    "A_ttft_p99_err_ms": 5.0,
+    "B_req_s": 2500.0,
+    "B_peak_rss_mb": 200.0,
+}
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _one_loadtest(base_url: str, case: dict[str, Any], out: Path) -> dict[str, Any]:
+    from loadtest.runner import execute
+    from loadtest.scenario import Scenario
+
+    sc = Scenario.model_validate(
+        {
+            "name": "bench",
+            "target": {"base_url": base_url, "timeout_s": 120},
+            "workload": {"prompt": {"synthetic": {"input_tokens": 32}}, "max_tokens": case["tokens"]},
+            "load": {"concurrency": [case["concurrency"]], "requests": case["requests"]},
+        }
+    )
+    cpu0, t = _cpu(), time.perf_counter()
+    outcome = execute(sc, "bench", out, on_step=lambda s: None)
+    wall, cpu = time.perf_counter() - t, _cpu() - cpu0
+    (s,) = outcome.summary["steps"]
+    return {
+        "req_s": s["request_throughput"],
+        "tok_s": s["output_token_throughput"],
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "ok": s["requests"]["ok"],
+        "tokens": s["output_token_throughput"] * s["duration_s"],
+        "ttft_p50": s["ttft_ms"]["p50"],
+        "ttft_p99": s["ttft_ms"]["p99"],
+        "itl_p50": s["itl_ms"]["p50"],
+        "itl_p99": s["itl_ms"]["p99"],
+        "loop_lag_p99": s["loop_lag_ms"]["p99"],
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _one_bare(base_url: str, case: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+    import uvloop
+
+    from bench.bare_client import run_bare
+
+    cpu0 = _cpu()
+    r = uvloop.run(run_bare(base_url, case["concurrency"], case["requests"], case["tokens"]))
+    cpu = _cpu() - cpu0
+    pct = lambda v, q: float(np.percentile(v, q)) if v else None  # noqa: E731
+    return {
+        "req_s": r.requests / r.wall_s,
+        "tok_s": r.tokens / r.wall_s,
+        "cpu_s": cpu,
+        "wall_s": r.wall_s,
+        "ok": r.requests,
+        "tokens": r.tokens,
+        "ttft_p50": pct(r.ttft_ms, 50),
+        "ttft_p99": pct(r.ttft_ms, 99),
+        "itl_p50": pct(r.itl_ms, 50),
+        "itl_p99": pct(r.itl_ms, 99),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _mock_get(base_url: str, path: str, method: str = "GET") -> dict[str, Any]:
+    req = urllib.request.Request(
+        base_url.removesuffix("/v1") + path, method=method, data=b"" if method == "POST" else None
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _mock_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime in clock ticks (USER_HZ = 100)
+
+
+def measure(client: str, case_name: str, requests: int | None = None) -> dict[str, Any]:
+    """One client run against a fresh mock, in a subprocess; adds what the mock measured it sent."""
+    from loadtest.mock import MockConfig, start_mock
+
+    case = {**CASES[case_name], **({"requests": requests} if requests else {})}
+    cfg = MockConfig(ttft_ms=case["ttft_ms"], itl_ms=case["itl_ms"], output_tokens=case["tokens"])
+    with start_mock(cfg) as mock:
+        cmd = [sys.executable, "-m", "bench.run", "one", client, case_name, mock.base_url, str(case["requests"])]
+        mock_cpu0 = _mock_cpu_s(mock.proc.pid)
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"bench: {client} {case_name} failed: {done.stderr.strip().splitlines()[-1:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        stats = _mock_get(mock.base_url, "/mock/stats")
+        result["mock_cpu_s"] = _mock_cpu_s(mock.proc.pid) - mock_cpu0
+    result.update(
+        mock_ttft_p50=stats["ttft_ms"]["p50"],
+        mock_ttft_p99=stats["ttft_ms"]["p99"],
+        mock_itl_p50=stats["itl_ms"]["p50"],
+        mock_itl_p99=stats["itl_ms"]["p99"],
+    )
+    for k in ("ttft_p50", "ttft_p99", "itl_p50", "itl_p99"):
+        if result.get(k) is not None and result.get(f"mock_{k}") is not None:
+            result[f"{k}_err_ms"] = result[k] - result[f"mock_{k}"]
+    result["cpu_s_per_1k"] = result["cpu_s"] / result["ok"] * 1000
+    result["cpu_s_per_100k_tok"] = result["cpu_s"] / result["tokens"] * 100_000 if result["tokens"] else None
+    result["cpu_share"] = result["cpu_s"] / result["wall_s"]
+    result["mock_cpu_share"] = result["mock_cpu_s"] / result["wall_s"]
+    return result
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k in runs[0] if all(isinstance(r.get(k), int | float) for r in runs)]
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
+
+
+def main_all(reps: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench.transports import compare_transports
+
+    console = Console(width=140)
+    machine = {
+        "cpus": __import__("os").cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": __import__("platform").platform(),
+    }
+    out: dict[str, Any] = {
+        "started_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine,
+        "repetitions": reps,
+        "runs": {},
+        "medians": {},
+    }
+    for case in ("A", "B"):
+        for client in ("loadtest", "bare"):
+            runs = []
+            for rep in range(reps):
+                console.print(f"[dim]{case} {client} repetition {rep + 1}/{reps}...[/]")
+                runs.append(measure(client, case))
+            out["runs"][f"{case}_{client}"] = runs
+            out["medians"][f"{case}_{client}"] = _median(runs)
+    console.print("[dim]B loadtest at 100,000 requests (memory)...[/]")
+    out["B_loadtest_100k"] = measure("loadtest", "B", requests=100_000)
+    console.print("[dim]request paths inside AsyncOpenAI...[/]")
+    out["transports"] = compare_transports()
+
+    m = out["medians"]
+    a, ab, b, bb = m["A_loadtest"], m["A_bare"], m["B_loadtest"], m["B_bare"]
+    ideal = CASES["A"]["concurrency"] / ((CASES["A"]["ttft_ms"] + 63 * CASES["A"]["itl_ms"]) / 1000)
+    figures = {
+        "A_ideal_req_s": ideal,
+        "A_throughput_of_ideal": a["req_s"] / ideal,
+        "A_cpu_s_per_1k": a["cpu_s_per_1k"],
+        "A_cpu_s_per_100k_tok": a["cpu_s_per_100k_tok"],
+        "A_cpu_vs_bare": a["cpu_s_per_1k"] / ab["cpu_s_per_1k"],
+        "A_ttft_p50_err_ms": a["ttft_p50_err_ms"],
+        "A_ttft_p99_err_ms": a["ttft_p99_err_ms"],
+        "A_itl_p50_err_ms": a["itl_p50_err_ms"],
+        "A_itl_p99_err_ms": a["itl_p99_err_ms"],
+        "A_bare_ttft_p50_err_ms": ab["ttft_p50_err_ms"],
+        "A_bare_ttft_p99_err_ms": ab["ttft_p99_err_ms"],
+        "B_req_s": b["req_s"],
+        "B_tok_s": b["tok_s"],
+        "B_cpu_share": b["cpu_share"],
+        "B_mock_cpu_share": b["mock_cpu_share"],
+        "B_vs_bare_req_s": b["req_s"] / bb["req_s"],
+        "B_bare_req_s": bb["req_s"],
+        "B_peak_rss_mb": b["peak_rss_mb"],
+        "B_100k_peak_rss_mb": out["B_loadtest_100k"]["peak_rss_mb"],
+        "B_100k_req_s": out["B_loadtest_100k"]["req_s"],
+    }
+    out["figures"] = figures
+    out["goals"] = {
+        k: {
+            "goal": g,
+            "value": figures[k],
+            "met": figures[k] >= g if k in ("A_throughput_of_ideal", "B_req_s") else figures[k] <= g,
+        }
+        for k, g in GOALS.items()
+    }
+    path = ROOT / "results" / "bench" / f"{out['started_at'].replace(':', '').replace('-', '')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+
+    t = Table(
+        title=f"loadtest bench, medians of {reps} ({machine['cpus']} CPUs, Python {machine['python']})",
+        title_justify="left",
+    )
+    for col in ("figure", "value", "goal", "met"):
+        t.add_column(col, justify="left" if col == "figure" else "right")
+    for k, v in figures.items():
+        goal = out["goals"].get(k)
+        t.add_row(
+            k,
+            f"{v:,.3f}" if isinstance(v, float) else str(v),
+            "" if goal is None else f"{goal['goal']:g}",
+            "" if goal is None else ("yes" if goal["met"] else "[red]no[/]"),
+        )
+    console.print(t)
+    tt = Table(title="request paths inside AsyncOpenAI (zero-delay mock, concurrency 64)", title_justify="left")
+    for col in ("path", "req/s", "client CPU ms/request"):
+        tt.add_column(col, justify="left" if col == "path" else "right")
+    for row in out["transports"]:
+        tt.add_row(row["path"], f"{row['req_s']:,.0f}", f"{row['cpu_ms_per_req']:.3f}")
+    console.print(tt)
+    console.print(f"written: {path.relative_to(ROOT)}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="bench.run")
+    sub = p.add_subparsers(dest="cmd")
+    one = sub.add_parser("one")
+    one.add_argument("client", choices=["loadtest", "bare"])
+    one.add_argument("case", choices=list(CASES))
+    one.add_argument("base_url")
+    one.add_argument("requests", type=int)
+    p.add_argument("--reps", type=int, default=3)
+    args = p.parse_args()
+    if args.cmd == "one":
+        case = {**CASES[args.case], "requests": args.requests}
+        if args.client == "loadtest":
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                result = _one_loadtest(args.base_url, case, Path(tmp))
+        else:
+            result = _one_bare(args.base_url, case)
+        print(json.dumps(result))
+        return
+    main_all(args.reps)
+
+
+if __name__ == "__main__":
+    main()
