@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/demo.yaml
 
-.PHONY: install demo test lint sweep report bench clean
+.PHONY: install demo test lint sweep report bench soak clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no python3 (>= 3.10) found"; exit 2; }
@@ -37,6 +37,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run --reps $(or $(REPS),3)
+
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(REQUESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check loadtest tests bench

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from .mock import MockConfig, MockStartError, run_mock
+from .mock.faults import FAULTS
 from .report import print_step_table, step_line
 from .results import rebuild_summary, write_summary
 from .runner import EXIT_HARNESS, execute
@@ -107,13 +108,27 @@ def mock(
     capacity_tok_s: Annotated[float | None, typer.Option(help="Shared token rate across streams")] = None,
     usage: Annotated[bool, typer.Option(help="Send usage when stream_options.include_usage asks")] = True,
     seed: int = 0,
+    fault: Annotated[
+        list[str], typer.Option("--fault", help=f"KIND=RATE, repeatable; kinds: {', '.join(FAULTS)}")
+    ] = [],  # noqa: B006 - typer reads the default, never mutates it
+    stall_s: Annotated[float, typer.Option(help="Length of a 'stall' fault")] = 2.0,
+    slow_first_byte_s: Annotated[float, typer.Option(help="Delay of a 'slow_first_byte' fault")] = 2.0,
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
     with _user_errors():
         if port < 0 or port > 65535:
             raise MockStartError(f"--port: expected 0..65535, got {port}")
-        if min(ttft_ms, itl_ms, jitter_ms) < 0 or output_tokens < 1:
-            raise MockStartError("--ttft-ms/--itl-ms/--jitter-ms must be >= 0 and --output-tokens >= 1")
+        if min(ttft_ms, itl_ms, jitter_ms, stall_s, slow_first_byte_s) < 0 or output_tokens < 1:
+            raise MockStartError("--ttft-ms/--itl-ms/--jitter-ms/--*-s must be >= 0 and --output-tokens >= 1")
+        faults = {}
+        for f in fault:
+            kind, _, rate = f.partition("=")
+            try:
+                faults[kind] = float(rate)
+            except ValueError:
+                raise MockStartError(f"--fault: expected KIND=RATE, got {f!r}") from None
+            if kind not in FAULTS or not 0 <= faults[kind] <= 1:
+                raise MockStartError(f"--fault: unknown kind or rate outside 0..1: {f!r} (kinds: {', '.join(FAULTS)})")
         run_mock(
             MockConfig(
                 ttft_ms=ttft_ms,
@@ -123,6 +138,9 @@ def mock(
                 capacity_tok_s=capacity_tok_s,
                 usage=usage,
                 seed=seed,
+                faults=faults,
+                stall_s=stall_s,
+                slow_first_byte_s=slow_first_byte_s,
             ),
             host,
             port,

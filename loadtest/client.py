@@ -67,6 +67,7 @@ def make_endpoint(
     max_connections: int,
     timeout_s: float,
     connect_timeout_s: float,
+    idle_timeout_s: float | None = None,
     headers: dict[str, str] | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
 ) -> Endpoint:
@@ -74,7 +75,8 @@ def make_endpoint(
 
     ``transport`` replaces the aiohttp transport (tests pass ``httpx2.MockTransport``).
     """
-    timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s)
+    # read = the per-read (idle) timeout: the aiohttp transport applies it to every socket read
+    timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s, read=idle_timeout_s or timeout_s)
     http = DefaultAioHttpClient(
         limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         timeout=timeout,

@@ -249,6 +249,7 @@ async def run_steps(ctx: RunContext, steps: list[StepPlan]) -> None:
             max_connections=step.connections,
             timeout_s=t.timeout_s,
             connect_timeout_s=t.connect_timeout_s,
+            idle_timeout_s=t.idle_timeout_s,
             headers=t.headers,
             transport=ctx.transport,
         )

@@ -19,6 +19,8 @@ from .scenario import PerRequestSLO
 
 __all__ = [
     "PERCENTILES",
+    "GapHistogram",
+    "LiveStats",
     "StepAccumulator",
     "distribution",
     "e2e_ms",
@@ -50,12 +52,8 @@ def _stddev(a: np.ndarray, mean: float) -> float:
     return math.sqrt(acc / a.size)
 
 
-def distribution(values: Sequence[float] | np.ndarray, *, overwrite: bool = False) -> dict[str, float | None]:
-    """mean, stddev (population), p50/p90/p95/p99 (linear interpolation) and max; None when empty.
-
-    Float arrays keep their precision (float32 ITL gaps are not widened); ``overwrite`` lets numpy
-    partition ``values`` in place instead of copying it (for a caller that owns a large buffer).
-    """
+def distribution(values: Sequence[float] | np.ndarray) -> dict[str, float | None]:
+    """mean, stddev (population), p50/p90/p95/p99 (linear interpolation) and max; None when empty."""
     a = np.asarray(values)
     if a.dtype.kind != "f":
         a = a.astype(np.float64)
@@ -65,7 +63,7 @@ def distribution(values: Sequence[float] | np.ndarray, *, overwrite: bool = Fals
     mean = float(a.mean(dtype=np.float64))
     std = _stddev(a, mean)
     top = float(a.max())
-    pct = np.percentile(a, PERCENTILES, overwrite_input=overwrite and a.flags.writeable)
+    pct = np.percentile(a, PERCENTILES)
     return {
         "mean": mean,
         "stddev": std,
@@ -154,6 +152,67 @@ def in_flight(sent_ns: Sequence[int], end_ns: Sequence[int]) -> dict[str, float]
     return {"max": peak, "mean": float((end - sent).sum()) / span if span > 0 else 0.0}
 
 
+class GapHistogram:
+    """The distribution of many durations (ITL gaps: ~60 a request) in bounded memory.
+
+    Gaps are counted at 1 microsecond resolution: a dense array of counts for 0-262 ms (1 MB) and a
+    counter for the rare longer ones. Percentiles are then exact order statistics of the gaps
+    rounded to the microsecond, interpolated linearly like numpy's; mean and stddev come from exact
+    integer sums. Memory does not grow with the number of gaps.
+    """
+
+    DENSE_US = 1 << 18
+    _FLUSH = 1 << 16
+
+    def __init__(self) -> None:
+        self.dense: np.ndarray | None = None  # allocated on the first gap
+        self.sparse: Counter[int] = Counter()
+        self.n = self.sum_us = self.sumsq_us = 0
+        self._buf = array("q")
+
+    def add_ms(self, gaps_ms: np.ndarray) -> None:
+        self._buf.frombytes(np.rint(gaps_ms * 1e3).astype(np.int64).tobytes())
+        if len(self._buf) >= self._FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        us = np.frombuffer(self._buf, dtype=np.int64).clip(min=0)
+        self.n += int(us.size)
+        self.sum_us += int(us.sum())
+        self.sumsq_us += int(np.dot(us.astype(np.float64), us.astype(np.float64)).round())  # exact below 2**53
+        small = us[us < self.DENSE_US]
+        if self.dense is None:
+            self.dense = np.zeros(self.DENSE_US, dtype=np.int64)
+        self.dense += np.bincount(small, minlength=self.DENSE_US)
+        self.sparse.update(us[us >= self.DENSE_US].tolist())
+        self._buf = array("q")
+
+    def distribution(self) -> dict[str, float | None]:
+        """Same keys and definitions as ``distribution()`` (in milliseconds)."""
+        self._flush()
+        if self.n == 0 or self.dense is None:
+            return distribution([])
+        idx = np.nonzero(self.dense)[0]
+        big = sorted(self.sparse)
+        values = np.concatenate((idx, np.asarray(big, dtype=np.int64)))
+        cum = np.cumsum(np.concatenate((self.dense[idx], np.asarray([self.sparse[v] for v in big], dtype=np.int64))))
+
+        def order_stat(rank: int) -> float:  # the rank-th smallest gap (0-based)
+            return float(values[np.searchsorted(cum, rank, side="right")])
+
+        pct = {}
+        for q in PERCENTILES:
+            h = (self.n - 1) * q / 100
+            lo = math.floor(h)
+            a, b = order_stat(lo), order_stat(min(lo + 1, self.n - 1))
+            pct[f"p{q}"] = (a + (h - lo) * (b - a)) / 1e3
+        mean = self.sum_us / self.n
+        var = max(0.0, (self.n * self.sumsq_us - self.sum_us * self.sum_us) / (self.n * self.n))
+        return {"mean": mean / 1e3, "stddev": math.sqrt(var) / 1e3, **pct, "max": float(values[-1]) / 1e3}
+
+
 class StepAccumulator:
     """The records of one step reduced, one at a time, to the numbers its summary needs.
 
@@ -161,12 +220,11 @@ class StepAccumulator:
     memory is a few numbers per request (compact arrays), not the records with their chunk times.
     """
 
-    def __init__(self, per_request_slo: PerRequestSLO | None = None, *, itl: bool = True) -> None:
+    def __init__(self, per_request_slo: PerRequestSLO | None = None) -> None:
         self.slo = per_request_slo or PerRequestSLO()
-        self.keep_itl = itl  # a progress line has no use for the ~60 gaps a request
         self.sent_ns, self.end_ns = array("q"), array("q")
         self.ttft, self.tpot, self.e2e, self.lag = array("d"), array("d"), array("d"), array("d")
-        self.itl = array("f")  # ~60 gaps a request: single precision (0.1 us at 1 s) keeps it small
+        self.itl = GapHistogram()  # ~60 gaps a request: counted, not kept
         self.input_tokens, self.output_tokens = array("d"), array("d")
         self.ok = self.good = self.warmup = self.tokens_in_ok = self.tokens_out_ok = 0
         self.errors: Counter[str] = Counter()
@@ -190,8 +248,7 @@ class StepAccumulator:
         if (v := tpot_ms(r)) is not None:
             self.tpot.append(v)
         self.e2e.append(e2e_ms(r))
-        if self.keep_itl:
-            self.itl.frombytes(itl_gaps_ms(r).astype(np.float32).tobytes())
+        self.itl.add_ms(itl_gaps_ms(r))
         if r.input_tokens is not None:
             self.input_tokens.append(r.input_tokens)
             self.tokens_in_ok += r.input_tokens
@@ -222,8 +279,7 @@ class StepAccumulator:
             "goodput": goodput(self.good, duration),
             "goodput_ratio": self.good / sent if sent else 0.0,
             "ttft_ms": distribution(self.ttft),
-            # the gaps are this accumulator's own buffer: percentiles may reorder it instead of copying it
-            "itl_ms": distribution(np.frombuffer(self.itl, dtype=np.float32), overwrite=True),
+            "itl_ms": self.itl.distribution(),
             "tpot_ms": distribution(self.tpot),
             "e2e_ms": distribution(self.e2e),
             "input_tokens": distribution(self.input_tokens),
@@ -247,3 +303,58 @@ def summarize_step(
     for r in records:
         acc.add(r)
     return acc.summary(index=index, mode=mode, value=value)
+
+
+class LiveStats:
+    """What a progress line needs while a step runs, in bounded memory: counts, token sums, the
+    span of the step, and a fixed-size random sample of TTFTs for a live median (the summary's
+    percentiles are exact; this one is an estimate). Deterministic for a seed."""
+
+    RESERVOIR = 4096
+
+    def __init__(self, seed: int = 0) -> None:
+        self.sent = self.ok = self.output_tokens = 0
+        self.errors: Counter[str] = Counter()
+        self.first_sent_ns: int | None = None
+        self.last_end_ns: int | None = None
+        self._ttft: list[float] = []
+        self._seen = 0
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, r: RequestRecord) -> None:
+        if r.warmup:
+            return
+        self.sent += 1
+        self.first_sent_ns = r.sent_ns if self.first_sent_ns is None else min(self.first_sent_ns, r.sent_ns)
+        self.last_end_ns = r.end_ns if self.last_end_ns is None else max(self.last_end_ns, r.end_ns)
+        if r.status != "ok":
+            self.errors[r.error_class or "unknown"] += 1
+            return
+        self.ok += 1
+        self.output_tokens += r.output_tokens or 0
+        if (v := ttft_ms(r)) is not None:
+            self._seen += 1
+            if len(self._ttft) < self.RESERVOIR:
+                self._ttft.append(v)
+            elif (j := int(self._rng.integers(0, self._seen))) < self.RESERVOIR:
+                self._ttft[j] = v  # reservoir sampling: every TTFT so far equally likely to be kept
+
+    @property
+    def duration_s(self) -> float:
+        if self.first_sent_ns is None or self.last_end_ns is None:
+            return 0.0
+        return (self.last_end_ns - self.first_sent_ns) / 1e9
+
+    def line(self, *, index: int, mode: str, value: float) -> dict[str, Any]:
+        """The fields of a step line (a subset of a step summary's keys, same meaning)."""
+        d = self.duration_s
+        return {
+            "index": index,
+            "mode": mode,
+            "value": int(value) if mode == "concurrency" else value,
+            "requests": {"sent": self.sent, "ok": self.ok, "failed": self.sent - self.ok},
+            "errors": dict(self.errors),
+            "request_throughput": _per_s(self.ok, d),
+            "output_token_throughput": _per_s(self.output_tokens, d),
+            "ttft_ms": {"p50": float(np.median(self._ttft)) if self._ttft else None},
+        }

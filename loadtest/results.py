@@ -55,11 +55,14 @@ def new_run_dir(parent: Path, name: str, started: datetime) -> Path:
 def write_atomic(path: Path, text: str) -> None:
     """Temporary file + rename: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failure; after the rename it is already gone
 
 
 class Recorder:
@@ -236,13 +239,6 @@ def rebuild_summary(run_dir: Path, warn: Any = None) -> dict[str, Any]:
     ):
         raise ScenarioError(f"{run_dir}: not a run directory (scenario.yaml or requests.jsonl missing)")
     scenario = load_scenario(run_dir / "scenario.yaml", env={})
-    steps_seen: set[int] = set()
-
-    def records() -> Iterator[RequestRecord]:
-        for r in read_run_records(run_dir, warn):
-            steps_seen.add(r.step)
-            yield r
-
     old: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):  # no summary (deleted, or a killed run): rebuild from scratch
         old = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
@@ -252,12 +248,15 @@ def rebuild_summary(run_dir: Path, warn: Any = None) -> dict[str, Any]:
     base_url = (old.get("target") or {}).get("base_url", scenario.target.base_url)
     health = read_step_health(run_dir)
     if "partial" in old:
-        return build_summary(
-            scenario, records(), started_at=started, partial=old["partial"], base_url=base_url, step_health=health
-        )
-    # No summary to say so: the run is partial when it never reached its last step (a killed run).
-    summary = build_summary(
-        scenario, records(), started_at=started, partial=True, base_url=base_url, step_health=health
+        partial = bool(old["partial"])
+    else:  # no summary to say so (a killed run): partial unless every step was seen to finish
+        finished = {h.get("step") for h in health}
+        partial = any(p.index not in finished for p in plan_steps(scenario.load))
+    return build_summary(
+        scenario,
+        read_run_records(run_dir, warn),
+        started_at=started,
+        partial=partial,
+        base_url=base_url,
+        step_health=health,
     )
-    summary["partial"] = len(steps_seen) < len(scenario.load.values)
-    return summary

@@ -20,7 +20,7 @@ import httpx2
 
 from .aio import new_loop
 from .driver import Event, RequestDone, RunContext, StepFinished, StepPlan, plan_steps, run_steps
-from .metrics import StepAccumulator
+from .metrics import LiveStats
 from .mock import MockConfig, start_mock
 from .results import (
     Recorder,
@@ -65,19 +65,19 @@ def _prompt_count(scenario: Scenario) -> int:
 
 
 class _StepReporter:
-    """Summarizes the current step as its records stream by, to print one line when it ends."""
+    """Keeps live figures of the current step (bounded memory), to print one line when it ends."""
 
     def __init__(self, on_step: Callable[[dict[str, Any]], None]) -> None:
         self.on_step = on_step
-        self.acc = StepAccumulator(itl=False)
+        self.live = LiveStats()
 
     def __call__(self, event: Event) -> None:
         match event:
             case StepFinished(step=step):
-                self.on_step(self.acc.summary(index=step.index, mode=step.mode, value=step.value))
-                self.acc = StepAccumulator(itl=False)
+                self.on_step(self.live.line(index=step.index, mode=step.mode, value=step.value))
+                self.live = LiveStats()
             case RequestDone(record=record):
-                self.acc.add(record)
+                self.live.add(record)
 
 
 def execute(

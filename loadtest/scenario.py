@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from .mock.faults import FAULTS
+
 __all__ = [
     "FilePrompt",
     "Load",
@@ -53,6 +55,9 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 
 
+FaultKind = Literal[FAULTS]  # type: ignore[valid-type] - one list of kinds, in mock/faults.py
+
+
 class MockSettings(_Strict):
     """How the built-in mock server behaves when ``target.base_url`` is ``mock``."""
 
@@ -62,6 +67,10 @@ class MockSettings(_Strict):
     output_tokens: Annotated[int, Field(ge=1)] = 64
     capacity_tok_s: PositiveFloat | None = None
     usage: bool = True
+    seed: int = 0
+    faults: dict[FaultKind, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+    stall_s: NonNegFloat = 2.0
+    slow_first_byte_s: NonNegFloat = 2.0
 
 
 class Target(_Strict):
@@ -69,8 +78,9 @@ class Target(_Strict):
     api_key_env: str | None = None
     model: str = "mock-model"
     api: Literal["chat", "completions"] = "chat"
-    timeout_s: PositiveFloat = 60.0
+    timeout_s: PositiveFloat = 60.0  # whole-request deadline
     connect_timeout_s: PositiveFloat = 10.0
+    idle_timeout_s: PositiveFloat | None = None  # longest silence between two reads; default: timeout_s
     headers: dict[str, str] = Field(default_factory=dict)
     tokenizer: Literal["o200k_base", "cl100k_base"] = "o200k_base"
     mock: MockSettings = Field(default_factory=MockSettings)

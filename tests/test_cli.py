@@ -206,3 +206,68 @@ def test_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
     assert step["requests"] == {"sent": 60, "ok": 60, "failed": 0} and step["in_flight"]["max"] == 6
     health = (run / "steps.jsonl").read_text().splitlines()
     assert len(health) == 2  # one line per worker
+
+
+def test_sigkill_then_report_rebuilds_a_partial_summary(tmp_path: Path) -> None:
+    with start_mock(MockConfig(ttft_ms=5, itl_ms=2, output_tokens=16)) as mock:
+        sc = write(
+            tmp_path / "k.yaml",
+            f"target: {{base_url: '{mock.base_url}'}}\nload: {{concurrency: [4], duration_s: 60}}\n",
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "loadtest", "run", str(sc), "--out", str(tmp_path / "out")],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        jsonl = None
+        while time.monotonic() < deadline:  # wait for completed requests on disk
+            found = list((tmp_path / "out").glob("*/*/requests.jsonl"))
+            if found and len(found[0].read_text().splitlines()) >= 20:
+                jsonl = found[0]
+                break
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(timeout=30)
+    assert jsonl is not None and not (jsonl.parent / "summary.json").exists()
+    with open(jsonl, "a") as f:
+        f.write('{"id": 999999, "step": 0, "sent_ns": 12')  # the line being written when the kill came
+    complete = len(jsonl.read_text().splitlines()) - 1
+    r = run_cli("report", str(jsonl.parent))
+    assert r.returncode == 0, r.stderr
+    assert "skipped an incomplete record" in r.stderr and "Traceback" not in r.stderr
+    summary = json.loads((jsonl.parent / "summary.json").read_text())
+    (step,) = summary["steps"]
+    assert summary["partial"] is True and step["requests"]["sent"] == complete
+
+
+def test_grace_period_expires_and_in_flight_requests_are_cancelled(tmp_path: Path) -> None:
+    with start_mock(MockConfig(ttft_ms=30_000, itl_ms=0, output_tokens=4)) as mock:  # every request hangs
+        sc = write(
+            tmp_path / "hang.yaml",
+            f"target: {{base_url: '{mock.base_url}'}}\nload: {{concurrency: [3], requests: 9}}\n",
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "loadtest", "run", str(sc), "--out", str(tmp_path / "out"), "--grace-s", "0.5"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        import urllib.request
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until the server holds all three requests
+            with urllib.request.urlopen(mock.base_url.removesuffix("/v1") + "/mock/stats", timeout=5) as resp:
+                if json.loads(resp.read())["in_flight"] == 3:
+                    break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    run = only_run_dir(tmp_path / "out")
+    records = list(read_records(run / "requests.jsonl"))
+    assert len(records) == 3 and all(x.error_class == "cancelled" for x in records)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["partial"] is True and summary["steps"][0]["errors"] == {"cancelled": 3}

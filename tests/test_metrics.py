@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from loadtest.checks import evaluate_slos
 from loadtest.metrics import (
+    GapHistogram,
+    LiveStats,
     StepAccumulator,
     distribution,
     e2e_ms,
@@ -143,3 +146,34 @@ def test_slo_verdicts() -> None:
     assert v[("output_tokens_per_s", "min")]["ok"] is True
     empty = summarize_step([C], index=1, mode="rate", value=2.0)
     assert evaluate_slos(empty, SLO.model_validate({"ttft_ms": {"p50": 1}}))[0]["ok"] is False
+
+
+def test_live_stats_bounded_and_exact_below_the_reservoir() -> None:
+    live = LiveStats()
+    for r in STEP:
+        live.add(r)
+    line = live.line(index=0, mode="concurrency", value=4)
+    full = summarize_step(STEP, index=0, mode="concurrency", value=4)
+    for key in ("requests", "errors", "request_throughput", "output_token_throughput"):
+        assert line[key] == full[key], key
+    assert line["ttft_ms"]["p50"] == full["ttft_ms"]["p50"]
+    many = LiveStats(seed=1)
+    for i in range(20_000):
+        many.add(rec(i, i, [i + 1 + i % 100], i + 200, 2))  # TTFT 1..100 ms, uniform
+    assert len(many._ttft) == LiveStats.RESERVOIR and many.sent == 20_000
+    assert 45 <= many.line(index=0, mode="rate", value=1.0)["ttft_ms"]["p50"] <= 56
+
+
+def test_gap_histogram_equals_numpy_on_microsecond_gaps() -> None:
+    rng = np.random.default_rng(3)
+    gaps_ms = np.concatenate((rng.gamma(4.0, 2.5, 150_000), rng.uniform(262, 5000, 300), [0.0, 0.0004]))
+    h = GapHistogram()
+    for chunk in np.array_split(gaps_ms, 997):  # as requests would add them
+        h.add_ms(chunk)
+    got = h.distribution()
+    us_ms = np.rint(gaps_ms * 1e3) / 1e3  # the definition: gaps rounded to the microsecond
+    want = distribution(us_ms)
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-9), k
+    assert h.dense is not None and h.dense.nbytes == GapHistogram.DENSE_US * 8  # bounded, whatever the count
+    assert GapHistogram().distribution()["p50"] is None

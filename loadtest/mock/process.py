@@ -72,7 +72,10 @@ def mock_args(config: MockConfig) -> list[str]:
     for f in fields(MockConfig):
         value = getattr(config, f.name)
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
+        if isinstance(value, dict):
+            for kind, rate in value.items():
+                args += ["--fault", f"{kind}={rate}"]
+        elif isinstance(value, bool):
             args.append(flag if value else "--no-" + f.name.replace("_", "-"))
         elif value is not None:
             args += [flag, str(value)]

@@ -17,9 +17,13 @@ import asyncio
 import json
 import math
 import random
+import socket
+import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from .faults import FaultPlan
 
 __all__ = ["WORDS", "MockConfig", "MockState", "serve"]
 
@@ -59,6 +63,9 @@ class MockConfig:
     capacity_tok_s: float | None = None  # shared token rate: streams slow down as concurrency rises
     usage: bool = True  # False: ignore stream_options.include_usage, like some servers do
     seed: int = 0
+    faults: dict[str, float] = field(default_factory=dict)  # kind -> rate (faults.py)
+    stall_s: float = 2.0
+    slow_first_byte_s: float = 2.0
 
 
 class MockState:
@@ -74,9 +81,13 @@ class MockState:
         self.ttft_s: list[float] = []
         self.itl_s: list[float] = []
         self.ids = 0
+        self.faults: dict[str, int] = {}
+        self.fault_plan = FaultPlan(config.faults)
 
     def reset(self) -> None:
         self.requests = self.in_flight_max = 0
+        self.faults = {}
+        self.fault_plan = FaultPlan(self.config.faults)
         self.in_flight_max = self.in_flight
         self.ttft_s.clear()
         self.itl_s.clear()
@@ -89,6 +100,7 @@ class MockState:
             return {"p50": s[len(s) // 2] * 1e3, "p99": s[min(len(s) - 1, int(len(s) * 0.99))] * 1e3, "count": len(s)}
 
         return {
+            "faults": self.faults,
             "requests": self.requests,
             "in_flight": self.in_flight,
             "in_flight_max": self.in_flight_max,
@@ -219,12 +231,43 @@ class MockProtocol(asyncio.Protocol):
         state.requests += 1
         state.in_flight += 1
         state.in_flight_max = max(state.in_flight_max, state.in_flight)
+        fault = state.fault_plan.next()
         try:
-            await self._complete(body, path == "/v1/chat/completions", close)
+            if fault is not None:
+                state.faults[fault] = state.faults.get(fault, 0) + 1
+                if await self._early_fault(fault, close):
+                    return
+            await self._complete(body, path == "/v1/chat/completions", close, fault)
         finally:
             state.in_flight -= 1
 
-    async def _complete(self, body: dict[str, Any], chat: bool, close: bool) -> None:
+    def _reset(self) -> None:
+        """Close with a TCP RST (SO_LINGER 0), as a crashed or overloaded proxy does."""
+        if self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
+    async def _early_fault(self, fault: str, close: bool) -> bool:
+        """Faults before any response byte. True when the request is answered (or killed)."""
+        if fault.startswith("http_5"):
+            code = fault[5:8]
+            reason = {"500": "Internal Server Error", "502": "Bad Gateway", "503": "Service Unavailable"}[code]
+            if fault.endswith("_empty"):
+                self._send(f"HTTP/1.1 {code} {reason}\r\ncontent-length: 0\r\n\r\n".encode(), close)
+            else:
+                self._send(_error(f"{code} {reason}", f"mock fault {fault}", "server_error"), close)
+            return True
+        if fault == "reset":
+            self._reset()
+            return True
+        if fault == "slow_first_byte":
+            await asyncio.sleep(self.state.config.slow_first_byte_s)
+        return False
+
+    async def _complete(self, body: dict[str, Any], chat: bool, close: bool, fault: str | None = None) -> None:
         state, cfg = self.state, self.state.config
         start = _now()
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -267,9 +310,18 @@ class MockProtocol(asyncio.Protocol):
                 "choices": [choice],
                 "usage": usage,
             }
+            if fault == "stall":
+                await asyncio.sleep(cfg.stall_s)
             if len(state.ttft_s) < _MAX_SAMPLES:
                 state.ttft_s.append(_now() - start)
-            self._send(_response("200 OK", json.dumps(out).encode()), close)
+            whole = _response("200 OK", json.dumps(out).encode())
+            if fault == "drop":
+                self._send(whole[: len(whole) - len(whole) // 3])
+                self._reset()
+            elif fault == "malformed":
+                self._send(_response("200 OK", b'{"choices": [{"message": '), close)
+            else:
+                self._send(whole, close)
             return
 
         include_usage = cfg.usage and bool((body.get("stream_options") or {}).get("include_usage"))
@@ -294,11 +346,22 @@ class MockProtocol(asyncio.Protocol):
         due = next_due(due)
         last_sent: float | None = None
         i = 0
+        half = max(1, n_out // 2) if fault in ("drop", "malformed", "stall") else -1
         while i < n_out:
+            if i == half:  # the mid-stream faults strike once half the tokens are out
+                half = -1
+                if fault == "drop":
+                    self._reset()
+                    return
+                if fault == "malformed":
+                    self._send(_chunk(b'data: {"choices": [{"index": 0, "delta": {"content": "x"\n\n'))
+                elif fault == "stall":
+                    await asyncio.sleep(cfg.stall_s)
+                    due = max(due, _now())
             await _sleep_until(due)
             now = _now()
             pieces = []
-            while i < n_out and due <= now:
+            while i < n_out and due <= now and i != half:
                 pieces.append(token(i))
                 i += 1
                 if i < n_out:
@@ -321,7 +384,8 @@ class MockProtocol(asyncio.Protocol):
                 f'"created":{created},"model":{json.dumps(model)},"choices":[],"usage":{json.dumps(usage)}}}\n\n'
             )
             tail.append(_chunk(u.encode()))
-        tail.append(_chunk(b"data: [DONE]\n\n"))
+        if fault != "no_done":
+            tail.append(_chunk(b"data: [DONE]\n\n"))
         tail.append(b"0\r\n\r\n")
         self._send(b"".join(tail), close)
 
