@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/demo.yaml
 
-.PHONY: install demo test lint sweep report bench soak clean
+.PHONY: install browser demo test lint sweep report bench soak clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no python3 (>= 3.10) found"; exit 2; }
@@ -30,7 +30,14 @@ report: $(STAMP)
 	@test -n "$(RUN)" || (echo "usage: make report RUN=results/<name>/<timestamp>" && exit 2)
 	$(BIN)/loadtest report $(RUN)
 
-test: $(STAMP)
+# Debian's Chromium and its driver, for the test that opens report.html in a real browser.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver (for the report test)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check loadtest tests bench
 	$(BIN)/ruff format --check loadtest tests bench
 	$(BIN)/pytest -q

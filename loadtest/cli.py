@@ -5,16 +5,18 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from .htmlreport import write_report
 from .mock import MockConfig, MockStartError, run_mock
 from .mock.faults import FAULTS
 from .report import print_step_table, step_line
-from .results import rebuild_summary, write_summary
+from .results import load_run, write_summary
 from .runner import EXIT_HARNESS, execute
 from .scenario import ScenarioError, load_scenario, scenario_to_yaml
 from .tokens import TokenizerError
@@ -71,9 +73,11 @@ def run(
             grace_s=grace_s,
             on_step=lambda s: err.print(step_line(s), highlight=False),
             warn=lambda m: err.print(f"[yellow]warning:[/] {m}", highlight=False),
+            live=err if err.is_terminal else None,
         )
     print_step_table(outcome.summary, out)
     out.print(f"results: {outcome.run_dir}", highlight=False)
+    out.print(f"report: {outcome.run_dir / 'report.html'}", highlight=False)
     if outcome.message:
         err.print(f"[red]error:[/] {outcome.message}", highlight=False, soft_wrap=True)
     raise typer.Exit(outcome.exit_code)
@@ -88,13 +92,29 @@ def validate(scenario: Path, set_: SetOpt = []) -> None:  # noqa: B006
 
 
 @app.command()
-def report(run_dir: Path) -> None:
-    """Recompute summary.json and summary.csv of a run directory from its requests.jsonl."""
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="One run directory, or several to compare")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where a comparison goes (default: results/compare/<UTC time>)")
+    ] = None,
+) -> None:
+    """Recompute summaries, plots and report.html from requests.jsonl; several runs: one comparison report."""
+    warn = lambda m: err.print(f"[yellow]warning:[/] {m}", highlight=False)  # noqa: E731
     with _user_errors():
-        summary = rebuild_summary(run_dir, warn=lambda m: err.print(f"[yellow]warning:[/] {m}", highlight=False))
-        write_summary(run_dir, summary)
-    print_step_table(summary, out)
-    out.print(f"summary: {run_dir / 'summary.json'}", highlight=False)
+        runs = [load_run(d, warn=warn) for d in run_dirs]
+        for run in runs:
+            write_summary(run.run_dir, run.summary)
+        if len(runs) == 1:
+            print_step_table(runs[0].summary, out)
+            path = write_report(runs, runs[0].run_dir)
+        else:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            target = out_dir or Path("results") / "compare" / stamp
+            labels = [f"{r.scenario.name}/{r.run_dir.name}" for r in runs]
+            if len(set(labels)) < len(labels):
+                labels = [str(r.run_dir) for r in runs]
+            path = write_report(runs, target, labels)
+    out.print(f"report: {path}", highlight=False)
 
 
 @app.command()

@@ -134,6 +134,8 @@ class RunContext:
     workers: int = 1  # request ids are worker, worker + workers, ...: unique across processes
     before_step: Callable[[StepPlan], Awaitable[bool]] | None = None  # e.g. a barrier; False stops the run
 
+    in_flight: int = 0  # requests sent and not yet done (for a progress display)
+
     def __post_init__(self) -> None:
         self._ids = itertools.count(self.worker, self.workers)
         self._prompt_i = itertools.count()
@@ -152,6 +154,7 @@ class RunContext:
 
 async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
     t, w = ctx.scenario.target, ctx.scenario.workload
+    ctx.in_flight += 1
     try:
         await send(
             ep,
@@ -168,8 +171,10 @@ async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
     except asyncio.CancelledError:
         rec.status, rec.error_class, rec.error = "error", "cancelled", "cancelled by the harness"
         rec.end_ns = ctx.now()
+        ctx.in_flight -= 1
         ctx.sink(RequestDone(rec))
         raise
+    ctx.in_flight -= 1
     ctx.sink(RequestDone(rec))
 
 

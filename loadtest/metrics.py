@@ -189,15 +189,30 @@ class GapHistogram:
         self.sparse.update(us[us >= self.DENSE_US].tolist())
         self._buf = array("q")
 
-    def distribution(self) -> dict[str, float | None]:
-        """Same keys and definitions as ``distribution()`` (in milliseconds)."""
+    def _values_cum(self) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct gaps (microseconds, ascending) and the cumulative count up to each."""
         self._flush()
-        if self.n == 0 or self.dense is None:
-            return distribution([])
+        if self.dense is None:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
         idx = np.nonzero(self.dense)[0]
         big = sorted(self.sparse)
         values = np.concatenate((idx, np.asarray(big, dtype=np.int64)))
         cum = np.cumsum(np.concatenate((self.dense[idx], np.asarray([self.sparse[v] for v in big], dtype=np.int64))))
+        return values, cum
+
+    def quantiles_ms(self, levels: np.ndarray) -> np.ndarray:
+        """The gap (ms) below which each fraction in ``levels`` of the gaps lie: a CDF to draw."""
+        values, cum = self._values_cum()
+        if not len(values):
+            return np.empty(0)
+        ranks = np.minimum((levels * self.n).astype(np.int64), self.n - 1)
+        return values[np.searchsorted(cum, ranks, side="right")] / 1e3
+
+    def distribution(self) -> dict[str, float | None]:
+        """Same keys and definitions as ``distribution()`` (in milliseconds)."""
+        if self.n == 0 and not self._buf:
+            return distribution([])
+        values, cum = self._values_cum()
 
         def order_stat(rank: int) -> float:  # the rank-th smallest gap (0-based)
             return float(values[np.searchsorted(cum, rank, side="right")])
@@ -222,7 +237,7 @@ class StepAccumulator:
 
     def __init__(self, per_request_slo: PerRequestSLO | None = None) -> None:
         self.slo = per_request_slo or PerRequestSLO()
-        self.sent_ns, self.end_ns = array("q"), array("q")
+        self.sent_ns, self.end_ns, self.failed_end_ns = array("q"), array("q"), array("q")
         self.ttft, self.tpot, self.e2e, self.lag = array("d"), array("d"), array("d"), array("d")
         self.itl = GapHistogram()  # ~60 gaps a request: counted, not kept
         self.input_tokens, self.output_tokens = array("d"), array("d")
@@ -240,6 +255,7 @@ class StepAccumulator:
             self.lag.append(lag)
         if r.status != "ok":
             self.errors[r.error_class or "unknown"] += 1
+            self.failed_end_ns.append(r.end_ns)
             return
         self.ok += 1
         self.good += meets_slo(r, self.slo)

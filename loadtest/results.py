@@ -16,6 +16,7 @@ import platform
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -29,12 +30,15 @@ from .scenario import Scenario, ScenarioError, load_scenario, scenario_to_yaml
 
 __all__ = [
     "Recorder",
+    "Run",
+    "accumulate",
+    "analyze",
     "build_summary",
+    "load_run",
     "new_run_dir",
     "read_records",
     "read_run_records",
     "read_step_health",
-    "rebuild_summary",
     "write_atomic",
     "write_summary",
 ]
@@ -144,25 +148,31 @@ def _environment() -> dict[str, Any]:
     }
 
 
+def accumulate(scenario: Scenario, records: Iterable[RequestRecord]) -> dict[int, StepAccumulator]:
+    """Stream the records of a run once into one accumulator per step."""
+    by_step: dict[int, StepAccumulator] = defaultdict(lambda: StepAccumulator(scenario.slo.per_request))
+    for r in records:
+        by_step[r.step].add(r)
+    return dict(by_step)
+
+
 def build_summary(
     scenario: Scenario,
-    records: Iterable[RequestRecord],
+    accumulators: dict[int, StepAccumulator],
     *,
     started_at: str,
     partial: bool,
     base_url: str,
     step_health: Iterable[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """summary.json's content from the records of a run, streamed once (pure: no I/O of its own)."""
+    """summary.json's content from the accumulated steps of a run (pure: no I/O of its own)."""
     health = list(step_health)
-    by_step: dict[int, StepAccumulator] = defaultdict(lambda: StepAccumulator(scenario.slo.per_request))
-    for r in records:
-        by_step[r.step].add(r)
     steps, verdicts = [], []
     for plan in plan_steps(scenario.load):
-        if plan.index not in by_step and partial:
+        if plan.index not in accumulators and partial:
             continue  # an interrupted run never reached this step
-        s = by_step[plan.index].summary(index=plan.index, mode=plan.mode, value=plan.value)
+        acc = accumulators.get(plan.index) or StepAccumulator(scenario.slo.per_request)
+        s = acc.summary(index=plan.index, mode=plan.mode, value=plan.value)
         s["loop_lag_ms"] = _merge_loop_lag([h for h in health if h.get("step") == plan.index])
         s["warnings"] = harness_warnings(s)
         steps.append(s)
@@ -232,8 +242,31 @@ def write_scenario(run_dir: Path, scenario: Scenario) -> None:
     write_atomic(run_dir / "scenario.yaml", scenario_to_yaml(scenario))
 
 
-def rebuild_summary(run_dir: Path, warn: Any = None) -> dict[str, Any]:
-    """Recompute summary.json from requests.jsonl and the resolved scenario.yaml alone."""
+@dataclass
+class Run:
+    """A run directory read back: its scenario, its summary, and the per-step data plots need."""
+
+    run_dir: Path
+    scenario: Scenario
+    summary: dict[str, Any]
+    steps: dict[int, StepAccumulator]
+    health: list[dict[str, Any]]
+
+
+def analyze(
+    run_dir: Path, scenario: Scenario, *, started_at: str, partial: bool, base_url: str, warn: Any = None
+) -> Run:
+    """Everything a report needs, from the records on disk (the source of truth), in one pass."""
+    health = read_step_health(run_dir)
+    steps = accumulate(scenario, read_run_records(run_dir, warn))
+    summary = build_summary(
+        scenario, steps, started_at=started_at, partial=partial, base_url=base_url, step_health=health
+    )
+    return Run(run_dir, scenario, summary, steps, health)
+
+
+def load_run(run_dir: Path, warn: Any = None) -> Run:
+    """Recompute a run from requests.jsonl and the resolved scenario.yaml alone."""
     if not (run_dir / "scenario.yaml").is_file() or not (
         (run_dir / "requests.jsonl").is_file() or any(run_dir.glob("requests.w*.jsonl"))
     ):
@@ -246,17 +279,9 @@ def rebuild_summary(run_dir: Path, warn: Any = None) -> dict[str, Any]:
         (run_dir / "scenario.yaml").stat().st_mtime, tz=timezone.utc
     ).strftime("%Y-%m-%dT%H:%M:%SZ")
     base_url = (old.get("target") or {}).get("base_url", scenario.target.base_url)
-    health = read_step_health(run_dir)
     if "partial" in old:
         partial = bool(old["partial"])
     else:  # no summary to say so (a killed run): partial unless every step was seen to finish
-        finished = {h.get("step") for h in health}
+        finished = {h.get("step") for h in read_step_health(run_dir)}
         partial = any(p.index not in finished for p in plan_steps(scenario.load))
-    return build_summary(
-        scenario,
-        read_run_records(run_dir, warn),
-        started_at=started,
-        partial=partial,
-        base_url=base_url,
-        step_health=health,
-    )
+    return analyze(run_dir, scenario, started_at=started, partial=partial, base_url=base_url, warn=warn)

@@ -17,20 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+from rich.console import Console
 
 from .aio import new_loop
 from .driver import Event, RequestDone, RunContext, StepFinished, StepPlan, plan_steps, run_steps
+from .htmlreport import write_report
 from .metrics import LiveStats
 from .mock import MockConfig, start_mock
-from .results import (
-    Recorder,
-    build_summary,
-    new_run_dir,
-    read_run_records,
-    read_step_health,
-    write_scenario,
-    write_summary,
-)
+from .progress import LiveProgress
+from .results import Recorder, Run, analyze, new_run_dir, write_scenario, write_summary
 from .scenario import Scenario, api_key
 from .workers import run_local_workers
 from .workload import PromptItem, build_prompts
@@ -43,10 +38,17 @@ _SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 @dataclass
 class RunOutcome:
-    run_dir: Path
-    summary: dict[str, Any]
+    run: Run
     exit_code: int
     message: str | None = None  # one line for the user when the run could not measure anything
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.run_dir
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.run.summary
 
 
 @contextlib.contextmanager
@@ -90,7 +92,10 @@ def execute(
     transport: httpx2.AsyncBaseTransport | None = None,
     warn: Callable[[str], None] | None = None,
     observers: Sequence[Callable[[Event], None]] = (),
+    live: Console | None = None,
 ) -> RunOutcome:
+    """Run a scenario into a new run directory under ``out_parent``. ``live``: a terminal console
+    to draw live progress on (one process only; with workers the step lines come at the end)."""
     key = api_key(scenario, source)  # fail before anything is written when the variable is missing
     workers = scenario.load.workers
     prompts = (
@@ -117,31 +122,34 @@ def execute(
                 warn=warn,
             )
         else:
-            _run_here(scenario, base_url, key, prompts, run_dir, t0, grace_s, transport, stopped_by, on_step, observers)
+            _run_here(
+                scenario, base_url, key, prompts, run_dir, t0, grace_s, transport, stopped_by, on_step, observers, live
+            )
 
-    partial = bool(stopped_by)
-    summary = build_summary(
+    run = analyze(
+        run_dir,
         scenario,
-        read_run_records(run_dir, warn),
-        step_health=read_step_health(run_dir),
         started_at=started.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        partial=partial,
+        partial=bool(stopped_by),
         base_url=base_url,
+        warn=warn,
     )
+    summary = run.summary
     write_summary(run_dir, summary)
+    write_report([run], run_dir)
     if workers > 1:
         for s in summary["steps"]:
             on_step(s)
     if stopped_by:
-        return RunOutcome(run_dir, summary, _SIGNAL_EXIT.get(stopped_by[0], 130), "interrupted; partial results")
+        return RunOutcome(run, _SIGNAL_EXIT.get(stopped_by[0], 130), "interrupted; partial results")
     sent = sum(s["requests"]["sent"] for s in summary["steps"])
     if sent and sum(s["errors"].get("connect", 0) for s in summary["steps"]) == sent:
         msg = (
             f"{source}: target.base_url: endpoint unreachable ({sent} of {sent} "
             f"requests failed to connect to {base_url})"
         )
-        return RunOutcome(run_dir, summary, EXIT_HARNESS, msg)
-    return RunOutcome(run_dir, summary, EXIT_OK if summary["slo"]["passed"] else EXIT_SLO)
+        return RunOutcome(run, EXIT_HARNESS, msg)
+    return RunOutcome(run, EXIT_OK if summary["slo"]["passed"] else EXIT_SLO)
 
 
 def _run_here(
@@ -156,15 +164,19 @@ def _run_here(
     stopped_by: list[int],
     on_step: Callable[[dict[str, Any]], None],
     observers: Sequence[Callable[[Event], None]],
+    live: Console | None,
 ) -> None:
     """The whole run on this process's event loop."""
     recorder = Recorder(run_dir)
     reporter = _StepReporter(on_step)
+    steps = plan_steps(scenario.load)
+    progress = LiveProgress(steps, live, lambda: ctx.in_flight) if live is not None else None
+    watchers = [*observers, progress] if progress is not None else list(observers)
 
     def sink(event: Event) -> None:
         recorder(event)
         reporter(event)
-        for observe in observers:
+        for observe in watchers:
             observe(event)
 
     loop = new_loop()
@@ -179,7 +191,8 @@ def _run_here(
         transport=transport,
     )
     try:
-        loop.run_until_complete(drive(ctx, plan_steps(scenario.load), grace_s=grace_s, stopped_by=stopped_by))
+        with progress if progress is not None else contextlib.nullcontext():
+            loop.run_until_complete(drive(ctx, steps, grace_s=grace_s, stopped_by=stopped_by))
     finally:
         loop.close()
         recorder.close()

@@ -44,7 +44,11 @@ __all__ = [
 
 
 class ScenarioError(Exception):
-    """Bad user input. ``str(err)`` is a single line fit to print as is."""
+    """Bad user input. ``str(err)`` is a single line fit to print as is: line breaks in the user's
+    own text (a key, a value) are shown escaped."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class _Strict(BaseModel):
@@ -284,7 +288,11 @@ def _format_validation(err: ValidationError, source: str) -> str:
     parts = []
     for e in err.errors()[:3]:
         # A discriminated union repeats its tag in the path (prompt.synthetic.synthetic...): drop repeats.
-        loc_parts = [str(p) for i, p in enumerate(e["loc"]) if i == 0 or p != e["loc"][i - 1]]
+        loc_parts = [
+            str(p) if isinstance(p, int) or str(p).isidentifier() else repr(p)
+            for i, p in enumerate(e["loc"])
+            if i == 0 or p != e["loc"][i - 1]
+        ]
         loc = ".".join(loc_parts)
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":

@@ -187,6 +187,8 @@ def test_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
     assert stats["requests"] == 64
     run = only_run_dir(tmp_path / "out")
     assert sorted(p.name for p in run.iterdir()) == [
+        "plots",
+        "report.html",
         "requests.jsonl",
         "scenario.yaml",
         "steps.jsonl",

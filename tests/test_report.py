@@ -1,0 +1,143 @@
+"""report.html in a real browser (Debian's headless Chromium), and comparison reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.ui import WebDriverWait
+
+from loadtest.htmlreport import COLUMNS, fmt
+from loadtest.plots import PLOTS, Series
+from loadtest.results import load_run
+from loadtest.runner import execute
+from loadtest.scenario import Scenario
+
+from .conftest import run_cli
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def small_run(tmp_path: Path, itl_ms: float, seed: int, name: str = "rep") -> Path:
+    sc = Scenario.model_validate(
+        {
+            "name": name,
+            "target": {
+                "base_url": "mock",
+                "mock": {"ttft_ms": 5, "itl_ms": itl_ms, "output_tokens": 16, "faults": {"http_503": 0.1}},
+            },
+            "workload": {"max_tokens": 16, "seed": seed},
+            "load": {"concurrency": [1, 4], "requests": 20},
+            "slo": {"ttft_ms": {"p50": 1000}, "error_rate": {"max": 0.5}},
+        }
+    )
+    return execute(sc, "rep.yaml", tmp_path, on_step=lambda s: None).run_dir
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    assert CHROMIUM and CHROMEDRIVER, "Debian's chromium and chromium-driver are missing: run `make browser`"
+    os.environ["SE_OFFLINE"] = "true"  # Selenium must not look for drivers online: we name them
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+    ):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def by_path(step: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        step = step.get(part) if isinstance(step, dict) else None  # type: ignore[assignment]
+    return step
+
+
+def test_report_renders_in_chromium_with_every_plot_and_the_summary_numbers(
+    tmp_path: Path, browser: webdriver.Chrome
+) -> None:
+    run = small_run(tmp_path, itl_ms=2, seed=1)
+    summary = json.loads((run / "summary.json").read_text())
+    browser.get((run / "report.html").as_uri())
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script(
+            "return document.readyState === 'complete' && [...document.images].every(i => i.complete)"
+        )
+    )
+    images = browser.execute_script("return [...document.images].map(i => [i.alt, i.naturalWidth, i.src.slice(0, 22)])")
+    assert len(images) == len(PLOTS) and all(w > 0 for _, w, _ in images), images
+    assert all(src == "data:image/png;base64," for _, _, src in images)  # inline: the page is self-contained
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'))"
+    )
+    assert fetched == []  # nothing loaded from the network or disk besides the page itself
+    cells = browser.execute_script(
+        "return [...document.querySelectorAll('table.steps td')]"
+        ".map(td => [td.closest('tr').dataset.step, td.dataset.key, td.dataset.value, td.textContent])"
+    )
+    assert len(cells) == len(COLUMNS) * len(summary["steps"])
+    digits = {c.key: c.digits for c in COLUMNS}
+    for step, key, value, text in cells:
+        want = by_path(summary["steps"][int(step)], key)
+        assert json.loads(value) == want, (step, key)
+        assert text == fmt(want, digits[key]), (step, key, text)
+    assert summary["steps"][1]["errors"] == {"http_5xx": 2}  # and the page breaks errors down by class
+    assert "http_5xx" in browser.execute_script("return document.querySelector('table.errors').textContent")
+    assert "all hold" in browser.execute_script("return document.body.textContent")  # SLO verdicts
+    shot = tmp_path / "report.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
+
+
+def test_comparison_report_has_both_runs_in_every_legend(tmp_path: Path) -> None:
+    a, b = (
+        small_run(tmp_path / "a", itl_ms=2, seed=1, name="before"),
+        small_run(tmp_path / "b", itl_ms=3, seed=2, name="after"),
+    )
+    runs = [load_run(a), load_run(b)]
+    series = [Series("before", runs[0]), Series("after", runs[1])]
+    for name, draw in PLOTS.items():
+        fig = draw(series)
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert legends, name
+        for legend in legends:
+            texts = " | ".join(t.get_text() for t in legend.get_texts())
+            assert "before" in texts and "after" in texts, (name, texts)
+    r = run_cli("report", str(a), str(b), "--out", str(tmp_path / "cmp"))
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "cmp" / "report.html").read_text()
+    assert page.count('<table class="steps"') == 2 and len(list((tmp_path / "cmp" / "plots").glob("*.png"))) == len(
+        PLOTS
+    )
+
+
+def test_report_command_rebuilds_plots_and_page_from_records(tmp_path: Path) -> None:
+    run = small_run(tmp_path, itl_ms=2, seed=1)
+    before = json.loads((run / "summary.json").read_text())
+    for name in ("summary.json", "report.html"):
+        (run / name).unlink()
+    shutil.rmtree(run / "plots")
+    r = run_cli("report", str(run))
+    assert r.returncode == 0, r.stderr
+    after = json.loads((run / "summary.json").read_text())
+    assert after["steps"] == before["steps"]
+    assert (run / "report.html").is_file() and len(list((run / "plots").glob("*.png"))) == len(PLOTS)
