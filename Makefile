@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/demo.yaml
 
-.PHONY: install browser demo test lint sweep report bench soak clean
+.PHONY: install browser demo test lint sweep report bench soak stress-ratelimit clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no python3 (>= 3.10) found"; exit 2; }
@@ -22,6 +22,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/loadtest run scenarios/demo.yaml
+
+stress-ratelimit: $(STAMP)
+	$(BIN)/loadtest run scenarios/ratelimit-stress.yaml
 
 sweep: $(STAMP)
 	$(BIN)/loadtest run $(SCENARIO)

@@ -133,6 +133,12 @@ def mock(
     ] = [],  # noqa: B006 - typer reads the default, never mutates it
     stall_s: Annotated[float, typer.Option(help="Length of a 'stall' fault")] = 2.0,
     slow_first_byte_s: Annotated[float, typer.Option(help="Delay of a 'slow_first_byte' fault")] = 2.0,
+    rpm: Annotated[float | None, typer.Option(help="Rate limit: requests per minute (429 beyond)")] = None,
+    tpm: Annotated[float | None, typer.Option(help="Rate limit: tokens per minute (prompt + max_tokens)")] = None,
+    rpd: Annotated[float | None, typer.Option(help="Rate limit: requests per day")] = None,
+    tpd: Annotated[float | None, typer.Option(help="Rate limit: tokens per day")] = None,
+    burst_s: Annotated[float, typer.Option(help="Seconds of a limit one burst may spend")] = 60.0,
+    ratelimit_headers: Annotated[str, typer.Option(help="Header dialect: openai | cerebras")] = "openai",
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
     with _user_errors():
@@ -140,6 +146,10 @@ def mock(
             raise MockStartError(f"--port: expected 0..65535, got {port}")
         if min(ttft_ms, itl_ms, jitter_ms, stall_s, slow_first_byte_s) < 0 or output_tokens < 1:
             raise MockStartError("--ttft-ms/--itl-ms/--jitter-ms/--*-s must be >= 0 and --output-tokens >= 1")
+        if ratelimit_headers not in ("openai", "cerebras"):
+            raise MockStartError(f"--ratelimit-headers: expected openai or cerebras, got {ratelimit_headers!r}")
+        if any(v is not None and v <= 0 for v in (rpm, tpm, rpd, tpd)) or burst_s <= 0:
+            raise MockStartError("--rpm/--tpm/--rpd/--tpd/--burst-s must be > 0")
         faults = {}
         for f in fault:
             kind, _, rate = f.partition("=")
@@ -161,6 +171,12 @@ def mock(
                 faults=faults,
                 stall_s=stall_s,
                 slow_first_byte_s=slow_first_byte_s,
+                rpm=rpm,
+                tpm=tpm,
+                rpd=rpd,
+                tpd=tpd,
+                burst_s=burst_s,
+                ratelimit_headers=ratelimit_headers,
             ),
             host,
             port,

@@ -28,6 +28,7 @@ import httpx2
 import orjson
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
+from .ratelimit import retry_after_s
 from .records import RequestRecord
 from .tokens import count_tokens
 from .workload import PromptItem
@@ -112,16 +113,6 @@ def classify_status(status: int) -> str:
     if status >= 500:
         return "http_5xx"
     return "http_4xx"
-
-
-def _retry_after(headers: httpx2.Headers) -> float | None:
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
 
 
 def _ratelimit(headers: httpx2.Headers) -> dict[str, str] | None:
@@ -299,7 +290,7 @@ async def _exchange(
         rec.http_status = resp.status_code
         rec.ratelimit = _ratelimit(resp.headers)
         if resp.status_code >= 400:
-            rec.retry_after_s = _retry_after(resp.headers)
+            rec.retry_after_s = retry_after_s(resp.headers)
             raise _HTTPError(resp.status_code, _error_message(await resp.aread()))
         if not stream:
             obj = loads(await resp.aread())

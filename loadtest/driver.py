@@ -8,9 +8,10 @@ its due time is recorded, so schedule lag (sent - due) is measured, not hidden.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from .client import Endpoint, make_endpoint, send
 from .records import RequestRecord
+from .retry import retry_delay_s
 from .scenario import Load, Scenario
 from .workload import PromptItem
 
@@ -45,6 +47,7 @@ class StepPlan:
     warmup: int
     arrival: Literal["constant", "poisson"] = "poisson"
     max_concurrency: int = 1024
+    pause_s: float = 0.0  # wait before the step (limit discovery lets the server's buckets refill)
 
     @property
     def connections(self) -> int:
@@ -139,6 +142,12 @@ class RunContext:
     def __post_init__(self) -> None:
         self._ids = itertools.count(self.worker, self.workers)
         self._prompt_i = itertools.count()
+        self._jitter = np.random.default_rng(self.scenario.workload.seed * 1009 + self.worker)
+
+    def jitter(self) -> float:
+        """A uniform [0, 1) number for retry jitter (seeded: a run is reproducible)."""
+        return float(self._jitter.random())
+        self._prompt_i = itertools.count()
 
     def now(self) -> int:
         return time.perf_counter_ns() - self.t0
@@ -153,13 +162,40 @@ class RunContext:
 
 
 async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
+    """One request: its attempts, each a record, with the retry policy's waits between them."""
+    prompt = ctx.next_prompt()
+    while True:
+        await _attempt(ctx, ep, rec, prompt)
+        rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
+        delay = None if ctx.stop.is_set() else retry_delay_s(ctx.scenario.retry, rec, ctx.jitter())
+        rec.final = delay is None
+        ctx.sink(RequestDone(rec))
+        if delay is None:
+            return
+        due = ctx.now() + int(delay * 1e9)
+        while (left := due - ctx.now()) > 0 and not ctx.stop.is_set():  # never early (uvloop rounds)
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(ctx.stop.wait(), left / 1e9)  # a stop ends the wait: no new attempt
+        if ctx.stop.is_set():
+            return  # the request ends with its last attempt (counted failed: it has no final answer)
+        rec = RequestRecord(
+            id=rec.id,
+            step=rec.step,
+            warmup=rec.warmup,
+            attempt=rec.attempt + 1,
+            worker=rec.worker,
+            first_sent_ns=rec.first_sent_ns,
+        )
+
+
+async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: PromptItem) -> None:
     t, w = ctx.scenario.target, ctx.scenario.workload
     ctx.in_flight += 1
     try:
         await send(
             ep,
             rec,
-            ctx.next_prompt(),
+            prompt,
             model=t.model,
             api=t.api,
             stream=w.stream,
@@ -171,11 +207,11 @@ async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
     except asyncio.CancelledError:
         rec.status, rec.error_class, rec.error = "error", "cancelled", "cancelled by the harness"
         rec.end_ns = ctx.now()
-        ctx.in_flight -= 1
+        rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
         ctx.sink(RequestDone(rec))
         raise
-    ctx.in_flight -= 1
-    ctx.sink(RequestDone(rec))
+    finally:
+        ctx.in_flight -= 1
 
 
 async def _closed_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
@@ -242,12 +278,17 @@ async def _sample_loop_lag(samples: list[float]) -> None:
         samples.append(max(0.0, (time.perf_counter() - t - interval) * 1e3))
 
 
-async def run_steps(ctx: RunContext, steps: list[StepPlan]) -> None:
+async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
     """Run every step in order; each gets a fresh client sized to its concurrency."""
     t = ctx.scenario.target
     for step in steps:
         if ctx.stop.is_set() or (ctx.before_step is not None and not await ctx.before_step(step)):
             break
+        if step.pause_s > 0:
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(ctx.stop.wait(), step.pause_s)
+            if ctx.stop.is_set():
+                break
         ep = make_endpoint(
             ctx.base_url,
             ctx.api_key,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .ratelimit import parse_ratelimit
 from .records import RequestRecord
 from .scenario import PerRequestSLO
 
@@ -228,6 +229,11 @@ class GapHistogram:
         return {"mean": mean / 1e3, "stddev": math.sqrt(var) / 1e3, **pct, "max": float(values[-1]) / 1e3}
 
 
+def _remaining(parsed: dict[str, dict[str, Any]], kind: str) -> float:
+    value = (parsed.get(kind) or {}).get("remaining")
+    return math.nan if value is None else float(value)
+
+
 class StepAccumulator:
     """The records of one step reduced, one at a time, to the numbers its summary needs.
 
@@ -244,6 +250,14 @@ class StepAccumulator:
         self.ok = self.good = self.warmup = self.tokens_in_ok = self.tokens_out_ok = 0
         self.errors: Counter[str] = Counter()
         self.sources: Counter[str] = Counter()
+        # rate limits: when 429s came, and what the server advertised (for the summary and plots)
+        self.throttled_ns = array("q")
+        self.limited_ns, self.remaining_requests, self.remaining_tokens = array("q"), array("d"), array("d")
+        self._last_headers: tuple[int, dict[str, str]] | None = None
+        # per logical request (attempts of one request share its id): sent = attempt-1 records,
+        # outcome = the final attempt's, latency = first send to final answer
+        self.logical_sent = self.logical_ok = self.retries = 0
+        self.logical_e2e, self.attempts = array("d"), array("d")
 
     def add(self, r: RequestRecord) -> None:
         if r.warmup:
@@ -253,6 +267,15 @@ class StepAccumulator:
         self.end_ns.append(r.end_ns)
         if (lag := schedule_lag_ms(r)) is not None:
             self.lag.append(lag)
+        self._add_logical(r)
+        if r.ratelimit and (parsed := parse_ratelimit(r.ratelimit)):
+            self.limited_ns.append(r.end_ns)
+            self.remaining_requests.append(_remaining(parsed, "requests"))
+            self.remaining_tokens.append(_remaining(parsed, "tokens"))
+            if self._last_headers is None or r.end_ns >= self._last_headers[0]:
+                self._last_headers = (r.end_ns, r.ratelimit)
+        if r.error_class == "http_429":
+            self.throttled_ns.append(r.end_ns)
         if r.status != "ok":
             self.errors[r.error_class or "unknown"] += 1
             self.failed_end_ns.append(r.end_ns)
@@ -273,6 +296,20 @@ class StepAccumulator:
             self.tokens_out_ok += r.output_tokens
         if r.tokens_source:
             self.sources[r.tokens_source] += 1
+
+    def _add_logical(self, r: RequestRecord) -> None:
+        self.logical_sent += r.attempt == 1
+        self.retries += r.attempt > 1
+        if r.final:
+            self.attempts.append(r.attempt)
+            if r.status == "ok":
+                self.logical_ok += 1
+                first = r.first_sent_ns if r.first_sent_ns is not None else r.sent_ns
+                self.logical_e2e.append((r.end_ns - first) / _MS)
+
+    def last_advertised(self) -> dict[str, dict[str, Any]] | None:
+        """The limits the last response that carried rate-limit headers advertised."""
+        return parse_ratelimit(self._last_headers[1]) if self._last_headers else None
 
     def summary(self, *, index: int, mode: str, value: float) -> dict[str, Any]:
         """The summary of the step (DESIGN.md §5 keys and more)."""
@@ -303,6 +340,19 @@ class StepAccumulator:
             "schedule_lag_ms": distribution(self.lag) if self.lag else None,
             "in_flight": in_flight(self.sent_ns, self.end_ns),
             "tokens_source": dict(self.sources),
+            "http_429": len(self.throttled_ns),
+            "first_429_s": (min(self.throttled_ns) - min(self.sent_ns)) / 1e9 if self.throttled_ns else None,
+            "ratelimit": self.last_advertised(),
+            "logical": {
+                "requests": {
+                    "sent": self.logical_sent,
+                    "ok": self.logical_ok,
+                    "failed": self.logical_sent - self.logical_ok,
+                },
+                "retries": self.retries,
+                "attempts": distribution(self.attempts),
+                "e2e_ms": distribution(self.logical_e2e),
+            },
         }
 
 

@@ -71,7 +71,8 @@ class LiveProgress:
             return Text("between steps...", style="dim")
         now = time.monotonic()
         in_step = now - self.step_started
-        frac = sweep_fraction(self.steps, step.index, self.done, in_step)
+        known = step.index < len(self.steps)  # limit discovery chooses its steps as it goes
+        frac = sweep_fraction(self.steps, step.index, self.done, in_step) if known else 0.0
         elapsed = now - self.started
         eta = elapsed * (1 - frac) / frac if frac > 0.01 else None
         line = self.stats.line(index=step.index, mode=step.mode, value=step.value)
@@ -83,7 +84,7 @@ class LiveProgress:
         grid = Table.grid(padding=(0, 2))
         p50 = line["ttft_ms"]["p50"]
         grid.add_row(
-            Text(f"step {step.index + 1}/{len(self.steps)}: {unit} {step.value:g}", style="bold"),
+            Text(f"step {step.index + 1}{f'/{len(self.steps)}' if known else ''}: {unit} {step.value:g}", style="bold"),
             progress,
             f"{line['request_throughput']:.1f} req/s",
             f"{line['output_token_throughput']:,.0f} tok/s",

@@ -19,7 +19,9 @@ class RequestRecord:
     id: int
     step: int
     warmup: bool = False
-    attempt: int = 1
+    attempt: int = 1  # attempts of one request share its id
+    final: bool = True  # the last attempt of its request (False: a retry followed)
+    first_sent_ns: int | None = None  # when attempt 1 was sent (per-request latency = end - this)
     worker: int = 0
     stream: bool = True
     scheduled_ns: int | None = None  # due time in open-loop steps (lag = sent - scheduled)

@@ -60,6 +60,19 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
         )
     console.print(t)
     console.print("latencies in ms", style="dim")
+    if summary.get("skipped_steps"):
+        console.print(f"[yellow]stopped early[/] (load.stop): steps {summary['skipped_steps']} were skipped")
+    if search := summary.get("search"):
+        rpm, tpm = search["sustainable_rpm"], search["sustainable_tokens_per_min"]
+        if rpm is None:
+            console.print("[red]limit discovery[/]: no rate held, down to the lowest one tried", highlight=False)
+        else:
+            console.print(
+                f"[bold]limit discovery[/]: sustainable {rpm:,.0f} requests/min, {tpm:,.0f} tokens/min "
+                f"(binding: {search['binding'] or 'unknown'})",
+                highlight=False,
+            )
+        console.print(f"audit: {search['audit']}", highlight=False)
     for s in summary["steps"]:
         for w in s.get("warnings", []):
             console.print(f"[yellow]warning[/]: step {s['index']} ({s['value']}): {w}", highlight=False)

@@ -23,8 +23,9 @@ from typing import IO, Any
 
 from . import __version__
 from .checks import evaluate_slos, harness_warnings
-from .driver import Event, RequestDone, StepFinished, plan_steps
+from .driver import Event, RequestDone, StepFinished, StepPlan, plan_steps
 from .metrics import StepAccumulator, distribution
+from .planner import search_result
 from .records import RequestRecord, record_from_json, record_to_json
 from .scenario import Scenario, ScenarioError, load_scenario, scenario_to_yaml
 
@@ -88,6 +89,8 @@ class Recorder:
             case StepFinished():
                 line = {
                     "step": event.step.index,
+                    "mode": event.step.mode,
+                    "value": event.step.value,
                     "worker": event.worker,
                     "started_ns": event.started_ns,
                     "finished_ns": event.t_ns,
@@ -167,10 +170,13 @@ def build_summary(
 ) -> dict[str, Any]:
     """summary.json's content from the accumulated steps of a run (pure: no I/O of its own)."""
     health = list(step_health)
-    steps, verdicts = [], []
-    for plan in plan_steps(scenario.load):
-        if plan.index not in accumulators and partial:
-            continue  # an interrupted run never reached this step
+    ran = {h.get("step") for h in health} | set(accumulators)
+    steps, verdicts, skipped = [], [], []
+    for plan in _planned_steps(scenario, health):
+        if plan.index not in ran:
+            if not partial:
+                skipped.append(plan.index)  # the sweep stopped early (load.stop)
+            continue  # an interrupted or stopped run never reached this step
         acc = accumulators.get(plan.index) or StepAccumulator(scenario.slo.per_request)
         s = acc.summary(index=plan.index, mode=plan.mode, value=plan.value)
         s["loop_lag_ms"] = _merge_loop_lag([h for h in health if h.get("step") == plan.index])
@@ -190,8 +196,28 @@ def build_summary(
         },
         "environment": _environment(),
         "steps": steps,
+        "skipped_steps": skipped,
         "slo": {"passed": all(v["ok"] for v in verdicts), "verdicts": verdicts},
+        "search": search_result(steps, scenario),
     }
+
+
+def _planned_steps(scenario: Scenario, health: list[dict[str, Any]]) -> list[StepPlan]:
+    """The steps of the scenario; limit discovery chooses its steps as it goes: steps.jsonl has them."""
+    if scenario.load.search is None:
+        return plan_steps(scenario.load)
+    seen = {h["step"]: h for h in health if "value" in h}
+    return [
+        StepPlan(
+            index=i,
+            mode=seen[i].get("mode", "rate"),
+            value=seen[i]["value"],
+            requests=None,
+            duration_s=scenario.load.search.step_duration_s,
+            warmup=scenario.load.warmup_requests,
+        )
+        for i in sorted(seen)
+    ]
 
 
 def _csv(summary: dict[str, Any]) -> str:

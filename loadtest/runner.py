@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +24,7 @@ from .driver import Event, RequestDone, RunContext, StepFinished, StepPlan, plan
 from .htmlreport import write_report
 from .metrics import LiveStats
 from .mock import MockConfig, start_mock
+from .planner import StepPlanner
 from .progress import LiveProgress
 from .results import Recorder, Run, analyze, new_run_dir, write_scenario, write_summary
 from .scenario import Scenario, api_key
@@ -62,6 +63,8 @@ def _endpoint(scenario: Scenario) -> Iterator[str]:
 
 def _prompt_count(scenario: Scenario) -> int:
     load = scenario.load
+    if load.search is not None:
+        return 2048  # unknown in advance: the largest pool
     per_step = load.requests if load.requests is not None else int(max(load.values) * (load.duration_s or 1))
     return (per_step + load.warmup_requests) * len(load.values)
 
@@ -169,9 +172,9 @@ def _run_here(
     """The whole run on this process's event loop."""
     recorder = Recorder(run_dir)
     reporter = _StepReporter(on_step)
-    steps = plan_steps(scenario.load)
-    progress = LiveProgress(steps, live, lambda: ctx.in_flight) if live is not None else None
-    watchers = [*observers, progress] if progress is not None else list(observers)
+    planner = StepPlanner(scenario)  # the fixed sweep, or limit discovery choosing as it goes
+    progress = LiveProgress(plan_steps(scenario.load), live, lambda: ctx.in_flight) if live is not None else None
+    watchers = [planner, *observers] + ([progress] if progress is not None else [])
 
     def sink(event: Event) -> None:
         recorder(event)
@@ -192,7 +195,7 @@ def _run_here(
     )
     try:
         with progress if progress is not None else contextlib.nullcontext():
-            loop.run_until_complete(drive(ctx, steps, grace_s=grace_s, stopped_by=stopped_by))
+            loop.run_until_complete(drive(ctx, planner.steps(), grace_s=grace_s, stopped_by=stopped_by))
     finally:
         loop.close()
         recorder.close()
@@ -200,7 +203,7 @@ def _run_here(
 
 async def drive(
     ctx: RunContext,
-    steps: list[StepPlan],
+    steps: Iterable[StepPlan],
     *,
     grace_s: float,
     stopped_by: list[int],

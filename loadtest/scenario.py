@@ -30,6 +30,7 @@ __all__ = [
     "Load",
     "MockSettings",
     "PercentileBounds",
+    "RetryPolicy",
     "Scenario",
     "ScenarioError",
     "SyntheticPrompt",
@@ -75,6 +76,12 @@ class MockSettings(_Strict):
     faults: dict[FaultKind, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
     stall_s: NonNegFloat = 2.0
     slow_first_byte_s: NonNegFloat = 2.0
+    rpm: PositiveFloat | None = None  # rate limits: requests/tokens per minute/day (429 beyond them)
+    tpm: PositiveFloat | None = None
+    rpd: PositiveFloat | None = None
+    tpd: PositiveFloat | None = None
+    burst_s: PositiveFloat = 60.0  # seconds of the limit a bucket holds (60: a minute's worth)
+    ratelimit_headers: Literal["openai", "cerebras"] = "openai"
 
 
 class Target(_Strict):
@@ -154,6 +161,25 @@ class Workload(_Strict):
     seed: int = 42
 
 
+class Search(_Strict):
+    """Limit discovery: raise the open-loop rate by ``factor`` from ``start_rate`` until a step
+    breaks (429 share, other errors or an SLO), then bisect to ``tolerance``."""
+
+    start_rate: PositiveFloat = 1.0
+    max_rate: PositiveFloat = 1000.0
+    factor: Annotated[float, Field(gt=1)] = 2.0
+    step_duration_s: PositiveFloat = 10.0
+    max_429_rate: Annotated[float, Field(ge=0, le=1)] = 0.02  # a step holds up to this share of 429s...
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01  # ...and of other errors
+    tolerance: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    max_steps: Annotated[int, Field(ge=1, le=100)] = 20
+    cooldown_s: NonNegFloat | None = None  # between steps; default: the advertised reset (max 60 s)
+
+
+class Stop(_Strict):
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None  # a step above it ends the sweep
+
+
 class Load(_Strict):
     concurrency: list[Annotated[int, Field(ge=1)]] | None = None
     rate: list[PositiveFloat] | None = None
@@ -163,6 +189,8 @@ class Load(_Strict):
     warmup_requests: Annotated[int, Field(ge=0)] = 0
     max_concurrency: Annotated[int, Field(ge=1)] = 1024
     workers: Annotated[int, Field(ge=1, le=256)] = 1  # processes sharing each step's load
+    search: Search | None = None
+    stop: Stop | None = None
 
     @field_validator("concurrency", "rate", mode="before")
     @classmethod
@@ -173,6 +201,14 @@ class Load(_Strict):
     def _one_mode_one_stop(self) -> Load:
         if self.concurrency is not None and self.rate is not None:
             raise ValueError("give either concurrency (closed loop) or rate (open loop), not both")
+        if self.search is not None:
+            if self.concurrency is not None or self.rate is not None:
+                raise ValueError("search chooses the rates itself: remove concurrency/rate")
+            if self.workers > 1:
+                raise ValueError("search runs in one process: remove workers")
+            return self
+        if self.stop is not None and self.workers > 1:
+            raise ValueError("stop runs in one process: remove workers")
         if self.concurrency is None and self.rate is None:
             self.concurrency = [1]
         if (self.concurrency is not None and not self.concurrency) or (self.rate is not None and not self.rate):
@@ -185,7 +221,7 @@ class Load(_Strict):
 
     @property
     def mode(self) -> Literal["concurrency", "rate"]:
-        return "concurrency" if self.concurrency is not None else "rate"
+        return "concurrency" if self.concurrency is not None else "rate"  # search: open loop
 
     @property
     def values(self) -> list[float]:
@@ -231,6 +267,25 @@ class SLO(_Strict):
     per_request: PerRequestSLO = Field(default_factory=PerRequestSLO)
 
 
+RetryOn = Literal["429", "5xx", "4xx", "timeout", "connect", "stream_broken", "stream_error", "bad_response"]
+
+
+class RetryPolicy(_Strict):
+    """Off unless given. Each attempt is its own record, linked by request id and attempt number."""
+
+    on: list[RetryOn] = Field(default_factory=lambda: ["429", "5xx", "timeout"])
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    backoff: Literal["retry-after", "exponential"] = "retry-after"
+    base_s: PositiveFloat = 0.5
+    max_s: PositiveFloat = 60.0
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.1  # up to this fraction is added to each delay
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _codes_as_text(cls, v: Any) -> Any:
+        return [str(x) for x in v] if isinstance(v, list) else v  # YAML reads 429 as a number
+
+
 class Scenario(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     description: str | None = None
@@ -238,6 +293,7 @@ class Scenario(_Strict):
     workload: Workload = Field(default_factory=Workload)
     load: Load = Field(default_factory=Load)
     slo: SLO = Field(default_factory=SLO)
+    retry: RetryPolicy | None = None
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .faults import FaultPlan
+from .limits import RateLimiter
 
 __all__ = ["WORDS", "MockConfig", "MockState", "serve"]
 
@@ -66,6 +67,12 @@ class MockConfig:
     faults: dict[str, float] = field(default_factory=dict)  # kind -> rate (faults.py)
     stall_s: float = 2.0
     slow_first_byte_s: float = 2.0
+    rpm: float | None = None  # rate limits (limits.py): requests and tokens per minute and per day
+    tpm: float | None = None
+    rpd: float | None = None
+    tpd: float | None = None
+    burst_s: float = 60.0
+    ratelimit_headers: str = "openai"  # openai | cerebras
 
 
 class MockState:
@@ -83,11 +90,27 @@ class MockState:
         self.ids = 0
         self.faults: dict[str, int] = {}
         self.fault_plan = FaultPlan(config.faults)
+        self.throttled = 0
+        self.limiter = self._limiter()
+
+    def _limiter(self) -> RateLimiter | None:
+        c = self.config
+        limits = {
+            ("requests", "minute"): c.rpm,
+            ("tokens", "minute"): c.tpm,
+            ("requests", "day"): c.rpd,
+            ("tokens", "day"): c.tpd,
+        }
+        if not any(limits.values()):
+            return None
+        return RateLimiter({k: v for k, v in limits.items() if v}, burst_s=c.burst_s, dialect=c.ratelimit_headers)
 
     def reset(self) -> None:
         self.requests = self.in_flight_max = 0
         self.faults = {}
         self.fault_plan = FaultPlan(self.config.faults)
+        self.throttled = 0
+        self.limiter = self._limiter()
         self.in_flight_max = self.in_flight
         self.ttft_s.clear()
         self.itl_s.clear()
@@ -100,6 +123,7 @@ class MockState:
             return {"p50": s[len(s) // 2] * 1e3, "p99": s[min(len(s) - 1, int(len(s) * 0.99))] * 1e3, "count": len(s)}
 
         return {
+            "throttled": self.throttled,
             "faults": self.faults,
             "requests": self.requests,
             "in_flight": self.in_flight,
@@ -140,15 +164,27 @@ def _chunk(payload: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(payload), payload)
 
 
-def _response(status: str, body: bytes, ctype: bytes = b"application/json", close: bool = False) -> bytes:
+def _response(
+    status: str, body: bytes, ctype: bytes = b"application/json", close: bool = False, extra: bytes = b""
+) -> bytes:
+    """A whole response; ``extra``: more header lines, each ending in CRLF."""
     conn = b"connection: close\r\n" if close else b""
     return (
-        b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n" % (status.encode(), ctype, len(body), conn)
+        b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s\r\n"
+        % (status.encode(), ctype, len(body), conn, extra)
     ) + body
 
 
-def _error(status: str, message: str, kind: str = "invalid_request_error") -> bytes:
-    return _response(status, json.dumps({"error": {"message": message, "type": kind}}).encode())
+def _output_tokens(body: dict[str, Any], cfg: MockConfig) -> tuple[int, int | None]:
+    """(tokens the mock will generate, the max_tokens asked for)."""
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(max_tokens, int) or max_tokens <= 0:
+        return cfg.output_tokens, None
+    return (max_tokens if body.get("ignore_eos") else min(cfg.output_tokens, max_tokens)), max_tokens
+
+
+def _error(status: str, message: str, kind: str = "invalid_request_error", extra: bytes = b"") -> bytes:
+    return _response(status, json.dumps({"error": {"message": message, "type": kind}}).encode(), extra=extra)
 
 
 class MockProtocol(asyncio.Protocol):
@@ -158,6 +194,7 @@ class MockProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
         self.closing = False
+        self.extra = b""  # rate-limit header lines for the response being written
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -228,6 +265,19 @@ class MockProtocol(asyncio.Protocol):
         except ValueError:
             self._send(_error("400 Bad Request", "request body is not a JSON object"), close)
             return
+        self.extra = b""
+        if state.limiter is not None:
+            n_out, max_tokens = _output_tokens(body, state.config)
+            # charged at admission as providers do: prompt tokens + max_tokens (what it will generate if unset)
+            tokens = _prompt_words(body) + (max_tokens if max_tokens is not None else n_out)
+            admitted, wait, headers = state.limiter.admit(_now(), tokens)
+            self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
+            if not admitted:
+                state.throttled += 1
+                retry = b"retry-after: %d\r\nretry-after-ms: %d\r\n" % (math.ceil(wait), math.ceil(wait * 1e3))
+                message = f"Rate limit reached: please try again in {wait:.3f}s"
+                self._send(_error("429 Too Many Requests", message, "rate_limit_exceeded", self.extra + retry), close)
+                return
         state.requests += 1
         state.in_flight += 1
         state.in_flight_max = max(state.in_flight_max, state.in_flight)
@@ -270,11 +320,8 @@ class MockProtocol(asyncio.Protocol):
     async def _complete(self, body: dict[str, Any], chat: bool, close: bool, fault: str | None = None) -> None:
         state, cfg = self.state, self.state.config
         start = _now()
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        n_out = cfg.output_tokens
-        if isinstance(max_tokens, int) and max_tokens > 0:
-            n_out = max_tokens if body.get("ignore_eos") else min(n_out, max_tokens)
-        finish = "length" if isinstance(max_tokens, int) and n_out >= max_tokens else "stop"
+        n_out, max_tokens = _output_tokens(body, cfg)
+        finish = "length" if max_tokens is not None and n_out >= max_tokens else "stop"
         n_in = _prompt_words(body)
         model = str(body.get("model", "mock-model"))
         state.ids += 1
@@ -314,7 +361,7 @@ class MockProtocol(asyncio.Protocol):
                 await asyncio.sleep(cfg.stall_s)
             if len(state.ttft_s) < _MAX_SAMPLES:
                 state.ttft_s.append(_now() - start)
-            whole = _response("200 OK", json.dumps(out).encode())
+            whole = _response("200 OK", json.dumps(out).encode(), extra=self.extra)
             if fault == "drop":
                 self._send(whole[: len(whole) - len(whole) // 3])
                 self._reset()
@@ -331,7 +378,7 @@ class MockProtocol(asyncio.Protocol):
         ).encode()
         self._send(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-            b"transfer-encoding: chunked\r\n" + (b"connection: close\r\n" if close else b"") + b"\r\n"
+            b"transfer-encoding: chunked\r\n" + (b"connection: close\r\n" if close else b"") + self.extra + b"\r\n"
         )
 
         def token(i: int) -> bytes:
