@@ -72,6 +72,11 @@ _CAPTIONS = {
     "ttft_cdf": ("TTFT distribution", "Cumulative distribution of time to first token, per step."),
     "itl_cdf": ("ITL distribution", "Cumulative distribution of inter-token gaps, per step."),
     "timeline": ("Timeline", "Requests in flight, completions/s and errors/s over the run."),
+    "ratelimit": (
+        "Rate limits",
+        "429 answers over time, the remaining requests and tokens the server advertised, "
+        "and how many attempts requests took (retries).",
+    ),
 }
 
 

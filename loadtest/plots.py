@@ -199,6 +199,62 @@ def timeline(series: list[Series]) -> Figure:
     return fig
 
 
+def has_ratelimit_data(series: list[Series]) -> bool:
+    return any(len(a.limited_ns) or len(a.throttled_ns) or a.retries for x in series for a in x.run.steps.values())
+
+
+def ratelimit(series: list[Series]) -> Figure:
+    """429s over time, what the server said was left over time, and how many attempts requests took."""
+    fig = Figure(figsize=(12, 8))
+    ax1, ax2, ax3 = fig.subplots(3, 1)
+    ax2b = ax2.twinx()  # tokens: a scale of their own
+    for i, x in enumerate(series):
+        accs = list(x.run.steps.values())
+        if not accs or not any(len(a.sent_ns) for a in accs):
+            continue
+        t0 = min(min(a.sent_ns) for a in accs if len(a.sent_ns)) / 1e9
+        end = max(max(a.end_ns) for a in accs if len(a.end_ns)) / 1e9
+        grid = np.linspace(t0, end, 400)
+        window = max(1.0, (end - t0) / 60)
+        throttled = np.sort(np.concatenate([np.asarray(a.throttled_ns, dtype=np.int64) for a in accs])) / 1e9
+        ax1.plot(grid - t0, _rate(throttled, grid, window), color=_color(i), label=f"{x.label} 429/s")
+        when = np.concatenate([np.asarray(a.limited_ns, dtype=np.int64) for a in accs]) / 1e9
+        order = np.argsort(when)
+        remaining = (
+            (ax2, "-", "requests", np.concatenate([np.asarray(a.remaining_requests) for a in accs])),
+            (ax2b, "--", "tokens", np.concatenate([np.asarray(a.remaining_tokens) for a in accs])),
+        )
+        for ax, style, what, values in remaining:
+            if len(values) and not np.isnan(values).all():
+                ax.plot(when[order] - t0, values[order], style, color=_color(i), label=f"{x.label} remaining {what}")
+        attempts = np.concatenate([np.asarray(a.attempts) for a in accs])
+        if len(attempts):
+            counts = np.bincount(attempts.astype(np.int64))[1:]
+            width = 0.8 / len(series)
+            ax3.bar(
+                np.arange(1, len(counts) + 1) + (i - (len(series) - 1) / 2) * width,
+                counts,
+                width=width,
+                color=_color(i),
+                label=x.label,
+            )
+    ax1.set_ylabel("429 answers/s")
+    ax1.set_xlabel("seconds since the first measured send")
+    ax2.set_ylabel("remaining requests (solid)")
+    ax2b.set_ylabel("remaining tokens (dashed)")
+    ax2.set_xlabel("seconds since the first measured send (as advertised in x-ratelimit-* headers)")
+    ax3.set_xlabel("attempts a request took (1: no retry)")
+    ax3.set_ylabel("requests")
+    most = int(max((max(a.attempts, default=1) for x in series for a in x.run.steps.values()), default=1))
+    ax3.set_xticks(range(1, most + 1))
+    for ax in (ax1, ax2, ax3):
+        ax.grid(True, alpha=0.3)
+    for ax in (ax1, ax2, ax2b, ax3):
+        _legend(ax, fontsize="small", loc="upper left" if ax is ax2 else "upper right")
+    fig.tight_layout()
+    return fig
+
+
 PLOTS: dict[str, Callable[[list[Series]], Figure]] = {
     "throughput": throughput,
     "latency": latency,
@@ -210,5 +266,8 @@ PLOTS: dict[str, Callable[[list[Series]], Figure]] = {
 
 
 def render_plots(series: list[Series]) -> dict[str, bytes]:
-    """Every plot, as PNG bytes by name."""
-    return {name: _png(draw(series)) for name, draw in PLOTS.items()}
+    """Every plot, as PNG bytes by name (the rate-limit one when a run saw limits or retries)."""
+    pngs = {name: _png(draw(series)) for name, draw in PLOTS.items()}
+    if has_ratelimit_data(series):
+        pngs["ratelimit"] = _png(ratelimit(series))
+    return pngs
