@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/demo.yaml
 
-.PHONY: install browser demo test lint sweep report bench soak stress-ratelimit clean
+.PHONY: install browser demo test lint sweep report bench soak stress-ratelimit nightly clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no python3 (>= 3.10) found"; exit 2; }
@@ -25,6 +25,16 @@ demo: $(STAMP)
 
 stress-ratelimit: $(STAMP)
 	$(BIN)/loadtest run scenarios/ratelimit-stress.yaml
+
+# Run, gate on SLOs, compare with a baseline run; JUnit files for CI. Exit non-zero on either failure.
+NIGHTLY := $(if $(filter command line environment,$(origin SCENARIO)),$(SCENARIO),scenarios/nightly.yaml)
+nightly: $(STAMP)
+	@test -n "$(BASELINE)" || (echo "usage: make nightly SCENARIO=scenarios/nightly.yaml BASELINE=results/<name>/<ts>" && exit 2)
+	@mkdir -p results/junit
+	$(BIN)/loadtest run $(NIGHTLY) --junit results/junit/slo.xml; slo=$$?; \
+	run=$$(ls -td results/$$($(BIN)/loadtest validate $(NIGHTLY) | sed -n 's/^name: //p')/2*/ | head -1); \
+	$(BIN)/loadtest compare $(BASELINE) $$run --junit results/junit/compare.xml; cmp=$$?; \
+	echo "SLO gate exit $$slo, comparison exit $$cmp"; test $$slo = 0 -a $$cmp = 0
 
 sweep: $(STAMP)
 	$(BIN)/loadtest run $(SCENARIO)

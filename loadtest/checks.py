@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .scenario import SLO
+from .scenario import SLO, StepSLO
 
 __all__ = ["LOOP_LAG_P99_MS", "SCHEDULE_LAG_P99_MS", "evaluate_slos", "harness_warnings"]
 
@@ -36,7 +36,13 @@ def _verdict(step: dict[str, Any], slo: str, stat: str, value: float | None, bou
 
 
 def evaluate_slos(step: dict[str, Any], slo: SLO) -> list[dict[str, Any]]:
-    """Verdicts for one step summary. A metric with no value (e.g. no successful request) fails."""
+    """Verdicts for one step summary (the SLOs of every step, then this step's own). A metric with no
+    value (e.g. no successful request) fails."""
+    own = slo.steps.get(step["index"])
+    return _evaluate(step, slo) + (_evaluate(step, own) if own is not None else [])
+
+
+def _evaluate(step: dict[str, Any], slo: StepSLO) -> list[dict[str, Any]]:
     verdicts = []
     for name in _LATENCY:
         bounds = getattr(slo, name)

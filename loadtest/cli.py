@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -11,12 +12,16 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from .compare import compare_runs
+from .history import plot_history, read_history
 from .htmlreport import write_report
+from .junit import compare_junit, compare_markdown, slo_junit
 from .mock import MockConfig, MockStartError, run_mock
 from .mock.faults import FAULTS
 from .report import print_step_table, step_line
-from .results import load_run, write_summary
+from .results import load_run, write_atomic, write_summary
 from .runner import EXIT_HARNESS, execute
 from .scenario import ScenarioError, load_scenario, scenario_to_yaml
 from .tokens import TokenizerError
@@ -54,6 +59,10 @@ def run(
     workers: Annotated[
         int | None, typer.Option("--workers", help="Processes sharing each step's load (load.workers)")
     ] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write SLO verdicts as JUnit XML")] = None,
+    no_report: Annotated[
+        bool, typer.Option("--no-report", help="Skip plots and report.html (loadtest report can make them later)")
+    ] = False,
 ) -> None:
     """Run a scenario and write a run directory."""
     if workers is not None:
@@ -74,10 +83,14 @@ def run(
             on_step=lambda s: err.print(step_line(s), highlight=False),
             warn=lambda m: err.print(f"[yellow]warning:[/] {m}", highlight=False),
             live=err if err.is_terminal else None,
+            report=not no_report,
         )
+    if junit is not None:
+        slo_junit(outcome.summary, junit)
     print_step_table(outcome.summary, out)
     out.print(f"results: {outcome.run_dir}", highlight=False)
-    out.print(f"report: {outcome.run_dir / 'report.html'}", highlight=False)
+    if not no_report:
+        out.print(f"report: {outcome.run_dir / 'report.html'}", highlight=False)
     if outcome.message:
         err.print(f"[red]error:[/] {outcome.message}", highlight=False, soft_wrap=True)
     raise typer.Exit(outcome.exit_code)
@@ -115,6 +128,94 @@ def report(
                 labels = [str(r.run_dir) for r in runs]
             path = write_report(runs, target, labels)
     out.print(f"report: {path}", highlight=False)
+
+
+def _tolerance(text: str) -> float:
+    value = text.strip()
+    try:
+        t = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        raise ScenarioError(f"--tolerance: expected a share like 5% or 0.05, got {text!r}") from None
+    if not 0 <= t < 10:
+        raise ScenarioError(f"--tolerance: expected a share like 5% or 0.05, got {text!r}")
+    return t
+
+
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="The baseline run directory")],
+    candidate: Annotated[Path, typer.Argument(help="The candidate run directory")],
+    tolerance: Annotated[str, typer.Option(help="A change within it is noise: 5% or 0.05")] = "5%",
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write one test case per step and metric")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where compare.json/.md go (default: candidate)")
+    ] = None,
+    seed: int = 0,
+) -> None:
+    """Did the candidate regress against the baseline, beyond noise? Exit 1 when it did."""
+    with _user_errors():
+        tol = _tolerance(tolerance)
+        base, cand = load_run(baseline), load_run(candidate)
+        result = compare_runs(base, cand, tolerance=tol, seed=seed)
+        target = out_dir or cand.run_dir
+        target.mkdir(parents=True, exist_ok=True)
+        write_atomic(target / "compare.json", json.dumps(result, indent=2) + "\n")
+        write_atomic(target / "compare.md", compare_markdown(result))
+        if junit is not None:
+            compare_junit(result, junit)
+    t = Table(title=f"compare (tolerance {100 * tol:.0f}%, 95% bootstrap CI)", title_justify="left")
+    for col in ("load", "metric", "baseline", "candidate", "change", "95% CI", "verdict"):
+        t.add_column(col, justify="left" if col in ("load", "metric", "verdict") else "right")
+    for r in result["rows"]:
+        style = {"regressed": "red", "improved": "green"}.get(r["verdict"], "")
+        t.add_row(
+            f"{r['mode']}={r['value']}",
+            r["label"],
+            f"{r['baseline']:.4g}",
+            f"{r['candidate']:.4g}",
+            f"{100 * r['change']:+.1f}%",
+            f"{100 * r['ci95'][0]:+.1f}% .. {100 * r['ci95'][1]:+.1f}%",
+            f"[{style}]{r['verdict']}[/]" if style else r["verdict"],
+        )
+    out.print(t)
+    out.print(f"compare: {target / 'compare.json'}", highlight=False)
+    if not result["rows"]:
+        err.print("[red]error:[/] no step of the candidate matches a step of the baseline (mode and load)")
+        raise typer.Exit(EXIT_HARNESS)
+    raise typer.Exit(0 if result["passed"] else 1)
+
+
+@app.command()
+def history(
+    name: Annotated[str, typer.Argument(help="A scenario name (results/<name>/history.jsonl)")],
+    results: Annotated[Path, typer.Option("--results", help="The results directory")] = Path("results"),
+) -> None:
+    """The trend of a scenario's runs: a table, and a plot per key metric."""
+    path = results / name / "history.jsonl"
+    if not path.is_file():
+        err.print(f"[red]error:[/] {path}: no history (runs of scenario {name!r} append to it)")
+        raise typer.Exit(EXIT_HARNESS)
+    runs = read_history(path)
+    t = Table(title=f"{name}: {len(runs)} runs", title_justify="left")
+    for col in ("started", "SLOs", "load", "out tok/s", "req/s", "TTFT p50", "TPOT p50", "E2E p99", "errors"):
+        t.add_column(col, justify="left" if col in ("started", "SLOs", "load") else "right")
+    for h in runs:
+        for s in h["steps"]:
+            f = lambda v, d=1: "-" if v is None else f"{v:,.{d}f}"  # noqa: E731
+            t.add_row(
+                h["started_at"],
+                "ok" if h["slo_passed"] else "[red]failed[/]",
+                f"{s['mode']}={s['value']}",
+                f(s["output_token_throughput"]),
+                f(s["request_throughput"], 2),
+                f(s["ttft_ms.p50"]),
+                f(s["tpot_ms.p50"], 2),
+                f(s["e2e_ms.p99"]),
+                f(s["error_rate"], 3),
+            )
+    out.print(t)
+    plots = plot_history(runs, results / name / "history")
+    out.print(f"trend plots: {plots[0].parent}", highlight=False)
 
 
 @app.command()

@@ -190,7 +190,7 @@ class GapHistogram:
         self.sparse.update(us[us >= self.DENSE_US].tolist())
         self._buf = array("q")
 
-    def _values_cum(self) -> tuple[np.ndarray, np.ndarray]:
+    def values_cum(self) -> tuple[np.ndarray, np.ndarray]:
         """Distinct gaps (microseconds, ascending) and the cumulative count up to each."""
         self._flush()
         if self.dense is None:
@@ -203,7 +203,7 @@ class GapHistogram:
 
     def quantiles_ms(self, levels: np.ndarray) -> np.ndarray:
         """The gap (ms) below which each fraction in ``levels`` of the gaps lie: a CDF to draw."""
-        values, cum = self._values_cum()
+        values, cum = self.values_cum()
         if not len(values):
             return np.empty(0)
         ranks = np.minimum((levels * self.n).astype(np.int64), self.n - 1)
@@ -213,7 +213,7 @@ class GapHistogram:
         """Same keys and definitions as ``distribution()`` (in milliseconds)."""
         if self.n == 0 and not self._buf:
             return distribution([])
-        values, cum = self._values_cum()
+        values, cum = self.values_cum()
 
         def order_stat(rank: int) -> float:  # the rank-th smallest gap (0-based)
             return float(values[np.searchsorted(cum, rank, side="right")])

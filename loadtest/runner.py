@@ -21,6 +21,7 @@ from rich.console import Console
 
 from .aio import new_loop
 from .driver import Event, RequestDone, RunContext, StepFinished, StepPlan, plan_steps, run_steps
+from .history import append_history
 from .htmlreport import write_report
 from .metrics import LiveStats
 from .mock import MockConfig, start_mock
@@ -96,6 +97,7 @@ def execute(
     warn: Callable[[str], None] | None = None,
     observers: Sequence[Callable[[Event], None]] = (),
     live: Console | None = None,
+    report: bool = True,
 ) -> RunOutcome:
     """Run a scenario into a new run directory under ``out_parent``. ``live``: a terminal console
     to draw live progress on (one process only; with workers the step lines come at the end)."""
@@ -139,7 +141,9 @@ def execute(
     )
     summary = run.summary
     write_summary(run_dir, summary)
-    write_report([run], run_dir)
+    if report:
+        write_report([run], run_dir)
+    append_history(summary, run_dir)
     if workers > 1:
         for s in summary["steps"]:
             on_step(s)

@@ -255,7 +255,9 @@ class PerRequestSLO(_Strict):
     e2e_ms: PositiveFloat | None = None
 
 
-class SLO(_Strict):
+class StepSLO(_Strict):
+    """Bounds on one step's summary."""
+
     ttft_ms: PercentileBounds | None = None
     tpot_ms: PercentileBounds | None = None
     itl_ms: PercentileBounds | None = None
@@ -264,7 +266,13 @@ class SLO(_Strict):
     output_tokens_per_s: MinBound | None = None
     requests_per_s: MinBound | None = None
     goodput_ratio: MinBound | None = None
+
+
+class SLO(StepSLO):
+    """Bounds for every step, ``steps`` for one step (by index) on top, and the per-request limits of goodput."""
+
     per_request: PerRequestSLO = Field(default_factory=PerRequestSLO)
+    steps: dict[int, StepSLO] = Field(default_factory=dict)
 
 
 RetryOn = Literal["429", "5xx", "4xx", "timeout", "connect", "stream_broken", "stream_error", "bad_response"]

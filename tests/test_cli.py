@@ -21,7 +21,7 @@ from .conftest import ROOT, run_cli, write
 
 def only_run_dir(parent: Path) -> Path:
     (name,) = list(parent.iterdir())
-    (run,) = list(name.iterdir())
+    (run,) = [p for p in name.iterdir() if p.is_dir()]  # history.jsonl sits beside the runs
     return run
 
 
@@ -121,6 +121,7 @@ def test_slo_failure_exits_1(tmp_path: Path) -> None:
     assert "SLO failed" in r.stdout and "ttft_ms p50" in r.stdout
     summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
     assert summary["slo"]["passed"] is False
+    assert not (only_run_dir(tmp_path) / "report.html").exists()  # --no-report
 
 
 @pytest.mark.parametrize(

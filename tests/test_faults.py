@@ -49,7 +49,7 @@ def test_fault_split_and_class(tmp_path: Path, kind: str, stream: bool) -> None:
             "load": {"concurrency": [5], "requests": 50},
         }
     )
-    outcome = execute(sc, "fault.yaml", tmp_path, on_step=lambda s: None)
+    outcome = execute(sc, "fault.yaml", tmp_path, on_step=lambda s: None, report=False)
     (s,) = outcome.summary["steps"]
     records = list(read_records(outcome.run_dir / "requests.jsonl"))
     assert s["requests"] == {"sent": 50, "ok": 40, "failed": 10}, s["errors"]

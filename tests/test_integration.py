@@ -27,7 +27,7 @@ def scenario(base_url: str, **sections: Any) -> Scenario:
 
 
 def run(sc: Scenario, tmp_path: Path) -> tuple[dict[str, Any], list[Any]]:
-    outcome = execute(sc, "test.yaml", tmp_path, on_step=lambda s: None)
+    outcome = execute(sc, "test.yaml", tmp_path, on_step=lambda s: None, report=False)
     return outcome.summary, list(read_records(outcome.run_dir / "requests.jsonl"))
 
 

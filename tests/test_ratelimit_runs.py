@@ -12,7 +12,13 @@ from loadtest.runner import execute
 from loadtest.scenario import Scenario
 
 
-def run(tmp_path: Path, mock: dict[str, Any], load: dict[str, Any], retry: dict[str, Any] | None = None):
+def run(
+    tmp_path: Path,
+    mock: dict[str, Any],
+    load: dict[str, Any],
+    retry: dict[str, Any] | None = None,
+    report: bool = False,
+):
     sc = Scenario.model_validate(
         {
             "name": "rl",
@@ -22,7 +28,7 @@ def run(tmp_path: Path, mock: dict[str, Any], load: dict[str, Any], retry: dict[
             "retry": retry,
         }
     )
-    outcome = execute(sc, "rl.yaml", tmp_path, on_step=lambda s: None)
+    outcome = execute(sc, "rl.yaml", tmp_path, on_step=lambda s: None, report=report)
     return outcome.summary["steps"][0], list(read_records(outcome.run_dir / "requests.jsonl"))
 
 
@@ -83,8 +89,8 @@ def test_cerebras_headers(tmp_path: Path) -> None:
 
 def test_report_has_the_rate_limit_plot_when_limits_were_seen(tmp_path: Path) -> None:
     retry = {"on": [429], "max_attempts": 50}
-    run(tmp_path / "a", {"rpm": 600, "burst_s": 0.5}, {"concurrency": [20], "requests": 30}, retry)
-    run(tmp_path / "b", {}, {"concurrency": [2], "requests": 4})
+    run(tmp_path / "a", {"rpm": 600, "burst_s": 0.5}, {"concurrency": [20], "requests": 30}, retry, report=True)
+    run(tmp_path / "b", {}, {"concurrency": [2], "requests": 4}, report=True)
     (limited,) = list((tmp_path / "a").glob("*/*/plots"))
     (plain,) = list((tmp_path / "b").glob("*/*/plots"))
     assert (limited / "ratelimit.png").stat().st_size > 10_000

@@ -31,7 +31,7 @@ def discover(tmp_path: Path, prompt: int, max_tokens: int, start: float) -> dict
             "load": {"arrival": "constant", "search": {"start_rate": start, "step_duration_s": 3, "tolerance": 0.05}},
         }
     )
-    outcome = execute(sc, "search.yaml", tmp_path, on_step=lambda s: None)
+    outcome = execute(sc, "search.yaml", tmp_path, on_step=lambda s: None, report=False)
     assert outcome.exit_code == 0
     summary = outcome.summary
     assert [s["index"] for s in summary["steps"]] == list(range(len(summary["steps"])))  # rebuilt from steps.jsonl
@@ -67,7 +67,7 @@ def test_sweep_stops_early_on_the_error_ceiling(tmp_path: Path) -> None:
             "load": {"concurrency": [1, 2, 4], "requests": 10, "stop": {"max_error_rate": 0.2}},
         }
     )
-    summary = execute(sc, "stop.yaml", tmp_path, on_step=lambda s: None).summary
+    summary = execute(sc, "stop.yaml", tmp_path, on_step=lambda s: None, report=False).summary
     assert [s["index"] for s in summary["steps"]] == [0] and summary["skipped_steps"] == [1, 2]
     assert summary["steps"][0]["error_rate"] == 0.5
 

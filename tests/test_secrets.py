@@ -76,7 +76,7 @@ def test_key_never_written_or_printed(tmp_path: Path, leaky_server: str) -> None
     )
     r3 = run_cli("run", str(down), "--out", str(tmp_path / "out"), env=env)
     r4 = run_cli("validate", str(leak), env=env)
-    report_dir = next((tmp_path / "out" / "leak").iterdir())
+    report_dir = next(p for p in (tmp_path / "out" / "leak").iterdir() if p.is_dir())
     r5 = run_cli("report", str(report_dir), env=env)
     outputs = [x for r in (r1, r2, r3, r4, r5) for x in (r.stdout, r.stderr)]
     assert assert_no_canary(tmp_path / "out", *outputs) >= 12

@@ -1,0 +1,90 @@
+"""Every run appends one line to ``results/<scenario>/history.jsonl``; ``loadtest history`` reads
+the trend back: a table, and a plot per key metric (one line per load value)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+__all__ = ["KEY_METRICS", "append_history", "history_line", "plot_history", "read_history"]
+
+KEY_METRICS = {
+    "output_token_throughput": "output tokens/s",
+    "request_throughput": "requests/s",
+    "ttft_ms.p50": "TTFT p50 (ms)",
+    "ttft_ms.p99": "TTFT p99 (ms)",
+    "tpot_ms.p50": "TPOT p50 (ms)",
+    "itl_ms.p50": "ITL p50 (ms)",
+    "e2e_ms.p99": "E2E p99 (ms)",
+    "error_rate": "error rate",
+}
+
+
+def _get(step: dict[str, Any], key: str) -> Any:
+    node: Any = step
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def history_line(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    return {
+        "started_at": summary["started_at"],
+        "run_dir": str(run_dir),
+        "partial": summary["partial"],
+        "slo_passed": summary["slo"]["passed"],
+        "tool_version": summary["tool_version"],
+        "steps": [
+            {"mode": s["mode"], "value": s["value"], **{k: _get(s, k) for k in KEY_METRICS}} for s in summary["steps"]
+        ],
+    }
+
+
+def append_history(summary: dict[str, Any], run_dir: Path) -> Path:
+    path = run_dir.parent / "history.jsonl"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(history_line(summary, run_dir)) + "\n")
+    return path
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a torn line from a killed run
+    return sorted(out, key=lambda h: h["started_at"])
+
+
+def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """One PNG per key metric: its value per run, one line per load value."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loads = sorted({(s["mode"], s["value"]) for h in history for s in h["steps"]}, key=lambda m: (m[0], m[1]))
+    paths = []
+    for key, label in KEY_METRICS.items():
+        fig = Figure(figsize=(9, 4))
+        ax = fig.subplots()
+        for i, (mode, value) in enumerate(loads):
+            xs, ys = [], []
+            for n, h in enumerate(history):
+                for s in h["steps"]:
+                    if (s["mode"], s["value"]) == (mode, value) and s.get(key) is not None:
+                        xs.append(n)
+                        ys.append(s[key])
+            if xs:
+                ax.plot(xs, ys, "o-", color=f"C{i % 10}", label=f"{mode}={value}")
+        ax.set_xticks(
+            range(len(history)), [h["started_at"][5:16] for h in history], rotation=45, ha="right", fontsize="x-small"
+        )
+        ax.set_title(f"{label} per run")
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="x-small")
+        path = out_dir / f"{key.replace('.', '_')}.png"
+        fig.savefig(path, dpi=80, bbox_inches="tight")
+        paths.append(path)
+    return paths
