@@ -116,6 +116,7 @@ def test_slo_failure_exits_1(tmp_path: Path) -> None:
         "slo.ttft_ms.p50=1",
         "--out",
         str(tmp_path),
+        "--no-report",
     )
     assert r.returncode == 1
     assert "SLO failed" in r.stdout and "ttft_ms p50" in r.stdout
