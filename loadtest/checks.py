@@ -6,7 +6,19 @@ from typing import Any
 
 from .scenario import SLO, StepSLO
 
-__all__ = ["LOOP_LAG_P99_MS", "SCHEDULE_LAG_P99_MS", "evaluate_slos", "harness_warnings"]
+__all__ = [
+    "EXIT_HARNESS",
+    "EXIT_OK",
+    "EXIT_SLO",
+    "LOOP_LAG_P99_MS",
+    "SCHEDULE_LAG_P99_MS",
+    "evaluate_slos",
+    "harness_warnings",
+]
+
+# Exit codes of `loadtest run` (and compare): all SLOs hold / an SLO failed or a metric regressed /
+# the harness could not run (bad input, the endpoint unreachable for every request).
+EXIT_OK, EXIT_SLO, EXIT_HARNESS = 0, 1, 2
 
 LOOP_LAG_P99_MS = 5.0  # a 10 ms sleep woken this late means the client was busy when data was due
 SCHEDULE_LAG_P99_MS = 10.0  # an open-loop send this late means the client could not keep the rate

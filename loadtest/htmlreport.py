@@ -17,7 +17,12 @@ from .plots import Series, render_plots
 from .results import Run, write_atomic
 from .scenario import scenario_to_yaml
 
-__all__ = ["COLUMNS", "Column", "write_report"]
+__all__ = [
+    "COLUMNS",
+    "Column",
+    "fmt",
+    "write_report",
+]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,19 @@ from matplotlib.figure import Figure
 
 from .results import Run
 
-__all__ = ["PLOTS", "Series", "render_plots"]
+__all__ = [
+    "PLOTS",
+    "Series",
+    "capacity",
+    "has_ratelimit_data",
+    "itl_cdf",
+    "latency",
+    "ratelimit",
+    "render_plots",
+    "throughput",
+    "timeline",
+    "ttft_cdf",
+]
 
 _PCTS = (("p50", "-"), ("p95", "--"), ("p99", ":"))
 _LEVELS = np.linspace(0.0, 1.0, 401)

@@ -41,6 +41,7 @@ __all__ = [
     "read_run_records",
     "read_step_health",
     "write_atomic",
+    "write_scenario",
     "write_summary",
 ]
 

@@ -20,6 +20,7 @@ import httpx2
 from rich.console import Console
 
 from .aio import new_loop
+from .checks import EXIT_HARNESS, EXIT_OK, EXIT_SLO
 from .driver import Event, RequestDone, RunContext, StepFinished, StepPlan, plan_steps, run_steps
 from .history import append_history
 from .htmlreport import write_report
@@ -32,9 +33,12 @@ from .scenario import Scenario, api_key
 from .workers import run_local_workers
 from .workload import PromptItem, build_prompts
 
-__all__ = ["RunOutcome", "execute"]
+__all__ = [
+    "RunOutcome",
+    "drive",
+    "execute",
+]
 
-EXIT_OK, EXIT_SLO, EXIT_HARNESS = 0, 1, 2
 _SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 

@@ -26,14 +26,22 @@ from pydantic import (
 from .mock.faults import FAULTS
 
 __all__ = [
+    "SLO",
     "FilePrompt",
     "Load",
+    "MaxBound",
+    "MinBound",
     "MockSettings",
+    "PerRequestSLO",
     "PercentileBounds",
     "RetryPolicy",
     "Scenario",
     "ScenarioError",
+    "Search",
+    "StepSLO",
+    "Stop",
     "SyntheticPrompt",
+    "SyntheticSpec",
     "Target",
     "TextPrompt",
     "Workload",

@@ -18,7 +18,13 @@ from dataclasses import dataclass, fields
 from ..aio import new_loop
 from .server import MockConfig, serve
 
-__all__ = ["MockProcess", "MockStartError", "run_mock", "start_mock"]
+__all__ = [
+    "MockProcess",
+    "MockStartError",
+    "mock_args",
+    "run_mock",
+    "start_mock",
+]
 
 _READY = "loadtest-mock listening on "
 

@@ -26,7 +26,13 @@ from typing import Any
 from .faults import FaultPlan
 from .limits import RateLimiter
 
-__all__ = ["WORDS", "MockConfig", "MockState", "serve"]
+__all__ = [
+    "WORDS",
+    "MockConfig",
+    "MockProtocol",
+    "MockState",
+    "serve",
+]
 
 # Each is one token alone and inside any run of them, for both o200k_base and cl100k_base
 # (checked by a test), so a tokenizer recount of the generated text equals the token count.
@@ -106,7 +112,7 @@ class MockState:
         return RateLimiter({k: v for k, v in limits.items() if v}, burst_s=c.burst_s, dialect=c.ratelimit_headers)
 
     def reset(self) -> None:
-        self.requests = self.in_flight_max = 0
+        self.requests = 0
         self.faults = {}
         self.fault_plan = FaultPlan(self.config.faults)
         self.throttled = 0
