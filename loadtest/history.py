@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 __all__ = ["KEY_METRICS", "append_history", "history_line", "plot_history", "read_history"]
 
 KEY_METRICS = {
@@ -62,6 +60,8 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 
 def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """One PNG per key metric: its value per run, one line per load value."""
+    from matplotlib.figure import Figure  # here: a run appends history without loading matplotlib
+
     out_dir.mkdir(parents=True, exist_ok=True)
     loads = sorted({(s["mode"], s["value"]) for h in history for s in h["steps"]}, key=lambda m: (m[0], m[1]))
     paths = []

@@ -11,13 +11,13 @@ server's buckets refill), so one step's throttling does not spill into the next.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 from .checks import evaluate_slos
 from .driver import Event, RequestDone, StepFinished, StepPlan, plan_steps
-from .metrics import StepAccumulator
+from .metrics import LiveStats, StepAccumulator
 from .scenario import Scenario, Search
 
 __all__ = ["StepPlanner", "search_result", "step_holds"]
@@ -93,17 +93,31 @@ class StepPlanner:
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
-        self.acc = StepAccumulator(scenario.slo.per_request)
-        self.last: dict[str, Any] | None = None  # summary of the step that just finished
+        # What a step's outcome needs: a full summary for limit discovery (percentiles for SLOs),
+        # counts for an error ceiling, nothing for a plain sweep (no work on the hot path).
+        self._make: Callable[[], StepAccumulator | LiveStats] | None = None
+        if scenario.load.search is not None:
+            self._make = lambda: StepAccumulator(scenario.slo.per_request)
+        elif scenario.load.stop is not None and scenario.load.stop.max_error_rate is not None:
+            self._make = LiveStats
+        self.acc = self._make() if self._make is not None else None
+        self.last: dict[str, Any] | None = None  # the outcome of the step that just finished
         self.stopped_early = False
 
     def __call__(self, event: Event) -> None:
+        if self.acc is None or self._make is None:
+            return
         match event:
             case RequestDone(record=record):
                 self.acc.add(record)
             case StepFinished(step=step):
-                self.last = self.acc.summary(index=step.index, mode=step.mode, value=step.value)
-                self.acc = StepAccumulator(self.scenario.slo.per_request)
+                if isinstance(self.acc, LiveStats):
+                    line = self.acc.line(index=step.index, mode=step.mode, value=step.value)
+                    sent = line["requests"]["sent"]
+                    self.last = {**line, "error_rate": line["requests"]["failed"] / sent if sent else 0.0}
+                else:
+                    self.last = self.acc.summary(index=step.index, mode=step.mode, value=step.value)
+                self.acc = self._make()
 
     def _error_ceiling_passed(self) -> bool:
         stop = self.scenario.load.stop

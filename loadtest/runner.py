@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing as mp
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,7 +24,6 @@ from .aio import new_loop
 from .checks import EXIT_HARNESS, EXIT_OK, EXIT_SLO
 from .driver import Event, RequestDone, RunContext, StepFinished, StepPlan, plan_steps, run_steps
 from .history import append_history
-from .htmlreport import write_report
 from .metrics import LiveStats
 from .mock import MockConfig, start_mock
 from .planner import StepPlanner
@@ -146,7 +146,7 @@ def execute(
     summary = run.summary
     write_summary(run_dir, summary)
     if report:
-        write_report([run], run_dir)
+        _render_report_elsewhere(run_dir, warn)
     append_history(summary, run_dir)
     if workers > 1:
         for s in summary["steps"]:
@@ -161,6 +161,23 @@ def execute(
         )
         return RunOutcome(run, EXIT_HARNESS, msg)
     return RunOutcome(run, EXIT_OK if summary["slo"]["passed"] else EXIT_SLO)
+
+
+def _render(run_dir: str) -> None:
+    from .htmlreport import write_report
+    from .results import load_run
+
+    write_report([load_run(Path(run_dir))], Path(run_dir))
+
+
+def _render_report_elsewhere(run_dir: Path, warn: Callable[[str], None] | None) -> None:
+    """Plots and report.html, drawn by a short-lived process from the records on disk: the load
+    generator never imports matplotlib (~30 MB) nor holds what drawing needs."""
+    proc = mp.get_context("spawn").Process(target=_render, args=(str(run_dir),), name="loadtest-report")
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0 and warn is not None:
+        warn(f"{run_dir}: the report could not be drawn (exit {proc.exitcode}); `loadtest report` retries it")
 
 
 def _run_here(
