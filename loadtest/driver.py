@@ -34,6 +34,7 @@ __all__ = [
     "arrival_offsets_ns",
     "plan_steps",
     "run_steps",
+    "step_plan",
 ]
 
 
@@ -77,20 +78,24 @@ class StepFinished:
 Event = StepStarted | RequestDone | StepFinished
 
 
+def step_plan(load: Load, index: int, value: float) -> StepPlan:
+    """Step ``index`` at load ``value`` with the scenario's settings; a limit-discovery step is an
+    open-loop step of ``search.step_duration_s``."""
+    search = load.search
+    return StepPlan(
+        index=index,
+        mode=load.mode,
+        value=value,
+        requests=load.requests if search is None else None,
+        duration_s=load.duration_s if search is None else search.step_duration_s,
+        warmup=load.warmup_requests,
+        arrival=load.arrival,
+        max_concurrency=load.max_concurrency,
+    )
+
+
 def plan_steps(load: Load) -> list[StepPlan]:
-    return [
-        StepPlan(
-            index=i,
-            mode=load.mode,
-            value=v,
-            requests=load.requests,
-            duration_s=load.duration_s,
-            warmup=load.warmup_requests,
-            arrival=load.arrival,
-            max_concurrency=load.max_concurrency,
-        )
-        for i, v in enumerate(load.values)
-    ]
+    return [step_plan(load, i, v) for i, v in enumerate(load.values)]
 
 
 def arrival_offsets_ns(
@@ -157,6 +162,15 @@ class RunContext:
             id=next(self._ids), step=step, warmup=warmup, worker=self.worker, scheduled_ns=scheduled_ns
         )
 
+    async def wait(self, seconds: float) -> bool:
+        """Wait ``seconds`` (never less: uvloop may wake a sleep early) unless the run stops first.
+        True when the time passed, False when the run is stopping."""
+        due = self.now() + int(seconds * 1e9)
+        while (left := due - self.now()) > 0 and not self.stop.is_set():
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), left / 1e9)
+        return not self.stop.is_set()
+
     def next_prompt(self) -> PromptItem:
         return self.prompts[next(self._prompt_i) % len(self.prompts)]
 
@@ -172,12 +186,8 @@ async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
         ctx.sink(RequestDone(rec))
         if delay is None:
             return
-        due = ctx.now() + int(delay * 1e9)
-        while (left := due - ctx.now()) > 0 and not ctx.stop.is_set():  # never early (uvloop rounds)
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(ctx.stop.wait(), left / 1e9)  # a stop ends the wait: no new attempt
-        if ctx.stop.is_set():
-            return  # the request ends with its last attempt (counted failed: it has no final answer)
+        if not await ctx.wait(delay):
+            return  # stopping: the request ends with its last attempt (counted failed: no final answer)
         rec = RequestRecord(
             id=rec.id,
             step=rec.step,
@@ -284,11 +294,8 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
     for step in steps:
         if ctx.stop.is_set() or (ctx.before_step is not None and not await ctx.before_step(step)):
             break
-        if step.pause_s > 0:
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(ctx.stop.wait(), step.pause_s)
-            if ctx.stop.is_set():
-                break
+        if step.pause_s > 0 and not await ctx.wait(step.pause_s):
+            break
         ep = make_endpoint(
             ctx.base_url,
             ctx.api_key,

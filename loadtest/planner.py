@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from .checks import evaluate_slos
-from .driver import Event, RequestDone, StepFinished, StepPlan, plan_steps
+from .driver import Event, RequestDone, StepFinished, StepPlan, plan_steps, step_plan
 from .metrics import LiveStats, StepAccumulator
 from .scenario import Scenario, Search
 
@@ -144,20 +144,10 @@ class StepPlanner:
         return min(_MAX_COOLDOWN_S, max(resets, default=0.0))
 
     def _search(self, search: Search) -> Iterator[StepPlan]:
-        load = self.scenario.load
-        base = StepPlan(
-            index=0,
-            mode="rate",
-            value=search.start_rate,
-            requests=None,
-            duration_s=search.step_duration_s,
-            warmup=load.warmup_requests,
-            arrival=load.arrival,
-            max_concurrency=load.max_concurrency,
-        )
         rate, lo, hi, index = search.start_rate, None, None, 0
         while index < search.max_steps:
-            yield replace(base, index=index, value=round(rate, 4), pause_s=self._cooldown() if index else 0.0)
+            step = step_plan(self.scenario.load, index, round(rate, 4))
+            yield replace(step, pause_s=self._cooldown() if index else 0.0)
             index += 1
             if self.last is None:
                 return

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from . import __version__
 from .checks import evaluate_slos, harness_warnings
-from .driver import Event, RequestDone, StepFinished, StepPlan, plan_steps
+from .driver import Event, RequestDone, StepFinished, StepPlan, plan_steps, step_plan
 from .metrics import StepAccumulator, distribution
 from .planner import search_result
 from .records import RequestRecord, record_from_json, record_to_json
@@ -207,18 +207,8 @@ def _planned_steps(scenario: Scenario, health: list[dict[str, Any]]) -> list[Ste
     """The steps of the scenario; limit discovery chooses its steps as it goes: steps.jsonl has them."""
     if scenario.load.search is None:
         return plan_steps(scenario.load)
-    seen = {h["step"]: h for h in health if "value" in h}
-    return [
-        StepPlan(
-            index=i,
-            mode=seen[i].get("mode", "rate"),
-            value=seen[i]["value"],
-            requests=None,
-            duration_s=scenario.load.search.step_duration_s,
-            warmup=scenario.load.warmup_requests,
-        )
-        for i in sorted(seen)
-    ]
+    seen = {h["step"]: h["value"] for h in health if "value" in h}
+    return [step_plan(scenario.load, i, seen[i]) for i in sorted(seen)]
 
 
 def _csv(summary: dict[str, Any]) -> str:
