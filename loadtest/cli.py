@@ -46,6 +46,10 @@ def _user_errors() -> Iterator[None]:
     except (ScenarioError, TokenizerError, MockStartError) as e:
         err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_HARNESS) from None
+    except OSError as e:  # an output path that cannot be written (--out, --junit, results/)
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(f"[red]error:[/] {where}{e.strerror or e.__class__.__name__}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_HARNESS) from None
 
 
 @app.command()
@@ -86,8 +90,8 @@ def run(
             live=err if err.is_terminal else None,
             report=not no_report,
         )
-    if junit is not None:
-        slo_junit(outcome.summary, junit)
+        if junit is not None:
+            slo_junit(outcome.summary, junit)
     print_step_table(outcome.summary, out)
     out.print(f"results: {outcome.run_dir}", highlight=False)
     if not no_report:

@@ -67,6 +67,10 @@ def write_atomic(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e  # name the caller's file, not our temporary one
     finally:
         tmp.unlink(missing_ok=True)  # after a failure; after the rename it is already gone
 

@@ -71,3 +71,18 @@ def test_impossible_slo_exits_1_naming_it_and_junit_has_the_failure(tmp_path: Pa
     failed = [tc for tc in suite.iter("testcase") if tc.find("failure") is not None]
     assert len(failed) == 1 and "ttft_ms p50 =" in failed[0].find("failure").get("message")
     assert "step 1 (2)" in failed[0].get("name") and int(suite.get("tests")) == 3 + 2  # 3 bounds, 2 steps
+
+
+def test_unwritable_junit_path_is_a_one_line_error(tmp_path: Path) -> None:
+    sc = write(
+        tmp_path / "j.yaml",
+        "target: {base_url: mock, mock: {ttft_ms: 1, itl_ms: 0, output_tokens: 4}}\n"
+        "workload: {max_tokens: 4}\nload: {requests: 2}\n",
+    )
+    r = run_cli(
+        "run", str(sc), "--out", str(tmp_path / "out"), "--no-report", "--junit", str(tmp_path / "no" / "x.xml")
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "no/x.xml" in lines[0], r.stderr
+    assert len(list((tmp_path / "out").glob("*/*/requests.jsonl"))) == 1  # the run itself is kept
