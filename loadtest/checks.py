@@ -84,4 +84,9 @@ def harness_warnings(step: dict[str, Any]) -> list[str]:
             f"client bottleneck: schedule lag p99 {p99:.1f} ms > {SCHEDULE_LAG_P99_MS:g} ms; requests left later "
             "than the arrival process asked (raise load.max_concurrency or use --workers)"
         )
+    if lost := (step.get("errors") or {}).get("worker_lost"):
+        out.append(
+            f"worker lost: a load-generating worker died with {lost} requests in flight; the rest of its "
+            "share was never sent, so the step ran below its configured load"
+        )
     return out

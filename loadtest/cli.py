@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .checks import EXIT_HARNESS
@@ -36,6 +37,17 @@ app = typer.Typer(
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
+
+def error(message: str) -> None:
+    """One line on stderr. Text from outside (paths, messages) is escaped: rich would read
+    ``[ray]`` in ``loadtest[ray]`` as markup and drop it."""
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+
+
 SetOpt = Annotated[list[str], typer.Option("--set", help="Override a field: load.concurrency=[1,8]")]
 
 
@@ -44,12 +56,24 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except (ScenarioError, TokenizerError, MockStartError) as e:
-        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        error(str(e))
         raise typer.Exit(EXIT_HARNESS) from None
     except OSError as e:  # an output path that cannot be written (--out, --junit, results/)
         where = f"{e.filename}: " if e.filename else ""
-        err.print(f"[red]error:[/] {where}{e.strerror or e.__class__.__name__}", highlight=False, soft_wrap=True)
+        error(f"{where}{e.strerror or e.__class__.__name__}")
         raise typer.Exit(EXIT_HARNESS) from None
+
+
+def _run_overrides(scenario: Path, set_: list[str], workers: int | None, ray_address: str | None) -> list[str]:
+    """``--workers`` and ``--ray`` as ``--set`` overrides: with Ray (flag or ``distributed:`` in
+    the file) the workers are Ray actors (distributed.workers), else processes (load.workers)."""
+    extra = []
+    if ray_address is not None:
+        extra += ["distributed.engine=ray", f"distributed.address={json.dumps(ray_address)}"]
+    if workers is not None:
+        ray = ray_address is not None or load_scenario(scenario, set_).distributed is not None
+        extra.append(f"{'distributed' if ray else 'load'}.workers={workers}")
+    return [*set_, *extra]
 
 
 @app.command()
@@ -59,7 +83,16 @@ def run(
     out_dir: Annotated[Path, typer.Option("--out", help="Parent of the run directory")] = Path("results"),
     grace_s: Annotated[float, typer.Option("--grace-s", help="Seconds in-flight requests get after Ctrl-C")] = 5.0,
     workers: Annotated[
-        int | None, typer.Option("--workers", help="Processes sharing each step's load (load.workers)")
+        int | None,
+        typer.Option("--workers", help="Processes (or with --ray, Ray actors) sharing each step's load"),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Run the workers as Ray actors: local (a new local Ray), auto, HOST:PORT or ray://HOST:10001",
+        ),
     ] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write SLO verdicts as JUnit XML")] = None,
     no_report: Annotated[
@@ -67,8 +100,6 @@ def run(
     ] = False,
 ) -> None:
     """Run a scenario and write a run directory."""
-    if workers is not None:
-        set_ = [*set_, f"load.workers={workers}"]
     from .junit import slo_junit
     from .runner import execute
 
@@ -79,25 +110,25 @@ def run(
             highlight=False,
         )
     with _user_errors():
-        sc = load_scenario(scenario, set_)
+        sc = load_scenario(scenario, _run_overrides(scenario, set_, workers, ray_address))
         outcome = execute(
             sc,
             str(scenario),
             out_dir,
             grace_s=grace_s,
-            on_step=lambda s: err.print(step_line(s), highlight=False),
-            warn=lambda m: err.print(f"[yellow]warning:[/] {m}", highlight=False),
+            on_step=lambda s: err.print(escape(step_line(s)), highlight=False),
+            warn=warn,
             live=err if err.is_terminal else None,
             report=not no_report,
         )
         if junit is not None:
             slo_junit(outcome.summary, junit)
     print_step_table(outcome.summary, out)
-    out.print(f"results: {outcome.run_dir}", highlight=False)
+    out.print(f"results: {escape(str(outcome.run_dir))}", highlight=False)
     if not no_report:
-        out.print(f"report: {outcome.run_dir / 'report.html'}", highlight=False)
+        out.print(f"report: {escape(str(outcome.run_dir / 'report.html'))}", highlight=False)
     if outcome.message:
-        err.print(f"[red]error:[/] {outcome.message}", highlight=False, soft_wrap=True)
+        error(outcome.message)
     raise typer.Exit(outcome.exit_code)
 
 
@@ -120,7 +151,6 @@ def report(
     from .htmlreport import write_report
     from .results import load_run, write_summary
 
-    warn = lambda m: err.print(f"[yellow]warning:[/] {m}", highlight=False)  # noqa: E731
     with _user_errors():
         runs = [load_run(d, warn=warn) for d in run_dirs]
         for run in runs:
@@ -135,7 +165,7 @@ def report(
             if len(set(labels)) < len(labels):
                 labels = [str(r.run_dir) for r in runs]
             path = write_report(runs, target, labels)
-    out.print(f"report: {path}", highlight=False)
+    out.print(f"report: {escape(str(path))}", highlight=False)
 
 
 def _tolerance(text: str) -> float:
@@ -190,9 +220,9 @@ def compare(
             f"[{style}]{r['verdict']}[/]" if style else r["verdict"],
         )
     out.print(t)
-    out.print(f"compare: {target / 'compare.json'}", highlight=False)
+    out.print(f"compare: {escape(str(target / 'compare.json'))}", highlight=False)
     if not result["rows"]:
-        err.print("[red]error:[/] no step of the candidate matches a step of the baseline (mode and load)")
+        error("no step of the candidate matches a step of the baseline (mode and load)")
         raise typer.Exit(EXIT_HARNESS)
     raise typer.Exit(0 if result["passed"] else 1)
 
@@ -207,7 +237,7 @@ def history(
 
     path = results / name / "history.jsonl"
     if not path.is_file():
-        err.print(f"[red]error:[/] {path}: no history (runs of scenario {name!r} append to it)")
+        error(f"{path}: no history (runs of scenario {name!r} append to it)")
         raise typer.Exit(EXIT_HARNESS)
     runs = read_history(path)
     t = Table(title=f"{name}: {len(runs)} runs", title_justify="left")
@@ -229,7 +259,7 @@ def history(
             )
     out.print(t)
     plots = plot_history(runs, results / name / "history")
-    out.print(f"trend plots: {plots[0].parent}", highlight=False)
+    out.print(f"trend plots: {escape(str(plots[0].parent))}", highlight=False)
 
 
 @app.command()

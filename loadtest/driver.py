@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx2
@@ -31,7 +32,9 @@ __all__ = [
     "StepFinished",
     "StepPlan",
     "StepStarted",
+    "Stopper",
     "arrival_offsets_ns",
+    "drive",
     "plan_steps",
     "run_steps",
     "step_plan",
@@ -142,7 +145,12 @@ class RunContext:
     workers: int = 1  # request ids are worker, worker + workers, ...: unique across processes
     before_step: Callable[[StepPlan], Awaitable[bool]] | None = None  # e.g. a barrier; False stops the run
 
-    in_flight: int = 0  # requests sent and not yet done (for a progress display)
+    flying: dict[int, RequestRecord] = field(default_factory=dict)  # attempts under way, by request id
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet done (for a progress display)."""
+        return len(self.flying)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(self.worker, self.workers)
@@ -152,7 +160,6 @@ class RunContext:
     def jitter(self) -> float:
         """A uniform [0, 1) number for retry jitter (seeded: a run is reproducible)."""
         return float(self._jitter.random())
-        self._prompt_i = itertools.count()
 
     def now(self) -> int:
         return time.perf_counter_ns() - self.t0
@@ -179,11 +186,15 @@ async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
     """One request: its attempts, each a record, with the retry policy's waits between them."""
     prompt = ctx.next_prompt()
     while True:
-        await _attempt(ctx, ep, rec, prompt)
-        rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
-        delay = None if ctx.stop.is_set() else retry_delay_s(ctx.scenario.retry, rec, ctx.jitter())
-        rec.final = delay is None
-        ctx.sink(RequestDone(rec))
+        ctx.flying[rec.id] = rec  # until its record is out: a watcher sees it in flight or done, never neither
+        try:
+            await _attempt(ctx, ep, rec, prompt)
+            rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
+            delay = None if ctx.stop.is_set() else retry_delay_s(ctx.scenario.retry, rec, ctx.jitter())
+            rec.final = delay is None
+            ctx.sink(RequestDone(rec))
+        finally:
+            del ctx.flying[rec.id]
         if delay is None:
             return
         if not await ctx.wait(delay):
@@ -200,7 +211,6 @@ async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
 
 async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: PromptItem) -> None:
     t, w = ctx.scenario.target, ctx.scenario.workload
-    ctx.in_flight += 1
     try:
         await send(
             ep,
@@ -220,8 +230,6 @@ async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: Pr
         rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
         ctx.sink(RequestDone(rec))
         raise
-    finally:
-        ctx.in_flight -= 1
 
 
 async def _closed_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
@@ -320,3 +328,53 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
             sampler.cancel()
             await ep.close()
         ctx.sink(StepFinished(step, ctx.now(), started, tuple(lag), ctx.worker))
+
+
+class Stopper:
+    """Stops a run the way Ctrl-C does: the first call stops new sends and gives in-flight requests
+    ``grace_s``, a second one cancels them (they are recorded as ``cancelled``). Call it on the
+    loop's thread (``loop.call_soon_threadsafe`` from elsewhere). ``stopped_by`` gets the first signal."""
+
+    def __init__(self, ctx: RunContext, grace_s: float, stopped_by: list[int]) -> None:
+        self.ctx, self.grace_s, self.stopped_by = ctx, grace_s, stopped_by
+        self.task: asyncio.Task[None] | None = None
+
+    def __call__(self, sig: int) -> None:
+        if self.stopped_by:
+            if self.task is not None:
+                self.task.cancel()
+            return
+        self.stopped_by.append(sig)
+        self.ctx.stop.set()
+        if self.task is not None:
+            asyncio.get_running_loop().call_later(self.grace_s, self.task.cancel)
+
+
+async def drive(
+    ctx: RunContext,
+    steps: Iterable[StepPlan],
+    *,
+    grace_s: float,
+    stopped_by: list[int],
+    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+    stopper: Stopper | None = None,
+) -> None:
+    """Run the steps; each of ``signals`` (or a call of ``stopper``) stops the run as ``Stopper`` says."""
+    loop = asyncio.get_running_loop()
+    stopper = stopper if stopper is not None else Stopper(ctx, grace_s, stopped_by)
+    task = loop.create_task(run_steps(ctx, steps))
+    stopper.task = task
+    if stopper.stopped_by:  # stopped before the task existed
+        loop.call_later(stopper.grace_s, task.cancel)
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stopper, sig)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not stopper.stopped_by:
+            raise
+    finally:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)

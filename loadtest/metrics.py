@@ -250,6 +250,8 @@ class StepAccumulator:
         self.ok = self.good = self.warmup = self.tokens_in_ok = self.tokens_out_ok = 0
         self.errors: Counter[str] = Counter()
         self.sources: Counter[str] = Counter()
+        self.worker_sent: Counter[int] = Counter()  # each worker's share (--workers, Ray actors)
+        self.worker_ok: Counter[int] = Counter()
         # rate limits: when 429s came, and what the server advertised (for the summary and plots)
         self.throttled_ns = array("q")
         self.limited_ns, self.remaining_requests, self.remaining_tokens = array("q"), array("d"), array("d")
@@ -265,6 +267,7 @@ class StepAccumulator:
             return
         self.sent_ns.append(r.sent_ns)
         self.end_ns.append(r.end_ns)
+        self.worker_sent[r.worker] += 1
         if (lag := schedule_lag_ms(r)) is not None:
             self.lag.append(lag)
         self._add_logical(r)
@@ -281,6 +284,7 @@ class StepAccumulator:
             self.failed_end_ns.append(r.end_ns)
             return
         self.ok += 1
+        self.worker_ok[r.worker] += 1
         self.good += meets_slo(r, self.slo)
         if (v := ttft_ms(r)) is not None:
             self.ttft.append(v)
@@ -322,6 +326,10 @@ class StepAccumulator:
             "value": int(value) if mode == "concurrency" else value,
             "duration_s": duration,
             "requests": {"sent": sent, "ok": self.ok, "failed": failed},
+            "workers": [
+                {"worker": w, "sent": n, "ok": self.worker_ok[w], "failed": n - self.worker_ok[w]}
+                for w, n in sorted(self.worker_sent.items())
+            ],
             "warmup_requests": self.warmup,
             "errors": dict(self.errors),
             "error_rate": failed / sent if sent else 0.0,

@@ -35,6 +35,7 @@ __all__ = [
     "accumulate",
     "analyze",
     "build_summary",
+    "event_line",
     "load_run",
     "new_run_dir",
     "read_records",
@@ -75,6 +76,26 @@ def write_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)  # after a failure; after the rename it is already gone
 
 
+def event_line(event: Event) -> tuple[str, str] | None:
+    """The line an event adds to a run directory, and the file stem it goes to (``requests`` or
+    ``steps``); None for events that are not written."""
+    match event:
+        case RequestDone(record=record):
+            return "requests", record_to_json(record)
+        case StepFinished():
+            line = {
+                "step": event.step.index,
+                "mode": event.step.mode,
+                "value": event.step.value,
+                "worker": event.worker,
+                "started_ns": event.started_ns,
+                "finished_ns": event.t_ns,
+                "loop_lag_ms": distribution(event.loop_lag_ms),
+            }
+            return "steps", json.dumps(line)
+    return None
+
+
 class Recorder:
     """Consumes driver events: each completed request is appended and flushed to requests.jsonl,
     each finished step's harness health (event-loop lag) to steps.jsonl."""
@@ -86,23 +107,17 @@ class Recorder:
         self.count = 0
 
     def __call__(self, event: Event) -> None:
-        match event:
-            case RequestDone(record=record):
-                self._file.write(record_to_json(record) + "\n")
-                self._file.flush()
-                self.count += 1
-            case StepFinished():
-                line = {
-                    "step": event.step.index,
-                    "mode": event.step.mode,
-                    "value": event.step.value,
-                    "worker": event.worker,
-                    "started_ns": event.started_ns,
-                    "finished_ns": event.t_ns,
-                    "loop_lag_ms": distribution(event.loop_lag_ms),
-                }
-                with open(self.steps_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(line) + "\n")
+        if (out := event_line(event)) is not None:
+            self.write(*out)
+
+    def write(self, stem: str, line: str) -> None:
+        if stem == "requests":
+            self._file.write(line + "\n")
+            self._file.flush()
+            self.count += 1
+        else:
+            with open(self.steps_path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
 
     def close(self) -> None:
         self._file.close()

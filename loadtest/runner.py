@@ -11,10 +11,11 @@ import contextlib
 import multiprocessing as mp
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx2
@@ -22,20 +23,19 @@ from rich.console import Console
 
 from .aio import new_loop
 from .checks import EXIT_HARNESS, EXIT_OK, EXIT_SLO
-from .driver import Event, RequestDone, RunContext, StepFinished, StepPlan, plan_steps, run_steps
+from .driver import Event, RequestDone, RunContext, StepFinished, drive, plan_steps
 from .history import append_history
 from .metrics import LiveStats
 from .mock import MockConfig, start_mock
 from .planner import StepPlanner
 from .progress import LiveProgress
 from .results import Recorder, Run, analyze, new_run_dir, write_scenario, write_summary
-from .scenario import Scenario, api_key
+from .scenario import Scenario, ScenarioError, api_key
 from .workers import run_local_workers
 from .workload import PromptItem, build_prompts
 
 __all__ = [
     "RunOutcome",
-    "drive",
     "execute",
 ]
 
@@ -64,6 +64,19 @@ def _endpoint(scenario: Scenario) -> Iterator[str]:
         return
     with start_mock(MockConfig(**scenario.target.mock.model_dump())) as mock:
         yield mock.base_url
+
+
+def _ray_backend(source: str) -> ModuleType:
+    """The Ray backend, or a one-line error saying how to install it."""
+    try:
+        from . import raycluster
+    except ImportError as e:
+        if (e.name or "").split(".")[0] != "ray":
+            raise
+        raise ScenarioError(
+            f"{source}: distributed: Ray is not installed; install it with: pip install 'loadtest[ray]'"
+        ) from None
+    return raycluster
 
 
 def _prompt_count(scenario: Scenario) -> int:
@@ -106,34 +119,51 @@ def execute(
     """Run a scenario into a new run directory under ``out_parent``. ``live``: a terminal console
     to draw live progress on (one process only; with workers the step lines come at the end)."""
     key = api_key(scenario, source)  # fail before anything is written when the variable is missing
-    workers = scenario.load.workers
+    dist = scenario.distributed
+    cluster = _ray_backend(source) if dist is not None else None
+    workers = scenario.workers
     prompts = (
         []
-        if workers > 1
+        if workers > 1 or cluster is not None
         else build_prompts(scenario.workload, scenario.target.api, _prompt_count(scenario), scenario.target.tokenizer)
     )
-    started = datetime.now(timezone.utc)
-    run_dir = new_run_dir(out_parent, scenario.name, started)
-    write_scenario(run_dir, scenario)
-    stopped_by: list[int] = []
+    # Ray first: a cluster that cannot be reached is a one-line error before anything is written
+    session = cluster.connected(dist.address, source) if cluster and dist else contextlib.nullcontext()
+    with session:
+        started = datetime.now(timezone.utc)
+        run_dir = new_run_dir(out_parent, scenario.name, started)
+        write_scenario(run_dir, scenario)
+        stopped_by: list[int] = []
 
-    with _endpoint(scenario) as base_url:
-        t0 = time.perf_counter_ns()
-        if workers > 1:
-            stopped_by = run_local_workers(
-                scenario,
-                base_url,
-                key,
-                run_dir,
-                t0=t0,
-                grace_s=grace_s,
-                prompt_count=_prompt_count(scenario),
-                warn=warn,
-            )
-        else:
-            _run_here(
-                scenario, base_url, key, prompts, run_dir, t0, grace_s, transport, stopped_by, on_step, observers, live
-            )
+        with _endpoint(scenario) as base_url:
+            t0 = time.perf_counter_ns()
+            if cluster is not None or workers > 1:  # shares of each step: Ray actors or local processes
+                run_shares = cluster.run_ray_workers if cluster is not None else run_local_workers
+                stopped_by = run_shares(
+                    scenario,
+                    base_url,
+                    key,
+                    run_dir,
+                    t0=t0,
+                    grace_s=grace_s,
+                    prompt_count=_prompt_count(scenario),
+                    warn=warn,
+                )
+            else:
+                _run_here(
+                    scenario,
+                    base_url,
+                    key,
+                    prompts,
+                    run_dir,
+                    t0,
+                    grace_s,
+                    transport,
+                    stopped_by,
+                    on_step,
+                    observers,
+                    live,
+                )
 
     run = analyze(
         run_dir,
@@ -148,7 +178,7 @@ def execute(
     if report:
         _render_report_elsewhere(run_dir, warn)
     append_history(summary, run_dir)
-    if workers > 1:
+    if workers > 1 or cluster is not None:
         for s in summary["steps"]:
             on_step(s)
     if stopped_by:
@@ -224,38 +254,3 @@ def _run_here(
     finally:
         loop.close()
         recorder.close()
-
-
-async def drive(
-    ctx: RunContext,
-    steps: Iterable[StepPlan],
-    *,
-    grace_s: float,
-    stopped_by: list[int],
-    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
-) -> None:
-    """Run the steps; the first of ``signals`` stops new sends and gives in-flight requests ``grace_s``,
-    a second one cancels them (they are recorded as ``cancelled``)."""
-    loop = asyncio.get_running_loop()
-    task = loop.create_task(run_steps(ctx, steps))
-
-    def on_signal(sig: int) -> None:
-        if stopped_by:  # a second Ctrl-C: stop waiting for in-flight requests
-            task.cancel()
-            return
-        stopped_by.append(sig)
-        ctx.stop.set()
-        loop.call_later(grace_s, task.cancel)
-
-    for sig in signals:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not stopped_by:
-            raise
-    finally:
-        for sig in signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)

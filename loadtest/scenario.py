@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -27,6 +28,7 @@ from .mock.faults import FAULTS
 
 __all__ = [
     "SLO",
+    "Distributed",
     "FilePrompt",
     "Load",
     "MaxBound",
@@ -302,6 +304,15 @@ class RetryPolicy(_Strict):
         return [str(x) for x in v] if isinstance(v, list) else v  # YAML reads 429 as a number
 
 
+class Distributed(_Strict):
+    """Load generation on a Ray cluster: each step's load split across ``workers`` Ray actors."""
+
+    engine: Literal["ray"] = "ray"
+    address: Annotated[str, Field(min_length=1)] = "local"  # local | auto | HOST:PORT | ray://HOST:10001
+    workers: Annotated[int, Field(ge=1, le=4096)] = 2
+    cpus_per_worker: Annotated[float, Field(ge=0)] = 1.0  # Ray places one actor per this many CPUs
+
+
 class Scenario(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     description: str | None = None
@@ -310,6 +321,24 @@ class Scenario(_Strict):
     load: Load = Field(default_factory=Load)
     slo: SLO = Field(default_factory=SLO)
     retry: RetryPolicy | None = None
+    distributed: Distributed | None = None
+
+    @field_validator("distributed")
+    @classmethod
+    def _one_way_to_share(cls, v: Distributed | None, info: ValidationInfo) -> Distributed | None:
+        load = info.data.get("load")  # validated before this field
+        if v is None or not isinstance(load, Load):
+            return v
+        if load.workers > 1:
+            raise ValueError("give the number of workers here (distributed.workers), not as load.workers")
+        if load.search is not None or load.stop is not None:
+            raise ValueError("load.search and load.stop run in one process: remove distributed")
+        return v
+
+    @property
+    def workers(self) -> int:
+        """Workers sharing each step: Ray actors, or local processes."""
+        return self.distributed.workers if self.distributed is not None else self.load.workers
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -1,4 +1,4 @@
-"""Splitting a step's load across N workers (processes here, Ray actors later). Pure functions.
+"""Splitting a run's load across N workers (``--workers`` processes or Ray actors). Pure functions.
 
 Closed loop: worker i gets its share of the concurrency and as many of the step's requests as its
 share of the concurrency (a worker with no connections sends nothing). Open loop: each worker runs
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .driver import StepPlan
+from .driver import StepPlan, plan_steps
+from .scenario import Scenario
 
-__all__ = ["apportion", "shard_step", "shard_steps"]
+__all__ = ["apportion", "shard_step", "shard_steps", "worker_scenario", "worker_steps"]
 
 
 def apportion(total: int, weights: list[float]) -> list[int]:
@@ -51,3 +52,15 @@ def shard_step(step: StepPlan, workers: int, i: int) -> StepPlan:
 
 def shard_steps(steps: list[StepPlan], workers: int, i: int) -> list[StepPlan]:
     return [shard_step(s, workers, i) for s in steps]
+
+
+def worker_scenario(scenario: Scenario, i: int) -> Scenario:
+    """Worker ``i``'s scenario: its own seed, so workers send distinct prompts (no shared
+    prefix-cache hits) and run independent arrival processes."""
+    seed = scenario.workload.seed + 7919 * i
+    return scenario.model_copy(update={"workload": scenario.workload.model_copy(update={"seed": seed})})
+
+
+def worker_steps(scenario: Scenario, workers: int, i: int) -> list[StepPlan]:
+    """Worker ``i``'s share of every step of the scenario."""
+    return shard_steps(plan_steps(scenario.load), workers, i)

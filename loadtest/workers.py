@@ -17,20 +17,51 @@ import multiprocessing as mp
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from .aio import new_loop
-from .driver import RunContext, StepPlan, plan_steps
+from .driver import Event, RunContext, StepPlan, drive
 from .results import Recorder
 from .scenario import Scenario
-from .shard import shard_steps
+from .shard import worker_scenario, worker_steps
 from .workload import build_prompts
 
-__all__ = ["merge_worker_files", "run_local_workers"]
+__all__ = ["merge_worker_files", "run_local_workers", "share_context"]
 
 _BARRIER_TIMEOUT_S = 3600.0  # a step may be long; a dead worker aborts the barrier sooner
+
+
+def share_context(
+    scenario: Scenario,
+    i: int,
+    n: int,
+    *,
+    base_url: str,
+    key: str,
+    sink: Callable[[Event], None],
+    t0: int,
+    prompt_count: int,
+    before_step: Callable[[StepPlan], Awaitable[bool]],
+) -> tuple[RunContext, list[StepPlan]]:
+    """What worker ``i`` of ``n`` runs, wherever it runs (a process here, a Ray actor): its
+    scenario, prompts and context, and its share of every step."""
+    mine = worker_scenario(scenario, i)
+    prompts = build_prompts(mine.workload, mine.target.api, prompt_count, mine.target.tokenizer)
+    ctx = RunContext(
+        scenario=mine,
+        base_url=base_url,
+        api_key=key,
+        prompts=prompts,
+        sink=sink,
+        t0=t0,
+        stop=asyncio.Event(),
+        worker=i,
+        workers=n,
+        before_step=before_step,
+    )
+    return ctx, worker_steps(mine, n, i)
 
 
 def _worker_main(
@@ -45,15 +76,7 @@ def _worker_main(
     prompt_count: int,
     barrier: Any,
 ) -> None:
-    from .runner import drive  # import here: runner imports this module
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    scenario = Scenario.model_validate(scenario_json)
-    # Each worker its own seed: distinct prompts (no shared prefix-cache hits) and arrival processes.
-    scenario = scenario.model_copy(
-        update={"workload": scenario.workload.model_copy(update={"seed": scenario.workload.seed + 7919 * i})}
-    )
-    prompts = build_prompts(scenario.workload, scenario.target.api, prompt_count, scenario.target.tokenizer)
     recorder = Recorder(Path(run_dir), suffix=f".w{i}")
     loop = new_loop()
     asyncio.set_event_loop(loop)
@@ -65,22 +88,20 @@ def _worker_main(
             return False  # the run is stopping, or a worker died
         return True
 
-    ctx = RunContext(
-        scenario=scenario,
+    scenario = Scenario.model_validate(scenario_json)
+    ctx, steps = share_context(
+        scenario,
+        i,
+        n,
         base_url=base_url,
-        api_key=key,
-        prompts=prompts,
+        key=key,
         sink=recorder,
         t0=t0,
-        stop=asyncio.Event(),
-        worker=i,
-        workers=n,
+        prompt_count=prompt_count,
         before_step=together,
     )
-    stopped: list[int] = []
     try:
-        steps = shard_steps(plan_steps(scenario.load), n, i)
-        loop.run_until_complete(drive(ctx, steps, grace_s=grace_s, stopped_by=stopped, signals=(signal.SIGTERM,)))
+        loop.run_until_complete(drive(ctx, steps, grace_s=grace_s, stopped_by=[], signals=(signal.SIGTERM,)))
     finally:
         recorder.close()
         loop.close()

@@ -275,3 +275,34 @@ def test_grace_period_expires_and_in_flight_requests_are_cancelled(tmp_path: Pat
     assert len(records) == 3 and all(x.error_class == "cancelled" for x in records)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["partial"] is True and summary["steps"][0]["errors"] == {"cancelled": 3}
+
+
+@pytest.mark.parametrize("how", [[], ["--workers", "2"], ["--ray", "local", "--workers", "2"]])
+def test_ctrl_c_at_a_terminal_lets_the_built_in_mock_finish_what_is_in_flight(tmp_path: Path, how: list[str]) -> None:
+    """A terminal sends SIGINT to the whole process group: the mock the run started must keep
+    serving through the grace period, so the requests in flight end ok, not broken."""
+    sc = write(
+        tmp_path / "c.yaml",
+        "name: ctrlc\ntarget: {base_url: mock, mock: {ttft_ms: 100, itl_ms: 20, output_tokens: 16}}\n"
+        "load: {concurrency: [4], duration_s: 120}\n",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtest", "run", str(sc), "--out", str(tmp_path / "out"), "--no-report", *how],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's foreground job
+    )
+    deadline = time.monotonic() + 200
+    seen = False
+    while time.monotonic() < deadline and proc.poll() is None and not seen:  # records on disk
+        seen = any(len(f.read_text().splitlines()) >= 4 for f in (tmp_path / "out").glob("*/*/requests*.jsonl"))
+        time.sleep(0.05)
+    assert seen, "run never wrote records"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=200)
+    assert proc.returncode == 130, err
+    run = only_run_dir(tmp_path / "out")
+    (step,) = json.loads((run / "summary.json").read_text())["steps"]
+    assert step["errors"] == {} and step["requests"]["ok"] == step["requests"]["sent"] >= 4

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -82,3 +84,33 @@ def test_key_never_written_or_printed(tmp_path: Path, leaky_server: str) -> None
     assert assert_no_canary(tmp_path / "out", *outputs) >= 12
     records = (report_dir / "requests.jsonl").read_text()
     assert records.count('"error_class":"http_4xx"') == 6 and "[redacted]" in records
+
+
+def test_key_stays_out_of_a_ray_run_and_rays_logs(tmp_path: Path, leaky_server: str) -> None:
+    """The key travels to the Ray actors as a call argument: not into the run directory, the
+    terminal, or the logs of the Ray session the run started."""
+    leak = write(
+        tmp_path / "leak.yaml",
+        f"target: {{base_url: '{leaky_server}', api_key_env: LOADTEST_CANARY_KEY}}\n"
+        "load: {concurrency: [2], requests: 6}\n",
+    )
+    ray_tmp = Path(tempfile.mkdtemp(prefix="lt-ray-", dir="/tmp"))  # its logs; short: Ray's socket paths
+    try:
+        r = run_cli(
+            "run",
+            str(leak),
+            "--ray",
+            "local",
+            "--out",
+            str(tmp_path / "out"),
+            env={"LOADTEST_CANARY_KEY": CANARY, "RAY_TMPDIR": str(ray_tmp)},
+            timeout=240,
+        )
+        assert r.returncode == 0, r.stderr
+        assert assert_no_canary(tmp_path / "out", r.stdout, r.stderr) >= 5
+        logs = [p for p in ray_tmp.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err", ".txt")]
+        assert logs, "the Ray session wrote no logs where expected"
+        for p in logs:
+            assert CANARY[-12:] not in p.read_bytes().decode("utf-8", "replace"), p
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

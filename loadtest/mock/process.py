@@ -103,8 +103,15 @@ def start_mock(config: MockConfig | None = None, port: int = 0, timeout_s: float
         *mock_args(config or MockConfig()),
     ]
     errlog = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - a file, not a pipe: a chatty child never blocks
+    # Its own session: a Ctrl-C at the terminal (SIGINT to the whole process group) must not stop
+    # the server while the run gives its in-flight requests their grace period; the run stops it.
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=errlog, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=errlog,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s

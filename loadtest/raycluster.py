@@ -1,0 +1,448 @@
+"""``--ray ADDRESS``: each step's load split across N Ray actors, records gathered on the head.
+
+Every actor runs the same driver as a ``--workers`` process (``workers.share_context``: the same
+split of each step, ``shard.py``) on its own thread, event loop and client. The head:
+
+- measures each actor's wall-clock offset against its own (the round trip with the shortest
+  time, NTP-style) and gives each actor a run origin ``t0`` on its own monotonic clock such that
+  its record times read as the head's run timeline. Latencies are differences of one worker's
+  monotonic clock, so the offset only places them on the timeline;
+- holds a barrier per step (a coordinator actor): when every live worker has arrived it names a
+  start time a little in the future, on the head's timeline, and every worker waits for it;
+- drains each actor every ``POLL_S``: new record lines go to ``requests.w<i>.jsonl`` on the head,
+  and merge into ``requests.jsonl`` at the end as a local run's do (``workers.merge_worker_files``);
+- on a worker's death counts what it had in flight at its last drain as ``worker_lost`` and goes
+  on with the rest (a record it finished after that drain is lost with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from .aio import new_loop
+from .driver import Event, RequestDone, StepPlan, Stopper, drive
+from .records import RequestRecord, record_to_json
+from .results import Recorder, event_line, write_atomic
+from .scenario import Scenario, ScenarioError
+from .workers import merge_worker_files, share_context
+
+__all__ = ["POLL_S", "clock_offset_ns", "connected", "lost_record", "run_ray_workers", "unreachable"]
+
+POLL_S = 0.2  # how often the head collects records
+START_LEAD_NS = 200_000_000  # a step starts this long after the last worker reached the barrier
+DRAIN_TIMEOUT_S = 60.0  # a worker that does not answer for this long is counted lost
+_CLOCK_SAMPLES = 7
+
+# (id, step, warmup, attempt, first_sent_ns, scheduled_ns, sent_ns, stream): an attempt in flight
+Flying = tuple[int, int, bool, int, int | None, int | None, int, bool]
+
+
+def clock_offset_ns(samples: list[tuple[int, int, int]]) -> tuple[int, int]:
+    """The remote clock's offset (remote - local) and its round trip, from ``(local_before,
+    remote, local_after)`` readings: the one with the shortest round trip, assuming the remote
+    read its clock halfway (the error is at most half that round trip)."""
+    before, remote, after = min(samples, key=lambda s: s[2] - s[0])
+    return remote - (before + after) // 2, after - before
+
+
+def lost_record(f: Flying, worker: int, end_ns: int) -> RequestRecord:
+    """The record of an attempt that was in flight on a worker that died."""
+    rid, step, warmup, attempt, first_sent, scheduled, sent, stream = f
+    sent = sent or scheduled or end_ns
+    return RequestRecord(
+        id=rid,
+        step=step,
+        warmup=warmup,
+        attempt=attempt,
+        first_sent_ns=first_sent if first_sent is not None else sent,
+        worker=worker,
+        stream=stream,
+        scheduled_ns=scheduled,
+        sent_ns=sent,
+        end_ns=max(end_ns, sent),
+        status="error",
+        error_class="worker_lost",
+        error="the Ray worker sending this request died",
+    )
+
+
+@ray.remote(num_cpus=0)
+class _Coordinator:
+    """The per-step barrier. Start times are on the head's run timeline: this actor's wall clock
+    minus its offset against the head, minus the head's wall-clock time at the run's origin."""
+
+    def __init__(self, parties: int, head_wall0_ns: int) -> None:
+        self.parties, self.wall0, self.offset = parties, head_wall0_ns, 0
+        self.arrived: dict[int, set[int]] = {}
+        self.released: dict[int, asyncio.Event] = {}
+        self.starts: dict[int, int] = {}
+        self.lost: set[int] = set()
+        self.aborted = False
+
+    async def clock(self) -> int:
+        return time.time_ns()
+
+    async def set_offset(self, offset_ns: int) -> None:
+        self.offset = offset_ns
+
+    async def arrive(self, step: int, worker: int) -> int | None:
+        """Wait until every live worker has arrived at ``step``; its start time, or None: stop."""
+        if self.aborted:
+            return None
+        self.arrived.setdefault(step, set()).add(worker)
+        event = self.released.setdefault(step, asyncio.Event())
+        self._release_ready()
+        await event.wait()
+        return None if self.aborted else self.starts[step]
+
+    async def lose(self, worker: int) -> None:
+        self.lost.add(worker)
+        self._release_ready()
+
+    async def abort(self) -> None:
+        self.aborted = True
+        for event in self.released.values():
+            event.set()
+
+    def _release_ready(self) -> None:
+        live = self.parties - len(self.lost)
+        for step, event in self.released.items():
+            if not event.is_set() and len(self.arrived[step] - self.lost) >= live:
+                self.starts[step] = time.time_ns() - self.offset - self.wall0 + START_LEAD_NS
+                event.set()
+
+
+@ray.remote(max_concurrency=4)
+class _Worker:
+    """One share of the load: the driver on a thread of its own, with its own uvloop loop.
+    The head drains its record lines (and a snapshot of what is in flight) as it goes."""
+
+    def __init__(self) -> None:
+        self.out: deque[tuple[str, str, tuple[int, int] | None]] = deque()
+        self.finished = False
+        self.error: str | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopper: Stopper | None = None
+        self.flying: dict[int, RequestRecord] = {}
+        self.stop_calls = 0
+
+    def clock(self) -> int:
+        return time.time_ns()
+
+    def where(self) -> dict[str, Any]:
+        return {"node": ray.util.get_node_ip_address(), "host": socket.gethostname(), "pid": os.getpid()}
+
+    def start(
+        self,
+        i: int,
+        n: int,
+        scenario_json: dict[str, Any],
+        base_url: str,
+        key: str,
+        head_wall0_ns: int,
+        offset_ns: int,
+        grace_s: float,
+        prompt_count: int,
+        coordinator: Any,
+    ) -> None:
+        # t0 on this host's monotonic clock such that now - t0 reads as the head's run timeline
+        perf, wall = time.perf_counter_ns(), time.time_ns()
+        t0 = perf - ((wall - offset_ns) - head_wall0_ns)
+        scenario = Scenario.model_validate(scenario_json)
+        ready = threading.Event()
+        args = (scenario, i, n, base_url, key, t0, grace_s, prompt_count, coordinator, ready)
+        threading.Thread(target=self._run, args=args, name=f"loadtest-ray-worker-{i}", daemon=True).start()
+        ready.wait()
+
+    def _sink(self, event: Event) -> None:
+        if (out := event_line(event)) is not None:
+            key = (event.record.id, event.record.attempt) if isinstance(event, RequestDone) else None
+            self.out.append((*out, key))
+
+    def _run(
+        self,
+        scenario: Scenario,
+        i: int,
+        n: int,
+        base_url: str,
+        key: str,
+        t0: int,
+        grace_s: float,
+        prompt_count: int,
+        coordinator: Any,
+        ready: threading.Event,
+    ) -> None:
+        loop = new_loop()
+        asyncio.set_event_loop(loop)
+
+        async def together(step: StepPlan) -> bool:
+            start = await loop.run_in_executor(None, ray.get, coordinator.arrive.remote(step.index, i))
+            return start is not None and await ctx.wait((start - ctx.now()) / 1e9)
+
+        try:
+            ctx, steps = share_context(
+                scenario,
+                i,
+                n,
+                base_url=base_url,
+                key=key,
+                sink=self._sink,
+                t0=t0,
+                prompt_count=prompt_count,
+                before_step=together,
+            )
+            self.flying, self.loop = ctx.flying, loop
+            self.stopper = Stopper(ctx, grace_s, [])
+            ready.set()
+            loop.run_until_complete(drive(ctx, steps, grace_s=grace_s, stopped_by=[], signals=(), stopper=self.stopper))
+        except BaseException as e:  # reported to the head, which warns; the records so far are kept
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            ready.set()
+            loop.close()
+            self.finished = True
+
+    def drain(self) -> dict[str, Any]:
+        """New lines since the last drain, the attempts still in flight after them, and whether the
+        worker is done. In flight is read before the lines: an attempt is in one or the other."""
+        finished = self.finished
+        flying = [
+            (r.id, r.step, r.warmup, r.attempt, r.first_sent_ns, r.scheduled_ns, r.sent_ns, r.stream)
+            for r in list(self.flying.values())
+        ]
+        lines: dict[str, list[str]] = {"requests": [], "steps": []}
+        done: set[tuple[int, int]] = set()
+        for _ in range(len(self.out)):
+            stem, line, key = self.out.popleft()
+            lines[stem].append(line)
+            if key is not None:
+                done.add(key)
+        return {
+            "lines": lines,
+            "flying": [f for f in flying if (f[0], f[3]) not in done],
+            "done": finished,
+            "error": self.error,
+        }
+
+    def stop(self) -> None:
+        """As a first, then a second Ctrl-C: stop sending and give in-flight requests the grace
+        period, then cancel them."""
+        if self.loop is not None and self.stopper is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self.loop.call_soon_threadsafe(self.stopper, signal.SIGTERM)
+
+
+@dataclass
+class _Share:
+    """The head's view of one worker."""
+
+    index: int
+    actor: Any
+    where: dict[str, Any]
+    offset_ns: int
+    rtt_ns: int
+    recorder: Recorder
+    flying: list[Flying] = field(default_factory=list)  # in flight at the last drain
+    live: bool = True
+    died: bool = False
+    lost: int = 0  # requests in flight when it died
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "worker": self.index,
+            **self.where,
+            "clock_offset_ms": self.offset_ns / 1e6,
+            "clock_rtt_ms": self.rtt_ns / 1e6,
+            "died": self.died,
+            "worker_lost": self.lost,
+        }
+
+
+def _measure_offset(actor: Any) -> tuple[int, int]:
+    samples = []
+    for _ in range(_CLOCK_SAMPLES):
+        before = time.time_ns()
+        remote = ray.get(actor.clock.remote())
+        samples.append((before, remote, time.time_ns()))
+    return clock_offset_ns(samples)
+
+
+def unreachable(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why a ``HOST:PORT`` or ``ray://HOST:PORT`` address takes no TCP connection (None when it
+    does, or when the address has another form). Ray itself retries an unreachable GCS for minutes."""
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address)
+    if m is None:
+        return None
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout_s).close()
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
+
+
+@contextlib.contextmanager
+def connected(address: str, source: str) -> Iterator[None]:
+    """Ray, connected: an instance already joined (inside a RayJob), a new local one on
+    127.0.0.1 (``local``, stopped afterwards), or the cluster at ``address``."""
+    if ray.is_initialized():
+        yield
+        return
+    if (why := unreachable(address)) is not None:
+        raise ScenarioError(f"{source}: distributed.address: cannot connect to Ray at {address!r} ({why})")
+    try:
+        if address == "local":
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",
+            )
+        else:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except (OSError, RuntimeError, ValueError) as e:  # OSError: a socket path too long, a refused connection
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ScenarioError(f"{source}: distributed.address: cannot connect to Ray at {address!r} ({first})") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def run_ray_workers(
+    scenario: Scenario,
+    base_url: str,
+    key: str,
+    run_dir: Path,
+    *,
+    t0: int,
+    grace_s: float,
+    prompt_count: int,
+    warn: Callable[[str], None] | None = None,
+) -> list[int]:
+    """Run the scenario on ``scenario.distributed.workers`` Ray actors (Ray connected: see
+    ``connected``); returns the signals that stopped it (empty when it ran to the end)."""
+    dist = scenario.distributed
+    assert dist is not None
+    n = dist.workers
+    say = warn or (lambda _m: None)
+    head_wall0 = time.time_ns() - (time.perf_counter_ns() - t0)  # the head's wall clock at t0
+    here = ray.get_runtime_context().get_node_id()
+    coordinator = _Coordinator.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=True)
+    ).remote(n, head_wall0)
+    actors = [_Worker.options(num_cpus=dist.cpus_per_worker, scheduling_strategy="SPREAD").remote() for _ in range(n)]
+    shares: list[_Share] = []
+    try:
+        coordinator.set_offset.remote(_measure_offset(coordinator)[0])
+        for i, actor in enumerate(actors):
+            offset, rtt = _measure_offset(actor)
+            where = ray.get(actor.where.remote())
+            shares.append(_Share(i, actor, where, offset, rtt, Recorder(run_dir, suffix=f".w{i}")))
+        _write_cluster(run_dir, shares)
+        if base_url.startswith(("http://127.", "http://localhost")) and len({s.where["node"] for s in shares}) > 1:
+            say(f"target {base_url} is on this host: workers on other nodes cannot reach it")
+        payload = scenario.model_dump(mode="json")
+        ray.get(
+            [
+                s.actor.start.remote(
+                    s.index, n, payload, base_url, key, head_wall0, s.offset_ns, grace_s, prompt_count, coordinator
+                )
+                for s in shares
+            ]
+        )
+        return _gather(shares, coordinator, t0, grace_s, run_dir, say)
+    finally:
+        for s in shares:
+            s.recorder.close()
+        merge_worker_files(run_dir)
+        _write_cluster(run_dir, shares)
+        for actor in [*actors, coordinator]:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+
+
+def _gather(
+    shares: list[_Share],
+    coordinator: Any,
+    t0: int,
+    grace_s: float,
+    run_dir: Path,
+    say: Callable[[str], None],
+) -> list[int]:
+    """Drain every live worker until all are done; signals are passed on to the workers."""
+    stopped: list[int] = []
+    forwarded = 0
+
+    def on_signal(sig: int, _frame: object) -> None:
+        stopped.append(sig)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while any(s.live for s in shares):
+            while forwarded < len(stopped):  # first signal: stop and grace; a second: cancel
+                forwarded += 1
+                coordinator.abort.remote()
+                for s in shares:
+                    if s.live:
+                        s.actor.stop.remote()
+            pending = {s.index: s.actor.drain.remote() for s in shares if s.live}
+            for s in shares:
+                if s.index not in pending:
+                    continue
+                try:
+                    batch = ray.get(pending[s.index], timeout=DRAIN_TIMEOUT_S)
+                except (RayActorError, GetTimeoutError) as e:
+                    _lose(s, coordinator, time.perf_counter_ns() - t0, say, type(e).__name__)
+                    continue
+                for stem, lines in batch["lines"].items():
+                    for line in lines:
+                        s.recorder.write(stem, line)
+                s.flying = batch["flying"]
+                if batch["done"]:
+                    s.live = False
+                    if batch["error"]:
+                        say(f"Ray worker {s.index} ({s.where['host']}) failed: {batch['error']}")
+            if any(s.live for s in shares):
+                time.sleep(POLL_S)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return stopped[:1]
+
+
+def _lose(share: _Share, coordinator: Any, now_ns: int, say: Callable[[str], None], why: str) -> None:
+    """A worker died: what it had in flight at its last drain becomes ``worker_lost`` records."""
+    for f in share.flying:
+        share.recorder.write("requests", record_to_json(lost_record(f, share.index, now_ns)))
+    share.live, share.died, share.lost = False, True, len(share.flying)
+    coordinator.lose.remote(share.index)
+    say(
+        f"Ray worker {share.index} ({share.where['host']}, pid {share.where['pid']}) was lost ({why}): "
+        f"{share.lost} requests in flight counted as worker_lost; the run goes on with the rest"
+    )
+
+
+def _write_cluster(run_dir: Path, shares: list[_Share]) -> None:
+    write_atomic(
+        run_dir / "cluster.json",
+        json.dumps({"engine": "ray", "workers": [s.describe() for s in shares]}, indent=2) + "\n",
+    )

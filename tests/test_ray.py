@@ -1,0 +1,204 @@
+"""Load generation on Ray actors (``--ray local``: a Ray instance on 127.0.0.1, stopped after the run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from loadtest.mock import MockConfig, start_mock
+from loadtest.raycluster import clock_offset_ns, lost_record, unreachable
+from loadtest.results import read_records
+
+from .conftest import ROOT, run_cli, write
+
+RAY_TIMEOUT_S = 240  # Ray's own start and stop take a few seconds of a 2-core machine
+
+
+def _mock_stats(base_url: str) -> dict[str, int]:
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/mock/stats", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _run_dir(parent: Path) -> Path:
+    (run,) = [p for p in parent.glob("*/*") if p.is_dir()]
+    return run
+
+
+def test_clock_offset_uses_the_shortest_round_trip() -> None:
+    # (local before, remote, local after): the remote clock runs 5 ms ahead; the slow sample misleads
+    samples = [(1_000, 5_000_000 + 1_500, 2_000), (10_000, 5_000_000 + 30_000, 60_000), (3_000, 5_003_200, 3_400)]
+    offset, rtt = clock_offset_ns(samples)
+    assert rtt == 400 and offset == 5_003_200 - 3_200
+
+
+def test_lost_record_is_a_failed_attempt_of_its_worker() -> None:
+    rec = lost_record((42, 3, False, 2, 1_000, None, 5_000, True), worker=1, end_ns=9_000)
+    assert (rec.id, rec.step, rec.attempt, rec.worker) == (42, 3, 2, 1)
+    assert rec.status == "error" and rec.error_class == "worker_lost" and rec.final
+    assert (rec.sent_ns, rec.end_ns, rec.first_sent_ns) == (5_000, 9_000, 1_000)
+    unsent = lost_record((7, 0, False, 1, None, 2_000, 0, True), worker=0, end_ns=1_000)
+    assert unsent.sent_ns == 2_000 and unsent.end_ns == 2_000  # not sent yet: due time, never negative
+
+
+def test_ray_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
+    with start_mock(MockConfig(ttft_ms=20, itl_ms=2, output_tokens=16)) as mock:
+        sc = write(
+            tmp_path / "ray.yaml",
+            f"name: onray\ntarget: {{base_url: '{mock.base_url}'}}\n"
+            "load: {concurrency: [6], requests: 60, warmup_requests: 4}\n"
+            "distributed: {engine: ray, address: local, workers: 2}\n",
+        )
+        r = run_cli("run", str(sc), "--out", str(tmp_path / "out"), "--no-report", timeout=RAY_TIMEOUT_S)
+        assert r.returncode == 0, r.stderr
+        stats = _mock_stats(mock.base_url)
+    assert stats["in_flight_max"] == 6  # the server saw the configured total concurrency: reached, never passed
+    assert stats["requests"] == 64
+    run = _run_dir(tmp_path / "out")
+    assert sorted(p.name for p in run.iterdir()) == [
+        "cluster.json",
+        "requests.jsonl",
+        "scenario.yaml",
+        "steps.jsonl",
+        "summary.csv",
+        "summary.json",
+    ]
+    records = list(read_records(run / "requests.jsonl"))
+    measured = [x for x in records if not x.warmup]
+    assert len(records) == 64 and len(measured) == 60 and len({x.id for x in records}) == 64
+    assert {x.worker for x in records} == {0, 1}
+    summary = json.loads((run / "summary.json").read_text())
+    (step,) = summary["steps"]
+    assert step["requests"] == {"sent": 60, "ok": 60, "failed": 0} and step["in_flight"]["max"] == 6
+    shares = step["workers"]
+    assert [w["worker"] for w in shares] == [0, 1] and [w["sent"] for w in shares] == [30, 30]
+    assert sum(w["ok"] for w in shares) == step["requests"]["ok"]
+    for w in (0, 1):  # each worker's records are its own, on the head's timeline
+        assert sum(1 for x in measured if x.worker == w) == 30
+    first = [min(x.sent_ns for x in records if x.worker == w) for w in (0, 1)]
+    assert abs(first[0] - first[1]) < 50e6  # one start time for both, through the barrier
+    cluster = json.loads((run / "cluster.json").read_text())
+    assert cluster["engine"] == "ray" and [w["worker"] for w in cluster["workers"]] == [0, 1]
+    assert all(abs(w["clock_offset_ms"]) < 50 and not w["died"] for w in cluster["workers"])
+    assert len((run / "steps.jsonl").read_text().splitlines()) == 2  # one health line per worker
+    # `loadtest report` recomputes the same summary from the merged records
+    rep = run_cli("report", str(run))
+    assert rep.returncode == 0, rep.stderr
+    again = json.loads((run / "summary.json").read_text())
+    assert again["steps"] == summary["steps"] and again["slo"] == summary["slo"]
+
+
+def test_a_lost_ray_worker_is_counted_and_the_run_goes_on(tmp_path: Path) -> None:
+    with start_mock(MockConfig(ttft_ms=20, itl_ms=5, output_tokens=16)) as mock:
+        sc = write(
+            tmp_path / "kill.yaml",
+            f"name: lose\ntarget: {{base_url: '{mock.base_url}'}}\nload: {{concurrency: [4], requests: 300}}\n",
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "loadtest",
+                "run",
+                str(sc),
+                "--ray",
+                "local",
+                "--workers",
+                "2",
+                "--out",
+                str(tmp_path / "out"),
+                "--no-report",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ},
+        )
+        deadline = time.monotonic() + RAY_TIMEOUT_S
+        victim = None
+        while time.monotonic() < deadline and proc.poll() is None:  # worker 1's records reached the head
+            part = list((tmp_path / "out").glob("*/*/requests.w1.jsonl"))
+            if part and len(part[0].read_text().splitlines()) >= 10:
+                victim = json.loads((part[0].parent / "cluster.json").read_text())["workers"][1]["pid"]
+                break
+            time.sleep(0.05)
+        assert victim is not None, "worker 1 never sent records"
+        os.kill(victim, signal.SIGKILL)
+        _, err = proc.communicate(timeout=RAY_TIMEOUT_S)
+    assert proc.returncode == 0, err
+    assert "Ray worker 1" in err and "worker_lost" in err
+    run = _run_dir(tmp_path / "out")
+    records = list(read_records(run / "requests.jsonl"))
+    lost = [x for x in records if x.error_class == "worker_lost"]
+    assert 1 <= len(lost) <= 2 and {x.worker for x in lost} == {1}  # its share of the concurrency: 2
+    assert sum(1 for x in records if x.worker == 0) == 150  # the other worker finished its share
+    assert sum(1 for x in records if x.worker == 1) < 150
+    (step,) = json.loads((run / "summary.json").read_text())["steps"]
+    req = step["requests"]
+    assert req["ok"] + req["failed"] == req["sent"] == len(records)
+    assert step["errors"] == {"worker_lost": len(lost)}
+    assert any(w.startswith("worker lost") for w in step["warnings"])
+    died = {w["worker"]: w["died"] for w in json.loads((run / "cluster.json").read_text())["workers"]}
+    assert died == {0: False, 1: True}
+
+
+def test_without_ray_the_error_says_how_to_install(tmp_path: Path) -> None:
+    fake = tmp_path / "noray" / "ray"
+    fake.mkdir(parents=True)
+    write(fake / "__init__.py", "raise ModuleNotFoundError(\"No module named 'ray'\", name='ray')\n")
+    sc = write(tmp_path / "s.yaml", "name: s\ntarget: {base_url: mock}\n")
+    r = run_cli("run", str(sc), "--ray", "local", "--out", str(tmp_path / "out"), env={"PYTHONPATH": str(fake.parent)})
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    assert "pip install 'loadtest[ray]'" in r.stderr and str(sc) in r.stderr
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_an_unreachable_ray_address_is_one_line_before_anything_is_written(tmp_path: Path) -> None:
+    sc = write(tmp_path / "s.yaml", "name: s\ntarget: {base_url: mock}\n")
+    r = run_cli("run", str(sc), "--ray", "127.0.0.1:1", "--out", str(tmp_path / "out"), timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{sc}: distributed.address: cannot connect to Ray at '127.0.0.1:1' (Connection refused)" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_reads_host_and_port_forms() -> None:
+    assert unreachable("127.0.0.1:1") == "Connection refused"
+    assert unreachable("ray://127.0.0.1:1") == "Connection refused"
+    assert unreachable("local") is None and unreachable("auto") is None  # Ray resolves these itself
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("load: {workers: 2}\ndistributed: {workers: 2}\n", "distributed: give the number of workers here"),
+        ("load: {search: {}}\ndistributed: {}\n", "distributed: load.search and load.stop run in one process"),
+        ("distributed: {engine: dask}\n", "distributed.engine"),
+    ],
+)
+def test_distributed_settings_are_checked(tmp_path: Path, extra: str, message: str) -> None:
+    sc = write(tmp_path / "d.yaml", "name: d\n" + extra)
+    r = run_cli("validate", str(sc))
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_cli_workers_with_ray_are_ray_actors(tmp_path: Path) -> None:
+    from loadtest.cli import _run_overrides
+
+    plain = write(tmp_path / "p.yaml", "name: p\n")
+    dist = write(tmp_path / "d.yaml", "name: d\ndistributed: {address: auto}\n")
+    assert _run_overrides(plain, [], 3, None) == ["load.workers=3"]
+    assert _run_overrides(plain, [], 3, "local") == [
+        "distributed.engine=ray",
+        'distributed.address="local"',
+        "distributed.workers=3",
+    ]
+    assert _run_overrides(dist, [], 4, None) == ["distributed.workers=4"]
