@@ -298,6 +298,16 @@ def unreachable(address: str, timeout_s: float = 5.0) -> str | None:
     return None
 
 
+def _root_cause(e: BaseException, limit: int = 200) -> str:
+    """The first line of the innermost cause (Ray wraps e.g. an authentication error in a
+    ConnectionError that names only the address), shortened."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
 @contextlib.contextmanager
 def connected(address: str, source: str) -> Iterator[None]:
     """Ray, connected: an instance already joined (inside a RayJob), a new local one on
@@ -319,8 +329,9 @@ def connected(address: str, source: str) -> Iterator[None]:
         else:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except (OSError, RuntimeError, ValueError) as e:  # OSError: a socket path too long, a refused connection
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ScenarioError(f"{source}: distributed.address: cannot connect to Ray at {address!r} ({first})") from None
+        raise ScenarioError(
+            f"{source}: distributed.address: cannot connect to Ray at {address!r} ({_root_cause(e)})"
+        ) from None
     try:
         yield
     finally:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +24,8 @@ from loadtest.results import read_records
 
 from .conftest import ROOT, run_cli, write
 
+# The test cluster's token authentication (Ray's default): the head and the client share the token.
+RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 RAY_TIMEOUT_S = 240  # Ray's own start and stop take a few seconds of a 2-core machine
 
 
@@ -56,8 +63,21 @@ def test_ray_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> No
             "load: {concurrency: [6], requests: 60, warmup_requests: 4}\n"
             "distributed: {engine: ray, address: local, workers: 2}\n",
         )
-        r = run_cli("run", str(sc), "--out", str(tmp_path / "out"), "--no-report", timeout=RAY_TIMEOUT_S)
-        assert r.returncode == 0, r.stderr
+        ray_tmp = Path(tempfile.mkdtemp(prefix="lt-rl-", dir="/tmp"))
+        try:
+            r = run_cli(
+                "run",
+                str(sc),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-report",
+                env={"RAY_TMPDIR": str(ray_tmp)},
+                timeout=RAY_TIMEOUT_S,
+            )
+            assert r.returncode == 0, r.stderr
+            assert not _processes_mentioning(str(ray_tmp))  # the Ray instance the run started has stopped
+        finally:
+            shutil.rmtree(ray_tmp, ignore_errors=True)
         stats = _mock_stats(mock.base_url)
     assert stats["in_flight_max"] == 6  # the server saw the configured total concurrency: reached, never passed
     assert stats["requests"] == 64
@@ -93,6 +113,70 @@ def test_ray_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> No
     assert rep.returncode == 0, rep.stderr
     again = json.loads((run / "summary.json").read_text())
     assert again["steps"] == summary["steps"] and again["slo"] == summary["slo"]
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if text.encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue  # ended meanwhile
+    return pids
+
+
+@pytest.fixture
+def ray_head() -> Iterator[str]:
+    """A Ray head on 127.0.0.1 (2 CPUs, no dashboard), as `ray start --head` on a cluster's head
+    node; `ray stop` afterwards. Its files in a short directory of its own (Ray's socket paths)."""
+    temp = Path(tempfile.mkdtemp(prefix="lt-rh-", dir="/tmp"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    start = [ray_cli, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1"]
+    start += ["--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp)]
+    env = {**os.environ, **RAY_AUTH}
+    try:
+        r = subprocess.run(start, capture_output=True, text=True, timeout=RAY_TIMEOUT_S, env=env)
+        assert r.returncode == 0, r.stderr
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=RAY_TIMEOUT_S, env=env)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_running_ray_cluster_takes_the_workers(tmp_path: Path, ray_head: str) -> None:
+    with start_mock(MockConfig(ttft_ms=10, itl_ms=2, output_tokens=8)) as mock:
+        sc = write(
+            tmp_path / "c.yaml",
+            f"name: oncluster\ntarget: {{base_url: '{mock.base_url}'}}\nload: {{rate: [40], requests: 40}}\n",
+        )
+        r = run_cli(
+            "run",
+            str(sc),
+            "--ray",
+            ray_head,
+            "--workers",
+            "2",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-report",
+            env=RAY_AUTH,
+            timeout=RAY_TIMEOUT_S,
+        )
+        assert r.returncode == 0, r.stderr
+        assert _mock_stats(mock.base_url)["requests"] == 40
+    run = _run_dir(tmp_path / "out")
+    records = list(read_records(run / "requests.jsonl"))
+    assert len(records) == 40 and all(x.status == "ok" for x in records)
+    (step,) = json.loads((run / "summary.json").read_text())["steps"]
+    assert [w["sent"] for w in step["workers"]] == [20, 20]  # open loop: rate 20/s each, half the requests
+    assert all(x.scheduled_ns is not None for x in records)  # open-loop due times, on the head's timeline
+    pids = {w["pid"] for w in json.loads((run / "cluster.json").read_text())["workers"]}
+    assert len(pids) == 2
 
 
 def test_a_lost_ray_worker_is_counted_and_the_run_goes_on(tmp_path: Path) -> None:
