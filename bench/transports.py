@@ -127,6 +127,13 @@ def compare_transports() -> list[dict[str, Any]]:
             ("client.post(cast_to=httpx2.Response) + aiter_lines, aiohttp", lambda: _sdk(url, True), _post),
             (
                 "loadtest: prebuilt request on the SDK's aiohttp client, orjson",
+                lambda: make_endpoint(
+                    url, "x", max_connections=CONCURRENCY, timeout_s=60, connect_timeout_s=5, http="aiohttp"
+                ),
+                loadtest_send,
+            ),
+            (
+                "loadtest: prebuilt request on loadtest's HTTP/1.1 transport (h1.py), orjson",
                 lambda: make_endpoint(url, "x", max_connections=CONCURRENCY, timeout_s=60, connect_timeout_s=5),
                 loadtest_send,
             ),

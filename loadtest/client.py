@@ -28,6 +28,7 @@ import httpx2
 import orjson
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
+from .h1 import SENT_EXTENSION, H1Transport
 from .ratelimit import retry_after_s
 from .records import RequestRecord
 from .tokens import count_tokens
@@ -37,7 +38,7 @@ __all__ = ["Endpoint", "classify_status", "make_endpoint", "send"]
 
 _ERROR_TEXT_MAX = 200
 _NS = time.perf_counter_ns
-_SENT = "loadtest_sent_ns"
+_SENT = SENT_EXTENSION
 
 
 @dataclass
@@ -71,11 +72,15 @@ def make_endpoint(
     idle_timeout_s: float | None = None,
     headers: dict[str, str] | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
+    http: Literal["h1", "aiohttp"] = "h1",
 ) -> Endpoint:
     """An ``AsyncOpenAI`` that never retries, on an HTTP client sized to the step's concurrency.
 
-    ``transport`` replaces the aiohttp transport (tests pass ``httpx2.MockTransport``).
+    ``http``: the transport under it: loadtest's own HTTP/1.1 (``h1.py``) or the SDK's aiohttp
+    one. ``transport`` replaces either (tests pass ``httpx2.MockTransport``).
     """
+    if transport is None and http == "h1":
+        transport = H1Transport(max_connections=max_connections)
     # read = the per-read (idle) timeout: the aiohttp transport applies it to every socket read
     timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s, read=idle_timeout_s or timeout_s)
     http = DefaultAioHttpClient(

@@ -313,6 +313,7 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
             idle_timeout_s=t.idle_timeout_s,
             headers=t.headers,
             transport=ctx.transport,
+            http=t.transport,
         )
         started = ctx.now()
         ctx.sink(StepStarted(step, started))

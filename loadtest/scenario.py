@@ -103,6 +103,7 @@ class Target(_Strict):
     connect_timeout_s: PositiveFloat = 10.0
     idle_timeout_s: PositiveFloat | None = None  # longest silence between two reads; default: timeout_s
     headers: dict[str, str] = Field(default_factory=dict)
+    transport: Literal["h1", "aiohttp"] = "h1"  # HTTP under AsyncOpenAI: loadtest's own, or the SDK's aiohttp
     tokenizer: Literal["o200k_base", "cl100k_base"] = "o200k_base"
     mock: MockSettings = Field(default_factory=MockSettings)
 

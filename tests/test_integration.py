@@ -36,10 +36,12 @@ def mock_stats(mock: MockProcess) -> dict[str, Any]:
         return json.loads(r.read())
 
 
-def test_timing_accuracy_closed_loop(mock_server: Callable[..., MockProcess], tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["h1", "aiohttp"])  # loadtest's HTTP/1.1, or the SDK's aiohttp
+def test_timing_accuracy_closed_loop(mock_server: Callable[..., MockProcess], tmp_path: Path, transport: str) -> None:
     mock = mock_server(ttft_ms=50, itl_ms=10, output_tokens=64)
     sc = scenario(
         mock.base_url,
+        target={"transport": transport},
         workload={"prompt": {"synthetic": {"input_tokens": 32}}, "max_tokens": 64},
         load={"concurrency": [16], "requests": 64, "warmup_requests": 16},
     )
