@@ -1,6 +1,6 @@
 # loadtest: every target installs what it needs into .venv first.
-# Python >= 3.12 where the machine has one: aiohttp writes each request eagerly only from 3.12 on
-# (on 3.11 the write waits a loop iteration, which inflates TTFT under load; see README).
+# Python >= 3.12 where the machine has one: with target.transport: aiohttp, requests are written
+# eagerly only from 3.12 on (on 3.11 the write waits a loop iteration; see README).
 PYTHON ?= $(shell for p in python3.12 python3.13 $$HOME/.pyenv/versions/3.12*/bin/python3 \
 	$$HOME/.pyenv/versions/3.13*/bin/python3 python3; do \
 	"$$p" -c 'import sys; assert sys.version_info >= (3, 10)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)

@@ -103,14 +103,13 @@ def run(
     from .junit import slo_junit
     from .runner import execute
 
-    if sys.version_info < (3, 12):
-        err.print(
-            "[yellow]warning:[/] Python < 3.12: aiohttp delays each request's write by one event-loop "
-            "iteration, which adds to measured TTFT under load; use Python >= 3.12",
-            highlight=False,
-        )
     with _user_errors():
         sc = load_scenario(scenario, _run_overrides(scenario, set_, workers, ray_address))
+        if sys.version_info < (3, 12) and sc.target.transport == "aiohttp":
+            warn(
+                "Python < 3.12 with target.transport: aiohttp: aiohttp delays each request's write by one "
+                "event-loop iteration, which adds to measured TTFT under load; use h1 or Python >= 3.12"
+            )
         outcome = execute(
             sc,
             str(scenario),

@@ -1,17 +1,17 @@
 """One request -> one RequestRecord. The hot path: no I/O besides the request, no formatting.
 
-An ``AsyncOpenAI`` (``max_retries=0``) is built per step on an explicit HTTP client: the SDK's
-aiohttp transport (``DefaultAioHttpClient``) with connection limits equal to the step's
-concurrency. The SDK supplies what makes a request valid for an endpoint (its auth and default
-headers, its base URL, its HTTP client); the hot path then sends on that HTTP client a request
-built once per step from them, reads the raw SSE bytes and parses only what a record needs.
+An ``AsyncOpenAI`` (``max_retries=0``) is built per step on an explicit httpx2 client with
+connection limits equal to the step's concurrency, on loadtest's HTTP/1.1 transport (``h1.py``)
+or, with ``target.transport: aiohttp``, the SDK's aiohttp one (``DefaultAioHttpClient``). The SDK
+supplies what makes a request valid for an endpoint (its auth and default headers, its base URL,
+its HTTP client); the hot path then sends on that HTTP client a request built once per step from
+them, reads the raw SSE bytes and parses only what a record needs.
 
 Measured on the project's benchmark machine (README): the typed ``create()`` transforms every
-request's params and builds a pydantic object per chunk; even the SDK's low-level ``post()``
-rebuilds options and headers per request. Sending the prebuilt request costs 0.41 ms of client
-CPU per streamed request against 0.65 ms for ``post()`` and 1.84 ms for
-``with_streaming_response.create()`` on the default transport. Errors never escape: they become
-the record's ``status``/``error_class``.
+request's params and builds a pydantic object per chunk (7.0 ms of client CPU per streamed
+request); even the SDK's low-level ``post()`` rebuilds options and headers per request (0.83 ms
+on aiohttp). The prebuilt request costs 0.36 ms on aiohttp and 0.26 ms on ``h1``. Errors never
+escape: they become the record's ``status``/``error_class``.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def make_endpoint(
     """
     if transport is None and http == "h1":
         transport = H1Transport(max_connections=max_connections)
-    # read = the per-read (idle) timeout: the aiohttp transport applies it to every socket read
+    # read = the per-read (idle) timeout: the longest silence while a response is awaited
     timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s, read=idle_timeout_s or timeout_s)
     http = DefaultAioHttpClient(
         limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
