@@ -142,7 +142,6 @@ class _Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopper: Stopper | None = None
         self.flying: dict[int, RequestRecord] = {}
-        self.stop_calls = 0
 
     def clock(self) -> int:
         return time.time_ns()

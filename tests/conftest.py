@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +49,16 @@ def run_cli(
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def mock_stats(base_url: str) -> dict[str, Any]:
+    """What the mock at ``base_url`` (ending in /v1) measured itself: requests, in flight, TTFT/ITL sent."""
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/mock/stats", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def only_run_dir(parent: Path) -> Path:
+    """The one run directory under ``parent`` (``parent/<scenario name>/<timestamp>``)."""
+    (name,) = list(parent.iterdir())
+    (run,) = [p for p in name.iterdir() if p.is_dir()]  # history.jsonl sits beside the runs
+    return run

@@ -16,13 +16,7 @@ import pytest
 from loadtest.mock import MockConfig, start_mock
 from loadtest.results import read_records
 
-from .conftest import ROOT, run_cli, write
-
-
-def only_run_dir(parent: Path) -> Path:
-    (name,) = list(parent.iterdir())
-    (run,) = [p for p in name.iterdir() if p.is_dir()]  # history.jsonl sits beside the runs
-    return run
+from .conftest import ROOT, mock_stats, only_run_dir, run_cli, write
 
 
 def free_port() -> int:
@@ -181,10 +175,7 @@ def test_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
         )
         r = run_cli("run", str(sc), "--workers", "2", "--out", str(tmp_path / "out"))
         assert r.returncode == 0, r.stderr
-        import urllib.request
-
-        with urllib.request.urlopen(mock.base_url.removesuffix("/v1") + "/mock/stats", timeout=5) as resp:
-            stats = json.loads(resp.read())
+        stats = mock_stats(mock.base_url)
     assert stats["in_flight_max"] == 6  # the server saw the configured total concurrency, no more
     assert stats["requests"] == 64
     run = only_run_dir(tmp_path / "out")
@@ -259,13 +250,10 @@ def test_grace_period_expires_and_in_flight_requests_are_cancelled(tmp_path: Pat
             stderr=subprocess.PIPE,
             text=True,
         )
-        import urllib.request
-
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait until the server holds all three requests
-            with urllib.request.urlopen(mock.base_url.removesuffix("/v1") + "/mock/stats", timeout=5) as resp:
-                if json.loads(resp.read())["in_flight"] == 3:
-                    break
+            if mock_stats(mock.base_url)["in_flight"] == 3:
+                break
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from loadtest.results import read_records
 from loadtest.runner import execute
 from loadtest.scenario import Scenario
 
+from .conftest import mock_stats
+
 
 def scenario(base_url: str, **sections: Any) -> Scenario:
     tree: dict[str, Any] = {"name": "it", "target": {"base_url": base_url, "timeout_s": 20}}
@@ -29,11 +30,6 @@ def scenario(base_url: str, **sections: Any) -> Scenario:
 def run(sc: Scenario, tmp_path: Path) -> tuple[dict[str, Any], list[Any]]:
     outcome = execute(sc, "test.yaml", tmp_path, on_step=lambda s: None, report=False)
     return outcome.summary, list(read_records(outcome.run_dir / "requests.jsonl"))
-
-
-def mock_stats(mock: MockProcess) -> dict[str, Any]:
-    with urllib.request.urlopen(mock.base_url.removesuffix("/v1") + "/mock/stats", timeout=5) as r:
-        return json.loads(r.read())
 
 
 @pytest.mark.parametrize("transport", ["h1", "aiohttp"])  # loadtest's HTTP/1.1, or the SDK's aiohttp
@@ -55,7 +51,7 @@ def test_timing_accuracy_closed_loop(mock_server: Callable[..., MockProcess], tm
     assert all(r.input_tokens == 32 for r in measured)  # synthetic prompts of exact length, counted by the server
     assert len({r.id for r in records}) == len(records) == 80
     assert s["in_flight"]["max"] == 16
-    assert mock_stats(mock)["in_flight_max"] == 16  # the server saw the configured concurrency, no more
+    assert mock_stats(mock.base_url)["in_flight_max"] == 16  # the server saw the configured concurrency, no more
 
 
 def test_open_loop_rate_and_schedule_lag(mock_server: Callable[..., MockProcess], tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,21 +21,11 @@ from loadtest.mock import MockConfig, start_mock
 from loadtest.raycluster import clock_offset_ns, lost_record, unreachable
 from loadtest.results import read_records
 
-from .conftest import ROOT, run_cli, write
+from .conftest import ROOT, mock_stats, only_run_dir, run_cli, write
 
 # The test cluster's token authentication (Ray's default): the head and the client share the token.
 RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 RAY_TIMEOUT_S = 240  # Ray's own start and stop take a few seconds of a 2-core machine
-
-
-def _mock_stats(base_url: str) -> dict[str, int]:
-    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/mock/stats", timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-def _run_dir(parent: Path) -> Path:
-    (run,) = [p for p in parent.glob("*/*") if p.is_dir()]
-    return run
 
 
 def test_clock_offset_uses_the_shortest_round_trip() -> None:
@@ -78,10 +67,10 @@ def test_ray_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> No
             assert not _processes_mentioning(str(ray_tmp))  # the Ray instance the run started has stopped
         finally:
             shutil.rmtree(ray_tmp, ignore_errors=True)
-        stats = _mock_stats(mock.base_url)
+        stats = mock_stats(mock.base_url)
     assert stats["in_flight_max"] == 6  # the server saw the configured total concurrency: reached, never passed
     assert stats["requests"] == 64
-    run = _run_dir(tmp_path / "out")
+    run = only_run_dir(tmp_path / "out")
     assert sorted(p.name for p in run.iterdir()) == [
         "cluster.json",
         "requests.jsonl",
@@ -168,8 +157,8 @@ def test_a_running_ray_cluster_takes_the_workers(tmp_path: Path, ray_head: str) 
             timeout=RAY_TIMEOUT_S,
         )
         assert r.returncode == 0, r.stderr
-        assert _mock_stats(mock.base_url)["requests"] == 40
-    run = _run_dir(tmp_path / "out")
+        assert mock_stats(mock.base_url)["requests"] == 40
+    run = only_run_dir(tmp_path / "out")
     records = list(read_records(run / "requests.jsonl"))
     assert len(records) == 40 and all(x.status == "ok" for x in records)
     (step,) = json.loads((run / "summary.json").read_text())["steps"]
@@ -219,7 +208,7 @@ def test_a_lost_ray_worker_is_counted_and_the_run_goes_on(tmp_path: Path) -> Non
         _, err = proc.communicate(timeout=RAY_TIMEOUT_S)
     assert proc.returncode == 0, err
     assert "Ray worker 1" in err and "worker_lost" in err
-    run = _run_dir(tmp_path / "out")
+    run = only_run_dir(tmp_path / "out")
     records = list(read_records(run / "requests.jsonl"))
     lost = [x for x in records if x.error_class == "worker_lost"]
     assert 1 <= len(lost) <= 2 and {x.worker for x in lost} == {1}  # its share of the concurrency: 2
