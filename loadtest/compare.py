@@ -1,16 +1,26 @@
 """Baseline vs candidate: did capacity regress, or is it noise? Pure (a seeded generator).
 
 For each step present in both runs (matched by mode and load value) and each metric, the relative
-change ``candidate / baseline - 1`` gets a 95% confidence interval by bootstrap: both runs'
-per-request values are resampled with replacement (ITL: its gap histogram, resampled
-multinomially) and the statistic recomputed, ``resamples`` times. Throughput is resampled through
-Little's law (throughput = mean requests in flight x requests / sum of their latencies), so its
-interval reflects the latency noise that moves it. A metric *regressed* when the whole interval is
-worse than ``tolerance``, *improved* when the whole interval is better, and is *unchanged* otherwise.
+change ``candidate / baseline - 1`` gets a 95% confidence interval by bootstrap: both runs' values
+are resampled with replacement and the statistic recomputed, ``resamples`` times.
+
+The resampled unit is a time window, not a request (a block bootstrap). Requests in flight together
+share what happens to them: one stall of the server, the network or the client delays all of them
+at once, so the slow requests of one event are one observation, not several. Resampling them one by
+one treats a single hiccup in the baseline as a reliable tail and calls the candidate "improved" (or
+a hiccup in the candidate "regressed"). So each step is cut by completion time into windows one
+median E2E long (at least MIN_WINDOWS of them) and whole windows are drawn. ITL's gaps are counted
+without their times and are resampled one by one (multinomially); a stall is one gap per request
+among some thirty. Throughput is resampled through Little's law (throughput = mean requests in
+flight x requests / sum of their latencies), so its interval reflects the latency noise that moves it.
+
+A metric *regressed* when the whole interval is worse than ``tolerance``, *improved* when the whole
+interval is better, and is *unchanged* otherwise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -35,36 +45,73 @@ METRICS: dict[str, tuple[str, bool]] = {
 }
 
 
+MIN_WINDOWS = 8  # a step is cut into at least this many time windows (when it has that many values)
+
+
+def _windows(at_ns: np.ndarray, e2e_ms: np.ndarray) -> np.ndarray:
+    """Each value's time window, numbered 0..k-1 without gaps: windows one median E2E long (the
+    requests one stall delays end within about that much of each other), at least MIN_WINDOWS a step."""
+    span = float(at_ns.max() - at_ns.min())
+    width = min(float(np.median(e2e_ms)) * 1e6, span / MIN_WINDOWS)
+    if width <= 0:
+        return np.arange(len(at_ns))
+    return np.unique((at_ns - at_ns.min()) // width, return_inverse=True)[1]
+
+
+def _draws(windows: int, rng: np.random.Generator, resamples: int) -> Iterator[np.ndarray]:
+    """Per resample, how many times each of ``windows`` windows was drawn (``windows`` draws)."""
+    for _ in range(resamples):
+        yield np.bincount(rng.integers(0, windows, windows), minlength=windows)
+
+
+def _weighted_percentile(sorted_values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    """np.percentile's linear interpolation over the multiset holding sorted_values[i] weights[i] times."""
+    cum = np.cumsum(weights)
+    pos = (cum[-1] - 1) * q / 100
+    lo = int(pos)
+    a = sorted_values[np.searchsorted(cum, lo, side="right")]
+    b = sorted_values[np.searchsorted(cum, min(lo + 1, cum[-1] - 1), side="right")]
+    return float(a + (b - a) * (pos - lo))
+
+
 def _samples(
     acc: StepAccumulator, summary: dict[str, Any], metric: str, rng: np.random.Generator, resamples: int
 ) -> np.ndarray:
     """``resamples`` bootstrap values of ``metric`` for one step (an empty array when undefined)."""
-    if metric.startswith("itl_ms"):
+    q = float(metric.rsplit(".p", 1)[1]) if ".p" in metric else 0.0
+    if metric.startswith("itl_ms"):  # gaps are counted, not kept with their times: resampled one by one
         values, cum = acc.itl.values_cum()
         if not len(values):
             return np.empty(0)
         counts = np.diff(np.concatenate(([0], cum)))
-        q = float(metric.rsplit("p", 1)[1])
-        out = np.empty(resamples)
-        for b in range(resamples):
-            c = np.cumsum(rng.multinomial(int(cum[-1]), counts / cum[-1]))
-            out[b] = values[np.searchsorted(c, int((cum[-1] - 1) * q / 100), side="right")] / 1e3
-        return out
+        total = int(cum[-1])
+        draws = (rng.multinomial(total, counts / total) for _ in range(resamples))
+        return np.array([_weighted_percentile(values, c, q) for c in draws]) / 1e3
+    e2e = np.asarray(acc.e2e)
+    if not len(e2e):
+        return np.empty(0)
     if metric in ("request_throughput", "output_token_throughput"):
-        e2e = np.asarray(acc.e2e)
         tokens = np.asarray(acc.output_tokens)
-        if not len(e2e) or len(tokens) != len(e2e):
+        if len(tokens) != len(e2e):
             return np.empty(0)
+        window = _windows(np.asarray(acc.e2e_at), e2e)
+        amount = np.bincount(window, None if metric == "request_throughput" else tokens)
+        latency_s = np.bincount(window, e2e) / 1e3
         in_flight = summary["in_flight"]["mean"]
-        idx = rng.integers(0, len(e2e), size=(resamples, len(e2e)))
-        amount = len(e2e) if metric == "request_throughput" else tokens[idx].sum(axis=1)
-        return in_flight * amount / (e2e[idx].sum(axis=1) / 1e3)
-    key, pct = metric.split(".")
-    values = np.asarray({"ttft_ms": acc.ttft, "tpot_ms": acc.tpot, "e2e_ms": acc.e2e}[key])
+        return np.array([in_flight * (c @ amount) / (c @ latency_s) for c in _draws(len(amount), rng, resamples)])
+    key = metric.split(".")[0]
+    values, at = {
+        "ttft_ms": (acc.ttft, acc.ttft_at),
+        "tpot_ms": (acc.tpot, acc.tpot_at),
+        "e2e_ms": (acc.e2e, acc.e2e_at),
+    }[key]
     if not len(values):
         return np.empty(0)
-    idx = rng.integers(0, len(values), size=(resamples, len(values)))
-    return np.percentile(values[idx], float(pct[1:]), axis=1)
+    window = _windows(np.asarray(at), e2e)
+    order = np.argsort(np.asarray(values), kind="stable")
+    ordered, window = np.asarray(values)[order], window[order]
+    k = int(window.max()) + 1
+    return np.array([_weighted_percentile(ordered, c[window], q) for c in _draws(k, rng, resamples)])
 
 
 def _value(summary: dict[str, Any], metric: str) -> float | None:

@@ -245,6 +245,8 @@ class StepAccumulator:
         self.slo = per_request_slo or PerRequestSLO()
         self.sent_ns, self.end_ns, self.failed_end_ns = array("q"), array("q"), array("q")
         self.ttft, self.tpot, self.e2e, self.lag = array("d"), array("d"), array("d"), array("d")
+        # when each ttft/tpot/e2e value was measured (its record's end_ns): compare resamples by time
+        self.ttft_at, self.tpot_at, self.e2e_at = array("q"), array("q"), array("q")
         self.itl = GapHistogram()  # ~60 gaps a request: counted, not kept
         self.input_tokens, self.output_tokens = array("d"), array("d")
         self.ok = self.good = self.warmup = self.tokens_in_ok = self.tokens_out_ok = 0
@@ -288,9 +290,12 @@ class StepAccumulator:
         self.good += meets_slo(r, self.slo)
         if (v := ttft_ms(r)) is not None:
             self.ttft.append(v)
+            self.ttft_at.append(r.end_ns)
         if (v := tpot_ms(r)) is not None:
             self.tpot.append(v)
+            self.tpot_at.append(r.end_ns)
         self.e2e.append(e2e_ms(r))
+        self.e2e_at.append(r.end_ns)
         self.itl.add_ms(itl_gaps_ms(r))
         if r.input_tokens is not None:
             self.input_tokens.append(r.input_tokens)
