@@ -7,6 +7,10 @@ Limit discovery raises an open-loop rate by ``factor`` until a step breaks (its 
 error rate or an SLO), then bisects between the last rate that held and the first that broke,
 until they are within ``tolerance``. Between steps it waits for the advertised reset (the
 server's buckets refill), so one step's throttling does not spill into the next.
+
+Either stops after a step in which no request could even connect: the endpoint is down, and the
+steps left would measure nothing but that (limit discovery would step its rate down to
+``max_steps``, each step ``step_duration_s`` long).
 """
 
 from __future__ import annotations
@@ -103,8 +107,18 @@ class StepPlanner:
         self.acc = self._make() if self._make is not None else None
         self.last: dict[str, Any] | None = None  # the outcome of the step that just finished
         self.stopped_early = False
+        # every step: how many records it had, and how many of them could not connect
+        self._records = self._connect_failed = 0
+        self.unreachable = False  # the step that just finished: not one request connected
 
     def __call__(self, event: Event) -> None:
+        match event:
+            case RequestDone(record=record):
+                self._records += 1
+                self._connect_failed += record.error_class == "connect"
+            case StepFinished():
+                self.unreachable = self._records > 0 and self._connect_failed == self._records
+                self._records = self._connect_failed = 0
         if self.acc is None or self._make is None:
             return
         match event:
@@ -128,7 +142,7 @@ class StepPlanner:
         search = self.scenario.load.search
         if search is None:
             for step in plan_steps(self.scenario.load):
-                if self._error_ceiling_passed():
+                if self.unreachable or self._error_ceiling_passed():
                     self.stopped_early = True
                     return
                 yield step
@@ -149,7 +163,8 @@ class StepPlanner:
             step = step_plan(self.scenario.load, index, round(rate, 4))
             yield replace(step, pause_s=self._cooldown() if index else 0.0)
             index += 1
-            if self.last is None:
+            if self.last is None or self.unreachable:
+                self.stopped_early = self.unreachable
                 return
             if step_holds(self.last, self.scenario):
                 lo = rate

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["print_step_table", "step_line"]
@@ -61,7 +62,8 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
     console.print(t)
     console.print("latencies in ms", style="dim")
     if summary.get("skipped_steps"):
-        console.print(f"[yellow]stopped early[/] (load.stop): steps {summary['skipped_steps']} were skipped")
+        why = escape(summary.get("stopped_early") or "load.stop")
+        console.print(f"[yellow]stopped early[/]: {why}; steps {summary['skipped_steps']} were skipped")
     if search := summary.get("search"):
         rpm, tpm = search["sustainable_rpm"], search["sustainable_tokens_per_min"]
         if rpm is None:

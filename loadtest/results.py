@@ -179,6 +179,14 @@ def accumulate(scenario: Scenario, records: Iterable[RequestRecord]) -> dict[int
     return dict(by_step)
 
 
+def _stop_reason(last: dict[str, Any]) -> str:
+    """Why a sweep skipped its remaining steps, from the last step it ran (see planner.StepPlanner)."""
+    sent = last["requests"]["sent"]
+    if sent and last["errors"].get("connect", 0) == sent:
+        return f"the endpoint was unreachable in step {last['index']} (every request failed to connect)"
+    return f"step {last['index']} passed load.stop.max_error_rate ({last['error_rate']:.0%} errors)"
+
+
 def build_summary(
     scenario: Scenario,
     accumulators: dict[int, StepAccumulator],
@@ -195,7 +203,7 @@ def build_summary(
     for plan in _planned_steps(scenario, health):
         if plan.index not in ran:
             if not partial:
-                skipped.append(plan.index)  # the sweep stopped early (load.stop)
+                skipped.append(plan.index)  # the sweep stopped early (load.stop, or the endpoint down)
             continue  # an interrupted or stopped run never reached this step
         acc = accumulators.get(plan.index) or StepAccumulator(scenario.slo.per_request)
         s = acc.summary(index=plan.index, mode=plan.mode, value=plan.value)
@@ -217,6 +225,7 @@ def build_summary(
         "environment": _environment(),
         "steps": steps,
         "skipped_steps": skipped,
+        "stopped_early": _stop_reason(steps[-1]) if skipped and steps else None,
         "slo": {"passed": all(v["ok"] for v in verdicts), "verdicts": verdicts},
         "search": search_result(steps, scenario),
     }

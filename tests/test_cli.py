@@ -16,13 +16,7 @@ import pytest
 from loadtest.mock import MockConfig, start_mock
 from loadtest.results import read_records
 
-from .conftest import ROOT, mock_stats, only_run_dir, run_cli, write
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .conftest import ROOT, free_port, mock_stats, only_run_dir, run_cli, write
 
 
 def test_demo_sweep_writes_one_step_per_concurrency_value(tmp_path: Path) -> None:
@@ -51,18 +45,23 @@ def test_demo_sweep_writes_one_step_per_concurrency_value(tmp_path: Path) -> Non
     assert "ok/sent" in r.stdout and "step 5 concurrency=32" in r.stderr  # the table, the step lines
 
 
-def test_unreachable_endpoint_records_every_request_as_connect(tmp_path: Path) -> None:
+def test_unreachable_endpoint_records_every_request_as_connect_and_stops_the_sweep(tmp_path: Path) -> None:
     sc = write(
         tmp_path / "down.yaml",
         f"target: {{base_url: 'http://127.0.0.1:{free_port()}/v1', connect_timeout_s: 2}}\n"
-        "load: {concurrency: [2], requests: 5}\n",
+        "load: {concurrency: [2, 4, 8], requests: 5}\n",
     )
     r = run_cli("run", str(sc), "--out", str(tmp_path / "out"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "down.yaml: target.base_url: endpoint unreachable (5 of 5" in err[0]
-    records = list(read_records(only_run_dir(tmp_path / "out") / "requests.jsonl"))
+    run = only_run_dir(tmp_path / "out")
+    records = list(read_records(run / "requests.jsonl"))
     assert len(records) == 5 and all(x.status == "error" and x.error_class == "connect" for x in records)
+    summary = json.loads((run / "summary.json").read_text())  # the steps after it would measure nothing
+    assert [s["index"] for s in summary["steps"]] == [0] and summary["skipped_steps"] == [1, 2]
+    assert summary["stopped_early"].startswith("the endpoint was unreachable in step 0")
+    assert "stopped early: the endpoint was unreachable in step 0" in r.stdout
 
 
 def test_mock_port_in_use_is_one_line(tmp_path: Path) -> None:

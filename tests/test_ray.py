@@ -7,7 +7,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from loadtest.mock import MockConfig, start_mock
 from loadtest.raycluster import clock_offset_ns, lost_record, unreachable
 from loadtest.results import read_records
 
-from .conftest import ROOT, mock_stats, only_run_dir, run_cli, write
+from .conftest import ROOT, free_port, mock_stats, only_run_dir, run_cli, write
 
 # The test cluster's token authentication (Ray's default): the head and the client share the token.
 RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -121,9 +120,7 @@ def ray_head() -> Iterator[str]:
     """A Ray head on 127.0.0.1 (2 CPUs, no dashboard), as `ray start --head` on a cluster's head
     node; `ray stop` afterwards. Its files in a short directory of its own (Ray's socket paths)."""
     temp = Path(tempfile.mkdtemp(prefix="lt-rh-", dir="/tmp"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ray_cli = str(Path(sys.executable).parent / "ray")
     start = [ray_cli, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1"]
     start += ["--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp)]

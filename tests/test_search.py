@@ -9,7 +9,7 @@ import pytest
 from loadtest.runner import execute
 from loadtest.scenario import Scenario, ScenarioError, load_scenario
 
-from .conftest import ROOT, write
+from .conftest import ROOT, free_port, write
 
 
 def discover(tmp_path: Path, prompt: int, max_tokens: int, start: float) -> dict:
@@ -55,6 +55,20 @@ def test_tokens_bound_limit_is_found_within_10_percent(tmp_path: Path) -> None:
     assert "advertised 60000 tokens per minute" in found["audit"]
 
 
+def test_search_against_a_down_endpoint_stops_after_one_step(tmp_path: Path) -> None:
+    sc = Scenario.model_validate(
+        {
+            "name": "down",
+            "target": {"base_url": f"http://127.0.0.1:{free_port()}/v1"},
+            "load": {"search": {"start_rate": 4, "step_duration_s": 0.5, "max_steps": 20}},
+        }
+    )
+    outcome = execute(sc, "down.yaml", tmp_path, on_step=lambda s: None, report=False)
+    assert outcome.exit_code == 2 and "down.yaml: target.base_url: endpoint unreachable" in (outcome.message or "")
+    (step,) = outcome.summary["steps"]  # not 20 steps stepping the rate down
+    assert step["requests"]["sent"] == step["errors"]["connect"] > 0
+
+
 def test_sweep_stops_early_on_the_error_ceiling(tmp_path: Path) -> None:
     sc = Scenario.model_validate(
         {
@@ -70,6 +84,7 @@ def test_sweep_stops_early_on_the_error_ceiling(tmp_path: Path) -> None:
     summary = execute(sc, "stop.yaml", tmp_path, on_step=lambda s: None, report=False).summary
     assert [s["index"] for s in summary["steps"]] == [0] and summary["skipped_steps"] == [1, 2]
     assert summary["steps"][0]["error_rate"] == 0.5
+    assert summary["stopped_early"] == "step 0 passed load.stop.max_error_rate (50% errors)"
 
 
 def test_search_scenario_and_bad_combinations(tmp_path: Path) -> None:
