@@ -45,7 +45,7 @@ def error(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 SetOpt = Annotated[list[str], typer.Option("--set", help="Override a field: load.concurrency=[1,8]")]
@@ -110,16 +110,20 @@ def run(
                 "Python < 3.12 with target.transport: aiohttp: aiohttp delays each request's write by one "
                 "event-loop iteration, which adds to measured TTFT under load; use h1 or Python >= 3.12"
             )
-        outcome = execute(
-            sc,
-            str(scenario),
-            out_dir,
-            grace_s=grace_s,
-            on_step=lambda s: err.print(escape(step_line(s)), highlight=False),
-            warn=warn,
-            live=err if err.is_terminal else None,
-            report=not no_report,
-        )
+        try:
+            outcome = execute(
+                sc,
+                str(scenario),
+                out_dir,
+                grace_s=grace_s,
+                on_step=lambda s: err.print(escape(step_line(s)), highlight=False),
+                warn=warn,
+                live=err if err.is_terminal else None,
+                report=not no_report,
+            )
+        except KeyboardInterrupt:  # the run handles signals once it sends; this is setup (Ray, the mock)
+            error("interrupted before the first request was sent: nothing was measured")
+            raise typer.Exit(130) from None
         if junit is not None:
             slo_junit(outcome.summary, junit)
     print_step_table(outcome.summary, out)
@@ -330,5 +334,5 @@ def mock(
 def main() -> None:
     try:
         app()
-    except KeyboardInterrupt:  # Ctrl-C outside a run (a run handles its own)
+    except KeyboardInterrupt:  # Ctrl-C outside a command (typer turns one inside into exit 130)
         sys.exit(130)

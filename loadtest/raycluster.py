@@ -41,7 +41,7 @@ from .aio import new_loop
 from .driver import Event, RequestDone, StepPlan, Stopper, drive
 from .records import RequestRecord, record_to_json
 from .results import Recorder, event_line, write_atomic
-from .scenario import Scenario, ScenarioError
+from .scenario import Distributed, Scenario, ScenarioError
 from .workers import merge_worker_files, share_context
 
 __all__ = ["POLL_S", "clock_offset_ns", "connected", "lost_record", "run_ray_workers", "unreachable"]
@@ -307,11 +307,29 @@ def _root_cause(e: BaseException, limit: int = 200) -> str:
     return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
+def _short_of_cpus(dist: Distributed, source: str) -> str | None:
+    """What is wrong when the cluster has fewer CPUs than the actors reserve (None when it has enough)."""
+    need = dist.workers * dist.cpus_per_worker
+    have = float(ray.cluster_resources().get("CPU", 0.0))
+    if need <= have:
+        return None
+    return (
+        f"{source}: distributed.workers: {dist.workers} actors x cpus_per_worker {dist.cpus_per_worker:g} "
+        f"need {need:g} CPUs and the Ray cluster has {have:g}; lower distributed.workers or "
+        "distributed.cpus_per_worker (0 places actors regardless of CPUs)"
+    )
+
+
 @contextlib.contextmanager
-def connected(address: str, source: str) -> Iterator[None]:
+def connected(dist: Distributed, source: str, warn: Callable[[str], None] | None = None) -> Iterator[None]:
     """Ray, connected: an instance already joined (inside a RayJob), a new local one on
-    127.0.0.1 (``local``, stopped afterwards), or the cluster at ``address``."""
+    127.0.0.1 (``local``, stopped afterwards), or the cluster at ``dist.address``. A local Ray
+    short of CPUs for the actors is an error (they would wait forever); a cluster may autoscale,
+    so there it is a warning."""
+    address = dist.address
     if ray.is_initialized():
+        if warn is not None and (short := _short_of_cpus(dist, source)):
+            warn(short)
         yield
         return
     if (why := unreachable(address)) is not None:
@@ -332,9 +350,54 @@ def connected(address: str, source: str) -> Iterator[None]:
             f"{source}: distributed.address: cannot connect to Ray at {address!r} ({_root_cause(e)})"
         ) from None
     try:
+        if short := _short_of_cpus(dist, source):
+            if address == "local":
+                raise ScenarioError(short)
+            if warn is not None:
+                warn(f"{short}; waiting up to {dist.start_timeout_s:g} s (distributed.start_timeout_s) for them")
         yield
     finally:
         ray.shutdown()
+
+
+class _Signals:
+    """SIGINT and SIGTERM during a Ray run: the first stops the run (kept, and passed on to the
+    workers); a second while the actors are still starting gives up waiting (KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.got: list[int] = []
+        self.starting = True
+
+    def __call__(self, sig: int, _frame: object) -> None:
+        if self.starting and self.got:
+            raise KeyboardInterrupt
+        self.got.append(sig)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Signals]:
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _placed(actors: list[Any], signals: _Signals, timeout_s: float, source: str) -> list[dict[str, Any]] | None:
+    """Where each actor runs, once all have started; None when a signal came first."""
+    refs = [a.where.remote() for a in actors]
+    deadline = time.monotonic() + timeout_s
+    while not signals.got:
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_S)
+        if len(ready) == len(refs):
+            return ray.get(refs)
+        if time.monotonic() > deadline:
+            raise ScenarioError(
+                f"{source}: distributed.workers: {len(refs) - len(ready)} of {len(refs)} Ray actors were not "
+                f"placed within distributed.start_timeout_s ({timeout_s:g} s; the cluster has "
+                f"{ray.cluster_resources().get('CPU', 0):g} CPUs)"
+            )
+    return None
 
 
 def run_ray_workers(
@@ -347,95 +410,91 @@ def run_ray_workers(
     grace_s: float,
     prompt_count: int,
     warn: Callable[[str], None] | None = None,
+    source: str = "scenario",
 ) -> list[int]:
     """Run the scenario on ``scenario.distributed.workers`` Ray actors (Ray connected: see
-    ``connected``); returns the signals that stopped it (empty when it ran to the end)."""
+    ``connected``); returns the signals that stopped it (empty when it ran to the end). A signal
+    while the actors start ends the run before it sends anything."""
     dist = scenario.distributed
     assert dist is not None
     n = dist.workers
     say = warn or (lambda _m: None)
     head_wall0 = time.time_ns() - (time.perf_counter_ns() - t0)  # the head's wall clock at t0
-    here = ray.get_runtime_context().get_node_id()
-    coordinator = _Coordinator.options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=True)
-    ).remote(n, head_wall0)
-    actors = [_Worker.options(num_cpus=dist.cpus_per_worker, scheduling_strategy="SPREAD").remote() for _ in range(n)]
-    shares: list[_Share] = []
-    try:
-        coordinator.set_offset.remote(_measure_offset(coordinator)[0])
-        for i, actor in enumerate(actors):
-            offset, rtt = _measure_offset(actor)
-            where = ray.get(actor.where.remote())
-            shares.append(_Share(i, actor, where, offset, rtt, Recorder(run_dir, suffix=f".w{i}")))
-        _write_cluster(run_dir, shares)
-        if base_url.startswith(("http://127.", "http://localhost")) and len({s.where["node"] for s in shares}) > 1:
-            say(f"target {base_url} is on this host: workers on other nodes cannot reach it")
-        payload = scenario.model_dump(mode="json")
-        ray.get(
-            [
-                s.actor.start.remote(
-                    s.index, n, payload, base_url, key, head_wall0, s.offset_ns, grace_s, prompt_count, coordinator
-                )
-                for s in shares
-            ]
-        )
-        return _gather(shares, coordinator, t0, grace_s, run_dir, say)
-    finally:
-        for s in shares:
-            s.recorder.close()
-        merge_worker_files(run_dir)
-        _write_cluster(run_dir, shares)
-        for actor in [*actors, coordinator]:
-            with contextlib.suppress(Exception):
-                ray.kill(actor)
+    with _Signals().installed() as signals:
+        here = ray.get_runtime_context().get_node_id()
+        coordinator = _Coordinator.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=True)
+        ).remote(n, head_wall0)
+        actors = [
+            _Worker.options(num_cpus=dist.cpus_per_worker, scheduling_strategy="SPREAD").remote() for _ in range(n)
+        ]
+        shares: list[_Share] = []
+        _write_cluster(run_dir, n, shares)
+        try:
+            if (places := _placed(actors, signals, dist.start_timeout_s, source)) is None:
+                return signals.got[:1]
+            coordinator.set_offset.remote(_measure_offset(coordinator)[0])
+            for i, (actor, where) in enumerate(zip(actors, places, strict=True)):
+                offset, rtt = _measure_offset(actor)
+                shares.append(_Share(i, actor, where, offset, rtt, Recorder(run_dir, suffix=f".w{i}")))
+            _write_cluster(run_dir, n, shares)
+            if signals.got:
+                return signals.got[:1]
+            if base_url.startswith(("http://127.", "http://localhost")) and len({s.where["node"] for s in shares}) > 1:
+                say(f"target {base_url} is on this host: workers on other nodes cannot reach it")
+            payload = scenario.model_dump(mode="json")
+            ray.get(
+                [
+                    s.actor.start.remote(
+                        s.index, n, payload, base_url, key, head_wall0, s.offset_ns, grace_s, prompt_count, coordinator
+                    )
+                    for s in shares
+                ]
+            )
+            signals.starting = False
+            return _gather(shares, coordinator, t0, signals.got, say)
+        finally:
+            for s in shares:
+                s.recorder.close()
+            merge_worker_files(run_dir)
+            _write_cluster(run_dir, n, shares)
+            for actor in [*actors, coordinator]:
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
 
 
 def _gather(
-    shares: list[_Share],
-    coordinator: Any,
-    t0: int,
-    grace_s: float,
-    run_dir: Path,
-    say: Callable[[str], None],
+    shares: list[_Share], coordinator: Any, t0: int, stopped: list[int], say: Callable[[str], None]
 ) -> list[int]:
-    """Drain every live worker until all are done; signals are passed on to the workers."""
-    stopped: list[int] = []
+    """Drain every live worker until all are done; signals (``stopped``, filled by the handler)
+    are passed on to the workers: the first stops them with a grace period, a second cancels."""
     forwarded = 0
-
-    def on_signal(sig: int, _frame: object) -> None:
-        stopped.append(sig)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while any(s.live for s in shares):
-            while forwarded < len(stopped):  # first signal: stop and grace; a second: cancel
-                forwarded += 1
-                coordinator.abort.remote()
-                for s in shares:
-                    if s.live:
-                        s.actor.stop.remote()
-            pending = {s.index: s.actor.drain.remote() for s in shares if s.live}
+    while any(s.live for s in shares):
+        while forwarded < len(stopped):
+            forwarded += 1
+            coordinator.abort.remote()
             for s in shares:
-                if s.index not in pending:
-                    continue
-                try:
-                    batch = ray.get(pending[s.index], timeout=DRAIN_TIMEOUT_S)
-                except (RayActorError, GetTimeoutError) as e:
-                    _lose(s, coordinator, time.perf_counter_ns() - t0, say, type(e).__name__)
-                    continue
-                for stem, lines in batch["lines"].items():
-                    for line in lines:
-                        s.recorder.write(stem, line)
-                s.flying = batch["flying"]
-                if batch["done"]:
-                    s.live = False
-                    if batch["error"]:
-                        say(f"Ray worker {s.index} ({s.where['host']}) failed: {batch['error']}")
-            if any(s.live for s in shares):
-                time.sleep(POLL_S)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+                if s.live:
+                    s.actor.stop.remote()
+        pending = {s.index: s.actor.drain.remote() for s in shares if s.live}
+        for s in shares:
+            if s.index not in pending:
+                continue
+            try:
+                batch = ray.get(pending[s.index], timeout=DRAIN_TIMEOUT_S)
+            except (RayActorError, GetTimeoutError) as e:
+                _lose(s, coordinator, time.perf_counter_ns() - t0, say, type(e).__name__)
+                continue
+            for stem, lines in batch["lines"].items():
+                for line in lines:
+                    s.recorder.write(stem, line)
+            s.flying = batch["flying"]
+            if batch["done"]:
+                s.live = False
+                if batch["error"]:
+                    say(f"Ray worker {s.index} ({s.where['host']}) failed: {batch['error']}")
+        if any(s.live for s in shares):
+            time.sleep(POLL_S)
     return stopped[:1]
 
 
@@ -451,8 +510,10 @@ def _lose(share: _Share, coordinator: Any, now_ns: int, say: Callable[[str], Non
     )
 
 
-def _write_cluster(run_dir: Path, shares: list[_Share]) -> None:
+def _write_cluster(run_dir: Path, requested: int, shares: list[_Share]) -> None:
+    """cluster.json: the actors asked for, and each one started (none yet while they are placed)."""
+    workers = [s.describe() for s in shares]
     write_atomic(
         run_dir / "cluster.json",
-        json.dumps({"engine": "ray", "workers": [s.describe() for s in shares]}, indent=2) + "\n",
+        json.dumps({"engine": "ray", "requested": requested, "workers": workers}, indent=2) + "\n",
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import multiprocessing as mp
 import signal
 import time
@@ -128,7 +129,7 @@ def execute(
         else build_prompts(scenario.workload, scenario.target.api, _prompt_count(scenario), scenario.target.tokenizer)
     )
     # Ray first: a cluster that cannot be reached is a one-line error before anything is written
-    session = cluster.connected(dist.address, source) if cluster and dist else contextlib.nullcontext()
+    session = cluster.connected(dist, source, warn) if cluster and dist else contextlib.nullcontext()
     with session:
         started = datetime.now(timezone.utc)
         run_dir = new_run_dir(out_parent, scenario.name, started)
@@ -138,17 +139,24 @@ def execute(
         with _endpoint(scenario) as base_url:
             t0 = time.perf_counter_ns()
             if cluster is not None or workers > 1:  # shares of each step: Ray actors or local processes
-                run_shares = cluster.run_ray_workers if cluster is not None else run_local_workers
-                stopped_by = run_shares(
-                    scenario,
-                    base_url,
-                    key,
-                    run_dir,
-                    t0=t0,
-                    grace_s=grace_s,
-                    prompt_count=_prompt_count(scenario),
-                    warn=warn,
+                run_shares = (
+                    functools.partial(cluster.run_ray_workers, source=source)
+                    if cluster is not None
+                    else run_local_workers
                 )
+                try:
+                    stopped_by = run_shares(
+                        scenario,
+                        base_url,
+                        key,
+                        run_dir,
+                        t0=t0,
+                        grace_s=grace_s,
+                        prompt_count=_prompt_count(scenario),
+                        warn=warn,
+                    )
+                except KeyboardInterrupt:  # a second Ctrl-C while Ray was still starting the actors
+                    stopped_by = [signal.SIGINT]
             else:
                 _run_here(
                     scenario,
@@ -165,6 +173,7 @@ def execute(
                     live,
                 )
 
+    (run_dir / "requests.jsonl").touch()  # a run stopped before its first request: no records, still a run
     run = analyze(
         run_dir,
         scenario,

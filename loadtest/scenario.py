@@ -312,6 +312,7 @@ class Distributed(_Strict):
     address: Annotated[str, Field(min_length=1)] = "local"  # local | auto | HOST:PORT | ray://HOST:10001
     workers: Annotated[int, Field(ge=1, le=4096)] = 2
     cpus_per_worker: Annotated[float, Field(ge=0)] = 1.0  # Ray places one actor per this many CPUs
+    start_timeout_s: PositiveFloat = 300.0  # actors not placed by then end the run (an autoscaler adds nodes)
 
 
 class Scenario(_Strict):

@@ -115,7 +115,7 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head() -> Iterator[str]:
     """A Ray head on 127.0.0.1 (2 CPUs, no dashboard), as `ray start --head` on a cluster's head
     node; `ray stop` afterwards. Its files in a short directory of its own (Ray's socket paths)."""
@@ -163,6 +163,58 @@ def test_a_running_ray_cluster_takes_the_workers(tmp_path: Path, ray_head: str) 
     assert all(x.scheduled_ns is not None for x in records)  # open-loop due times, on the head's timeline
     pids = {w["pid"] for w in json.loads((run / "cluster.json").read_text())["workers"]}
     assert len(pids) == 2
+
+
+def test_actors_the_cluster_cannot_place_end_the_run_after_start_timeout_s(tmp_path: Path, ray_head: str) -> None:
+    sc = write(tmp_path / "big.yaml", "name: big\ntarget: {base_url: mock}\nload: {requests: 4}\n")
+    r = run_cli(
+        "run",
+        str(sc),
+        *("--ray", ray_head, "--workers", "2", "--out", str(tmp_path / "out"), "--no-report"),
+        *("--set", "distributed.cpus_per_worker=2", "--set", "distributed.start_timeout_s=2"),
+        env=RAY_AUTH,
+        timeout=RAY_TIMEOUT_S,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.startswith(("warning:", "error:"))]
+    assert "need 4 CPUs and the Ray cluster has 2;" in lines[0] and "waiting up to 2 s" in lines[0], lines
+    assert lines[-1].startswith(f"error: {sc}: distributed.workers: 1 of 2 Ray actors were not placed"), lines
+
+
+def test_ctrl_c_while_the_actors_start_keeps_a_readable_run(tmp_path: Path, ray_head: str) -> None:
+    sc = write(tmp_path / "wait.yaml", "name: wait\ntarget: {base_url: mock}\nload: {requests: 4}\n")
+    cmd = [sys.executable, "-m", "loadtest", "run", str(sc), "--ray", ray_head, "--workers", "2"]
+    cmd += ["--out", str(tmp_path / "out"), "--no-report", "--set", "distributed.cpus_per_worker=2"]
+    env = os.environ | RAY_AUTH
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + RAY_TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None and not list((tmp_path / "out").glob("*/*/cluster.json")):
+        time.sleep(0.05)  # one actor is placed, the other waits for CPUs that never come
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=RAY_TIMEOUT_S)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "error: interrupted; partial results" in err
+    run = only_run_dir(tmp_path / "out")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["partial"] is True and summary["steps"] == []
+    assert json.loads((run / "cluster.json").read_text())["requested"] == 2
+    assert (run / "requests.jsonl").read_text() == ""
+    assert run_cli("report", str(run)).returncode == 0
+
+
+def test_a_local_ray_without_the_cpus_for_the_actors_is_one_line(tmp_path: Path) -> None:
+    sc = write(tmp_path / "s.yaml", "name: s\ntarget: {base_url: mock}\n")
+    r = run_cli(
+        "run",
+        str(sc),
+        *("--ray", "local", "--out", str(tmp_path / "out"), "--set", "distributed.cpus_per_worker=1000"),
+        timeout=RAY_TIMEOUT_S,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert err == [x for x in r.stderr.splitlines() if x.strip() and "Token authentication" not in x], r.stderr
+    assert len(err) == 1 and f"{sc}: distributed.workers: 2 actors x cpus_per_worker 1000 need 2000 CPUs" in err[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_lost_ray_worker_is_counted_and_the_run_goes_on(tmp_path: Path) -> None:
