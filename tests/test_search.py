@@ -11,6 +11,8 @@ from loadtest.scenario import Scenario, ScenarioError, load_scenario
 
 from .conftest import ROOT, free_port, write
 
+RPM, TPM = 3_000, 300_000  # the mock's limits: 50 requests/s, 5,000 tokens/s (1 s steps see ~50 requests)
+
 
 def discover(tmp_path: Path, prompt: int, max_tokens: int, start: float) -> dict:
     sc = Scenario.model_validate(
@@ -22,13 +24,13 @@ def discover(tmp_path: Path, prompt: int, max_tokens: int, start: float) -> dict
                     "ttft_ms": 1,
                     "itl_ms": 0,
                     "output_tokens": max_tokens,
-                    "rpm": 600,
-                    "tpm": 60_000,
-                    "burst_s": 0.25,
+                    "rpm": RPM,
+                    "tpm": TPM,
+                    "burst_s": 0.05,
                 },
             },
             "workload": {"max_tokens": max_tokens, "prompt": {"synthetic": {"input_tokens": prompt}}},
-            "load": {"arrival": "constant", "search": {"start_rate": start, "step_duration_s": 3, "tolerance": 0.05}},
+            "load": {"arrival": "constant", "search": {"start_rate": start, "step_duration_s": 1, "tolerance": 0.05}},
         }
     )
     outcome = execute(sc, "search.yaml", tmp_path, on_step=lambda s: None, report=False)
@@ -39,20 +41,20 @@ def discover(tmp_path: Path, prompt: int, max_tokens: int, start: float) -> dict
 
 
 def test_requests_bound_limit_is_found_within_10_percent(tmp_path: Path) -> None:
-    found = discover(tmp_path, prompt=12, max_tokens=20, start=4)  # 32 tokens a request: 600 RPM binds
+    found = discover(tmp_path, prompt=12, max_tokens=20, start=20)  # 32 tokens a request: the RPM binds
     assert found["binding"] == "requests"
-    assert 600 * 0.9 <= found["sustainable_rpm"] <= 600 * 1.1, found
+    assert RPM * 0.9 <= found["sustainable_rpm"] <= RPM * 1.1, found
     assert found["throttled_from_rpm"] > found["sustainable_rpm"]
-    assert "advertised 600 requests per minute, throttled from" in found["audit"]
-    assert found["advertised"]["requests"]["limit"] == 600
+    assert f"advertised {RPM} requests per minute, throttled from" in found["audit"]
+    assert found["advertised"]["requests"]["limit"] == RPM
 
 
 def test_tokens_bound_limit_is_found_within_10_percent(tmp_path: Path) -> None:
-    found = discover(tmp_path, prompt=100, max_tokens=200, start=1)  # 300 tokens a request: 60,000 TPM binds
+    found = discover(tmp_path, prompt=100, max_tokens=200, start=5)  # 300 tokens a request: the TPM binds
     assert found["binding"] == "tokens"
-    assert 60_000 * 0.9 <= found["sustainable_tokens_per_min"] <= 60_000 * 1.1, found
-    assert 200 * 0.9 <= found["sustainable_rpm"] <= 200 * 1.1
-    assert "advertised 60000 tokens per minute" in found["audit"]
+    assert TPM * 0.9 <= found["sustainable_tokens_per_min"] <= TPM * 1.1, found
+    assert TPM / 300 * 0.9 <= found["sustainable_rpm"] <= TPM / 300 * 1.1
+    assert f"advertised {TPM} tokens per minute" in found["audit"]
 
 
 def test_search_against_a_down_endpoint_stops_after_one_step(tmp_path: Path) -> None:
