@@ -380,7 +380,8 @@ class _Signals:
             yield self
         finally:
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                if handler is not None:  # None: a handler not set from Python, nothing to restore
+                    signal.signal(sig, handler)
 
 
 def _placed(actors: list[Any], signals: _Signals, timeout_s: float, source: str) -> list[dict[str, Any]] | None:
