@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import __version__
-from .checks import evaluate_slos, harness_warnings
+from .checks import LOOP_LAG_P99_MS, evaluate_slos, harness_warnings
 from .driver import Event, RequestDone, StepFinished, StepPlan, plan_steps, step_plan
 from .metrics import StepAccumulator, distribution
 from .planner import search_result
@@ -90,7 +90,10 @@ def event_line(event: Event) -> tuple[str, str] | None:
                 "worker": event.worker,
                 "started_ns": event.started_ns,
                 "finished_ns": event.t_ns,
-                "loop_lag_ms": distribution(event.loop_lag_ms),
+                "loop_lag_ms": {
+                    **distribution(event.loop_lag_ms),
+                    "late": sum(1 for x in event.loop_lag_ms if x > LOOP_LAG_P99_MS),  # wake-ups this late
+                },
             }
             return "steps", json.dumps(line)
     return None
@@ -137,8 +140,11 @@ def _merge_loop_lag(lines: list[dict[str, Any]]) -> dict[str, float | None]:
     """Across workers, the worst of each statistic: a step is as healthy as its busiest process."""
     dists = [ln["loop_lag_ms"] for ln in lines if (ln.get("loop_lag_ms") or {}).get("max") is not None]
     if not dists:
-        return distribution([])
-    return {k: max(d[k] for d in dists) for k in dists[0]}
+        return {**distribution([]), "late": None}
+    merged = {k: max(d[k] for d in dists) for k in dists[0] if k != "late"}
+    lates = [d.get("late") for d in dists]  # None in steps.jsonl written before it was counted
+    merged["late"] = None if None in lates else max(lates)
+    return merged
 
 
 def read_records(path: Path, warn: Any = None) -> Iterator[RequestRecord]:

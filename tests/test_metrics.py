@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from loadtest.checks import evaluate_slos
+from loadtest.checks import evaluate_slos, harness_warnings
+from loadtest.driver import StepFinished, StepPlan
 from loadtest.metrics import (
     GapHistogram,
     LiveStats,
@@ -22,6 +25,7 @@ from loadtest.metrics import (
     ttft_ms,
 )
 from loadtest.records import RequestRecord
+from loadtest.results import _merge_loop_lag, event_line
 from loadtest.scenario import SLO, PerRequestSLO
 
 MS = 1_000_000
@@ -177,3 +181,26 @@ def test_gap_histogram_equals_numpy_on_microsecond_gaps() -> None:
         assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-9), k
     assert h.dense is not None and h.dense.nbytes == GapHistogram.DENSE_US * 8  # bounded, whatever the count
     assert GapHistogram().distribution()["p50"] is None
+
+
+def test_one_late_wake_up_is_a_hiccup_two_are_a_busy_client() -> None:
+    def warned(p99: float, late: int | None) -> bool:
+        step = {"loop_lag_ms": {"p99": p99, "late": late}}
+        return any(w.startswith("client bottleneck: event-loop lag") for w in harness_warnings(step))
+
+    assert not warned(4.0, 0) and not warned(12.0, 1)  # a short step: p99 is its one worst wake-up
+    assert warned(12.0, 2) and warned(6.0, 40)
+    assert warned(12.0, None)  # steps.jsonl from before the count: the p99 alone, as then
+
+
+def test_loop_lag_lines_count_late_wake_ups_and_merge_the_worst_worker() -> None:
+    def line(lags: tuple[float, ...], worker: int) -> dict:
+        plan = StepPlan(index=0, mode="concurrency", value=2, requests=4, duration_s=None, warmup=0)
+        done = StepFinished(step=plan, t_ns=1, started_ns=0, worker=worker, loop_lag_ms=lags)
+        return json.loads(event_line(done)[1])
+
+    a, b = line((0.1, 6.0, 0.2, 7.5), 0), line((9.0, 0.1, 0.1, 0.1), 1)
+    assert a["loop_lag_ms"]["late"] == 2 and b["loop_lag_ms"]["late"] == 1
+    merged = _merge_loop_lag([a, b])
+    assert merged["late"] == 2 and merged["max"] == 9.0
+    assert _merge_loop_lag([a, {"loop_lag_ms": {**b["loop_lag_ms"], "late": None}}])["late"] is None
