@@ -13,6 +13,7 @@ __all__ = [
     "LOOP_LAG_LATE_MIN",
     "LOOP_LAG_P99_MS",
     "SCHEDULE_LAG_P99_MS",
+    "endpoint_unreachable",
     "evaluate_slos",
     "harness_warnings",
 ]
@@ -71,6 +72,12 @@ def _evaluate(step: dict[str, Any], slo: StepSLO) -> list[dict[str, Any]]:
         if bound_model is not None:
             verdicts.append(_verdict(step, name, kind, step.get(key), getattr(bound_model, kind), kind))
     return verdicts
+
+
+def endpoint_unreachable(step: dict[str, Any]) -> bool:
+    """The step sent requests and not one of them could connect."""
+    sent = step["requests"]["sent"]
+    return bool(sent) and step["errors"].get("connect", 0) == sent
 
 
 def harness_warnings(step: dict[str, Any]) -> list[str]:

@@ -106,7 +106,6 @@ class StepPlanner:
             self._make = LiveStats
         self.acc = self._make() if self._make is not None else None
         self.last: dict[str, Any] | None = None  # the outcome of the step that just finished
-        self.stopped_early = False
         # every step: how many records it had, and how many of them could not connect
         self._records = self._connect_failed = 0
         self.unreachable = False  # the step that just finished: not one request connected
@@ -143,8 +142,7 @@ class StepPlanner:
         if search is None:
             for step in plan_steps(self.scenario.load):
                 if self.unreachable or self._error_ceiling_passed():
-                    self.stopped_early = True
-                    return
+                    return  # the summary lists the steps that never ran (skipped_steps)
                 yield step
             return
         yield from self._search(search)
@@ -164,7 +162,6 @@ class StepPlanner:
             yield replace(step, pause_s=self._cooldown() if index else 0.0)
             index += 1
             if self.last is None or self.unreachable:
-                self.stopped_early = self.unreachable
                 return
             if step_holds(self.last, self.scenario):
                 lo = rate

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import __version__
-from .checks import LOOP_LAG_P99_MS, evaluate_slos, harness_warnings
+from .checks import LOOP_LAG_P99_MS, endpoint_unreachable, evaluate_slos, harness_warnings
 from .driver import Event, RequestDone, StepFinished, StepPlan, plan_steps, step_plan
 from .metrics import StepAccumulator, distribution
 from .planner import search_result
@@ -187,8 +187,7 @@ def accumulate(scenario: Scenario, records: Iterable[RequestRecord]) -> dict[int
 
 def _stop_reason(last: dict[str, Any]) -> str:
     """Why a sweep skipped its remaining steps, from the last step it ran (see planner.StepPlanner)."""
-    sent = last["requests"]["sent"]
-    if sent and last["errors"].get("connect", 0) == sent:
+    if endpoint_unreachable(last):
         return f"the endpoint was unreachable in step {last['index']} (every request failed to connect)"
     return f"step {last['index']} passed load.stop.max_error_rate ({last['error_rate']:.0%} errors)"
 

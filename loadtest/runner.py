@@ -23,7 +23,7 @@ import httpx2
 from rich.console import Console
 
 from .aio import new_loop
-from .checks import EXIT_HARNESS, EXIT_OK, EXIT_SLO
+from .checks import EXIT_HARNESS, EXIT_OK, EXIT_SLO, endpoint_unreachable
 from .driver import Event, RequestDone, RunContext, StepFinished, drive, plan_steps
 from .history import append_history
 from .metrics import LiveStats
@@ -193,7 +193,7 @@ def execute(
     if stopped_by:
         return RunOutcome(run, _SIGNAL_EXIT.get(stopped_by[0], 130), "interrupted; partial results")
     sent = sum(s["requests"]["sent"] for s in summary["steps"])
-    if sent and sum(s["errors"].get("connect", 0) for s in summary["steps"]) == sent:
+    if sent and all(endpoint_unreachable(s) for s in summary["steps"] if s["requests"]["sent"]):
         msg = (
             f"{source}: target.base_url: endpoint unreachable ({sent} of {sent} "
             f"requests failed to connect to {base_url})"
