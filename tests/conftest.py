@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from loadtest.mock import MockConfig, MockProcess, start_mock
+from loadtest.records import RequestRecord
+from loadtest.results import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +72,29 @@ def only_run_dir(parent: Path) -> Path:
     (name,) = list(parent.iterdir())
     (run,) = [p for p in name.iterdir() if p.is_dir()]  # history.jsonl sits beside the runs
     return run
+
+
+def check_shared_by_two_workers(
+    run: Path, stats: dict[str, Any], *, started_within_ms: float
+) -> tuple[list[RequestRecord], dict[str, Any]]:
+    """A step at concurrency 6 with 60 measured and 4 warmup requests, run by workers 0 and 1 (processes
+    or Ray actors) and merged into one run directory: what every sharded run must show. ``stats`` is
+    the mock's. Returns the records and the summary for the checks only one kind of run has."""
+    assert stats["in_flight_max"] == 6  # the server saw the configured total concurrency: reached, never passed
+    assert stats["requests"] == 64
+    records = list(read_records(run / "requests.jsonl"))
+    measured = [x for x in records if not x.warmup]
+    assert len(records) == 64 and len(measured) == 60 and len({x.id for x in records}) == 64
+    assert {x.worker for x in records} == {0, 1}
+    for w in (0, 1):  # concurrency 3 + 3: requests split alike, each worker's records its own
+        assert sum(1 for x in measured if x.worker == w) == 30
+    first = [min(x.sent_ns for x in records if x.worker == w) for w in (0, 1)]
+    assert abs(first[0] - first[1]) < started_within_ms * 1e6  # one start time (a barrier), one timeline
+    summary = json.loads((run / "summary.json").read_text())
+    (step,) = summary["steps"]
+    assert step["requests"] == {"sent": 60, "ok": 60, "failed": 0} and step["in_flight"]["max"] == 6
+    shares = step["workers"]
+    assert [w["worker"] for w in shares] == [0, 1] and [w["sent"] for w in shares] == [30, 30]
+    assert sum(w["ok"] for w in shares) == step["requests"]["ok"]
+    assert len((run / "steps.jsonl").read_text().splitlines()) == 2  # one health line per worker
+    return records, summary

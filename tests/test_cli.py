@@ -16,7 +16,7 @@ import pytest
 from loadtest.mock import MockConfig, start_mock
 from loadtest.results import read_records
 
-from .conftest import ROOT, free_port, mock_stats, only_run_dir, run_cli, write
+from .conftest import ROOT, check_shared_by_two_workers, free_port, mock_stats, only_run_dir, run_cli, write
 
 
 def test_demo_sweep_writes_one_step_per_concurrency_value(tmp_path: Path) -> None:
@@ -175,8 +175,6 @@ def test_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
         r = run_cli("run", str(sc), "--workers", "2", "--out", str(tmp_path / "out"))
         assert r.returncode == 0, r.stderr
         stats = mock_stats(mock.base_url)
-    assert stats["in_flight_max"] == 6  # the server saw the configured total concurrency, no more
-    assert stats["requests"] == 64
     run = only_run_dir(tmp_path / "out")
     assert sorted(p.name for p in run.iterdir()) == [
         "plots",
@@ -187,19 +185,7 @@ def test_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
         "summary.csv",
         "summary.json",
     ]
-    records = list(read_records(run / "requests.jsonl"))
-    measured = [x for x in records if not x.warmup]
-    assert len(measured) == 60 and len(records) == 64
-    assert len({x.id for x in records}) == 64
-    by_worker = {w: [x for x in measured if x.worker == w] for w in (0, 1)}
-    assert len(by_worker[0]) == len(by_worker[1]) == 30  # concurrency 3 + 3: requests split alike
-    first = [min(x.sent_ns for x in records if x.worker == w) for w in (0, 1)]
-    assert abs(first[0] - first[1]) < 100e6  # started together (a barrier), on one shared clock
-    summary = json.loads((run / "summary.json").read_text())
-    (step,) = summary["steps"]
-    assert step["requests"] == {"sent": 60, "ok": 60, "failed": 0} and step["in_flight"]["max"] == 6
-    health = (run / "steps.jsonl").read_text().splitlines()
-    assert len(health) == 2  # one line per worker
+    check_shared_by_two_workers(run, stats, started_within_ms=100)
 
 
 def test_sigkill_then_report_rebuilds_a_partial_summary(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from loadtest.mock import MockConfig, start_mock
 from loadtest.raycluster import clock_offset_ns, lost_record, unreachable
 from loadtest.results import read_records
 
-from .conftest import ROOT, free_port, mock_stats, only_run_dir, run_cli, write
+from .conftest import ROOT, check_shared_by_two_workers, free_port, mock_stats, only_run_dir, run_cli, write
 
 # The test cluster's token authentication (Ray's default): the head and the client share the token.
 RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -67,8 +67,6 @@ def test_ray_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> No
         finally:
             shutil.rmtree(ray_tmp, ignore_errors=True)
         stats = mock_stats(mock.base_url)
-    assert stats["in_flight_max"] == 6  # the server saw the configured total concurrency: reached, never passed
-    assert stats["requests"] == 64
     run = only_run_dir(tmp_path / "out")
     assert sorted(p.name for p in run.iterdir()) == [
         "cluster.json",
@@ -78,24 +76,10 @@ def test_ray_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> No
         "summary.csv",
         "summary.json",
     ]
-    records = list(read_records(run / "requests.jsonl"))
-    measured = [x for x in records if not x.warmup]
-    assert len(records) == 64 and len(measured) == 60 and len({x.id for x in records}) == 64
-    assert {x.worker for x in records} == {0, 1}
-    summary = json.loads((run / "summary.json").read_text())
-    (step,) = summary["steps"]
-    assert step["requests"] == {"sent": 60, "ok": 60, "failed": 0} and step["in_flight"]["max"] == 6
-    shares = step["workers"]
-    assert [w["worker"] for w in shares] == [0, 1] and [w["sent"] for w in shares] == [30, 30]
-    assert sum(w["ok"] for w in shares) == step["requests"]["ok"]
-    for w in (0, 1):  # each worker's records are its own, on the head's timeline
-        assert sum(1 for x in measured if x.worker == w) == 30
-    first = [min(x.sent_ns for x in records if x.worker == w) for w in (0, 1)]
-    assert abs(first[0] - first[1]) < 50e6  # one start time for both, through the barrier
+    _, summary = check_shared_by_two_workers(run, stats, started_within_ms=50)
     cluster = json.loads((run / "cluster.json").read_text())
     assert cluster["engine"] == "ray" and [w["worker"] for w in cluster["workers"]] == [0, 1]
     assert all(abs(w["clock_offset_ms"]) < 50 and not w["died"] for w in cluster["workers"])
-    assert len((run / "steps.jsonl").read_text().splitlines()) == 2  # one health line per worker
     # `loadtest report` recomputes the same summary from the merged records
     rep = run_cli("report", str(run))
     assert rep.returncode == 0, rep.stderr
