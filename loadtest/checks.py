@@ -7,6 +7,7 @@ from typing import Any
 from .scenario import SLO, StepSLO
 
 __all__ = [
+    "CANNOT_CONNECT",
     "EXIT_HARNESS",
     "EXIT_OK",
     "EXIT_SLO",
@@ -74,10 +75,16 @@ def _evaluate(step: dict[str, Any], slo: StepSLO) -> list[dict[str, Any]]:
     return verdicts
 
 
+# Error classes of a request that never reached the server: no connection, or no TLS session on it.
+# A reset after the connection was accepted (``reset``) is an overloaded server, not an absent one.
+CANNOT_CONNECT = frozenset({"connect", "tls"})
+
+
 def endpoint_unreachable(step: dict[str, Any]) -> bool:
-    """The step sent requests and not one of them could connect."""
+    """The step sent requests and not one of them could connect (or complete TLS)."""
     sent = step["requests"]["sent"]
-    return bool(sent) and step["errors"].get("connect", 0) == sent
+    errors = step["errors"]
+    return bool(sent) and sum(errors.get(k, 0) for k in CANNOT_CONNECT) == sent
 
 
 def harness_warnings(step: dict[str, Any]) -> list[str]:

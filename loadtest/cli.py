@@ -287,6 +287,9 @@ def mock(
     tpd: Annotated[float | None, typer.Option(help="Rate limit: tokens per day")] = None,
     burst_s: Annotated[float, typer.Option(help="Seconds of a limit one burst may spend")] = 60.0,
     ratelimit_headers: Annotated[str, typer.Option(help="Header dialect: openai | cerebras")] = "openai",
+    tls_cert: Annotated[str | None, typer.Option(help="PEM certificate (and key): serve https")] = None,
+    tls_key: Annotated[str | None, typer.Option(help="PEM key of --tls-cert, when not in the same file")] = None,
+    tls_client_ca: Annotated[str | None, typer.Option(help="Require client certificates from this CA")] = None,
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
     with _user_errors():
@@ -325,6 +328,9 @@ def mock(
                 tpd=tpd,
                 burst_s=burst_s,
                 ratelimit_headers=ratelimit_headers,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                tls_client_ca=tls_client_ca,
             ),
             host,
             port,

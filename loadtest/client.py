@@ -17,18 +17,23 @@ escape: they become the record's ``status``/``error_class``.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx2
 import orjson
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import AsyncOpenAI
 
-from .h1 import SENT_EXTENSION, H1Transport
+from .aiotrace import CURRENT_PHASES, aiohttp_transport
+from .h1 import H1Body, H1Transport
+from .netconn import env_proxy_url
+from .phases import PHASES_EXTENSION, Phases
 from .ratelimit import retry_after_s
 from .records import RequestRecord
 from .tokens import count_tokens
@@ -38,7 +43,6 @@ __all__ = ["Endpoint", "classify_status", "make_endpoint", "send"]
 
 _ERROR_TEXT_MAX = 200
 _NS = time.perf_counter_ns
-_SENT = SENT_EXTENSION
 
 
 @dataclass
@@ -73,21 +77,31 @@ def make_endpoint(
     headers: dict[str, str] | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
     http: Literal["h1", "aiohttp"] = "h1",
+    ssl_context: ssl.SSLContext | None = None,
+    trust_env: bool = True,
 ) -> Endpoint:
     """An ``AsyncOpenAI`` that never retries, on an HTTP client sized to the step's concurrency.
 
     ``http``: the transport under it: loadtest's own HTTP/1.1 (``h1.py``) or the SDK's aiohttp
-    one. ``transport`` replaces either (tests pass ``httpx2.MockTransport``).
+    one. ``transport`` replaces either (tests pass ``httpx2.MockTransport``). ``ssl_context``: how
+    https is verified (``target.tls``); ``trust_env``: take proxies from the environment.
     """
-    if transport is None and http == "h1":
-        transport = H1Transport(max_connections=max_connections)
+    if transport is None:
+        if http == "h1":
+            transport = H1Transport(max_connections=max_connections, ssl_context=ssl_context, trust_env=trust_env)
+        else:
+            target = urlsplit(base_url)
+            port = target.port or (443 if target.scheme == "https" else 80)
+            proxy = env_proxy_url(target.scheme, target.hostname or "", port) if trust_env else None
+            transport = aiohttp_transport(max_connections=max_connections, ssl_context=ssl_context, proxy_url=proxy)
     # read = the per-read (idle) timeout: the longest silence while a response is awaited
     timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s, read=idle_timeout_s or timeout_s)
-    http = DefaultAioHttpClient(
+    http = httpx2.AsyncClient(
         limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         timeout=timeout,
         transport=transport,
-        event_hooks={"request": [_stamp_sent]},
+        trust_env=False,  # the transports take proxies themselves
+        follow_redirects=True,  # as the SDK's own clients do
     )
     sdk = AsyncOpenAI(
         base_url=base_url,
@@ -104,12 +118,6 @@ def make_endpoint(
     hdrs.update({k: v for k, v in sdk.default_headers.items() if isinstance(v, str)})
     urls = {"chat": httpx2.URL(f"{root}/chat/completions"), "completions": httpx2.URL(f"{root}/completions")}
     return Endpoint(sdk, http, urls, hdrs, timeout.as_dict(), api_key)
-
-
-async def _stamp_sent(request: httpx2.Request) -> None:
-    """ "Sent" is when the request reaches the HTTP transport: the work to build it is client
-    overhead (it shows up as schedule lag), not the endpoint's latency."""
-    request.extensions[_SENT] = _NS()
 
 
 def classify_status(status: int) -> str:
@@ -134,22 +142,33 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def _transport_error_class(root: BaseException, *, started: bool) -> str:
-    """Classify by the original error: the SDK's aiohttp wrapper maps every
-    ``aiohttp.ClientConnectionError`` (a refused connection, a server hanging up mid-stream) to
-    ``ConnectTimeout``, so its exception type alone would mislabel both."""
+def _transport_error_class(root: BaseException, phases: Phases, *, got_status: bool) -> str:
+    """Classify by the original error and by how far the request got.
+
+    ``connect``: no connection (refused, DNS, connect timeout, a proxy refusing the tunnel);
+    ``tls``: the TLS handshake failed (a certificate, a protocol mismatch); ``reset``: the
+    connection was up and ended (reset or EOF) before the response's status line: an overloaded
+    server, not an absent one; ``stream_broken``: it ended after the status line. The SDK's aiohttp
+    wrapper maps every ``aiohttp.ClientConnectionError`` to ``ConnectTimeout``, so the exception
+    type alone would mislabel a server hanging up as a refused connection."""
+    if isinstance(root, ssl.SSLError | aiohttp.ClientSSLError) and not (got_status or phases.head):
+        return "tls"
     if isinstance(
         root,
         aiohttp.ConnectionTimeoutError
         | aiohttp.ClientConnectorError
+        | aiohttp.ClientProxyConnectionError
         | httpx2.ConnectError
         | httpx2.ConnectTimeout
+        | httpx2.ProxyError
         | ConnectionRefusedError,
     ):
         return "connect"
     if isinstance(root, TimeoutError | asyncio.TimeoutError | httpx2.TimeoutException):
         return "timeout"
-    return "stream_broken" if started else "connect"
+    if got_status or phases.head:
+        return "stream_broken"
+    return "reset" if phases.connected else "connect"
 
 
 def _short(text: str, secret: str) -> str:
@@ -205,23 +224,33 @@ async def send(
     """Send one request and fill ``rec`` in place (so a cancelled request still leaves its times)."""
     rec.stream = stream
     secret = ep.api_key
+    phases = Phases()
     try:
-        await _with_deadline(_exchange(ep, rec, item, model, api, stream, extra_body, t0, encoding), timeout_s)
+        await _with_deadline(_exchange(ep, rec, item, model, api, stream, extra_body, t0, encoding, phases), timeout_s)
     except (TimeoutError, asyncio.TimeoutError):  # the whole-request deadline
         _fail(rec, t0, "timeout", f"no complete response within {timeout_s:g} s", secret)
     except _HTTPError as e:
         _fail(rec, t0, classify_status(e.status), f"HTTP {e.status}: {e}", secret)
     except httpx2.TransportError as e:
         root = _root_cause(e)
-        started = rec.http_status is not None
-        _fail(rec, t0, _transport_error_class(root, started=started), f"{root.__class__.__name__}: {root}", secret)
+        kind = _transport_error_class(root, phases, got_status=rec.http_status is not None)
+        _fail(rec, t0, kind, f"{root.__class__.__name__}: {root}", secret)
     except _StreamError as e:
         _fail(rec, t0, "stream_error", f"error in stream: {e}", secret)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:  # orjson.JSONDecodeError included
         _fail(rec, t0, "bad_response", f"{e.__class__.__name__}: {e}", secret)
     except Exception as e:  # a request must never stop the run
         _fail(rec, t0, "client_error", f"{e.__class__.__name__}: {e}", secret)
+    finally:
+        _set_phases(rec, phases)
     return rec
+
+
+def _set_phases(rec: RequestRecord, phases: Phases) -> None:
+    d = phases.durations_ms()
+    rec.queue_ms, rec.connect_ms, rec.tls_ms = d["queue_ms"], d["connect_ms"], d["tls_ms"]
+    rec.request_ms, rec.ttfb_ms = d["request_ms"], d["ttfb_ms"]
+    rec.new_connection = phases.new_connection if phases.slot else None
 
 
 def _body(item: PromptItem, model: str, api: str, stream: bool, extra_body: dict[str, Any] | None) -> dict[str, Any]:
@@ -284,14 +313,17 @@ async def _exchange(
     extra_body: dict[str, Any] | None,
     t0: int,
     encoding: str,
+    phases: Phases,
 ) -> None:
     chat = api == "chat"
     loads = orjson.loads
     request = ep.request(api, orjson.dumps(_body(item, model, api, stream, extra_body)))
-    rec.sent_ns = _NS() - t0  # refined below to the moment the transport got the request
+    request.extensions[PHASES_EXTENSION] = phases
+    CURRENT_PHASES.set(phases)  # for aiohttp's trace hooks, which run in this task
+    phases.issued = _NS()  # "issued": TTFT and E2E count from here, a new connection's handshake inside
+    rec.sent_ns = phases.issued - t0
     resp = await ep.http.send(request, stream=True)
     try:
-        rec.sent_ns = request.extensions.get(_SENT, rec.sent_ns + t0) - t0
         rec.http_status = resp.status_code
         rec.ratelimit = _ratelimit(resp.headers)
         if resp.status_code >= 400:
@@ -299,7 +331,9 @@ async def _exchange(
             raise _HTTPError(resp.status_code, _error_message(await resp.aread()))
         if not stream:
             obj = loads(await resp.aread())
-            rec.end_ns = rec.first_token_ns = rec.last_token_ns = _NS() - t0
+            body = resp.stream
+            end = body.read_ns if isinstance(body, H1Body) else _NS()
+            rec.end_ns = rec.first_token_ns = rec.last_token_ns = end - t0
             content = _content(obj, chat) or ""
             _set_tokens(rec, obj.get("usage"), item, lambda: content, encoding)
             return
@@ -312,8 +346,11 @@ async def _exchange(
         # chunker layers cost a few microseconds per chunk); a compressed one goes through aiter_bytes.
         encoding_hdr = resp.headers.get("content-encoding", "identity").lower()
         chunks = resp.stream if encoding_hdr == "identity" else resp.aiter_bytes()
+        # h1 stamps each read as it arrives (several events in one read share its time); otherwise
+        # the time is taken as the piece reaches this loop
+        arrival = chunks if isinstance(chunks, H1Body) else None
         async for raw in chunks:  # type: ignore[union-attr]
-            t = _NS() - t0  # every event of this read arrived together
+            t = (arrival.read_ns if arrival is not None else _NS()) - t0
             lines = (tail + raw).split(b"\n")
             tail = lines.pop()
             for line in lines:
@@ -343,7 +380,7 @@ async def _exchange(
                 if piece:
                     times.append(t)
                     pieces.append(piece)
-        rec.end_ns = _NS() - t0
+        rec.end_ns = (arrival.read_ns if arrival is not None else _NS()) - t0
         if times:
             rec.first_token_ns, rec.last_token_ns = times[0], times[-1]
         if not done:

@@ -23,6 +23,7 @@ from .client import Endpoint, make_endpoint, send
 from .records import RequestRecord
 from .retry import retry_delay_s
 from .scenario import Load, Scenario
+from .tlsconf import ssl_context
 from .workload import PromptItem
 
 __all__ = [
@@ -299,6 +300,7 @@ async def _sample_loop_lag(samples: list[float]) -> None:
 async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
     """Run every step in order; each gets a fresh client sized to its concurrency."""
     t = ctx.scenario.target
+    tls = ssl_context(**t.tls.model_dump())
     for step in steps:
         if ctx.stop.is_set() or (ctx.before_step is not None and not await ctx.before_step(step)):
             break
@@ -314,6 +316,8 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
             headers=t.headers,
             transport=ctx.transport,
             http=t.transport,
+            ssl_context=tls,
+            trust_env=t.base_url != "mock",  # the built-in mock is on 127.0.0.1: never through a proxy
         )
         started = ctx.now()
         ctx.sink(StepStarted(step, started))

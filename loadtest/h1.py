@@ -9,13 +9,15 @@ async-iterator wrappers sat (README: the figures):
 - keep-alive connections per origin, at most ``max_connections`` in use (``timeout["pool"]``);
   an idle one the server has closed is never reused, and nothing is retried: a load test
   reports what the server did;
-- http and https (``httpx2.create_ssl_context``: certifi, ``SSL_CERT_FILE``), no proxies;
+- http and https (an ``ssl.SSLContext`` from ``target.tls``), through an ``http://`` proxy from
+  the environment (``netconn.py``: a CONNECT tunnel for https, absolute-form requests for http);
 - response bodies framed by ``chunked``, ``content-length`` or the connection's end; compressed
   bodies pass through raw (``httpx2`` decodes them);
-- timeouts: ``connect``, and ``read`` as the longest silence while a response is awaited (one
-  timer per response, re-armed only when it fires);
+- timeouts: ``connect`` (TCP, the proxy's tunnel and TLS together), and ``read`` as the longest
+  silence while a response is awaited (one timer per response, re-armed only when it fires);
 - errors as ``httpx2`` exceptions caused by the original ``OSError``/``TimeoutError``;
-- ``request.extensions["loadtest_sent_ns"]``: ``perf_counter_ns()`` as the request is written.
+- the phases of ``request.extensions["loadtest_phases"]`` (``phases.py``) stamped as they happen;
+  a body's ``read_ns`` is the arrival time of the read that carried its latest piece.
 """
 
 from __future__ import annotations
@@ -28,116 +30,26 @@ from typing import Any, Literal
 
 import httpx2
 
-__all__ = ["SENT_EXTENSION", "H1Transport"]
+from .netconn import Connection, Proxy, env_proxy, open_connection, read_head
+from .phases import PHASES_EXTENSION, Phases
 
-SENT_EXTENSION = "loadtest_sent_ns"
-_MAX_HEAD = 64 * 1024  # status line and headers of a response
+__all__ = ["H1Body", "H1Transport"]
+
+_NS = time.perf_counter_ns
 _MAX_SIZE_LINE = 1024  # a chunk's size line
 _NO_BODY_STATUS = (204, 304)
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
 
-class _Connection(asyncio.Protocol):
-    """One TCP (or TLS) connection: bytes arrive into ``buf``; a reader waits on ``wait``."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.waiter: asyncio.Future[None] | None = None
-        self.closed = False  # the peer ended it, or it broke
-        self.error: BaseException | None = None
-        self.last_rx = 0.0  # loop.time() of the last bytes (or of the request's write)
-        self._idle_s: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        self.last_rx = self.loop.time()
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def eof_received(self) -> bool:
-        self._end(None)
-        return False  # let the transport close itself
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._end(exc)
-
-    def _end(self, exc: BaseException | None) -> None:
-        self.closed = True
-        self.error = self.error or exc
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # the reader's side
-    def start_response(self, idle_s: float | None) -> None:
-        """A request was just written: the silence allowed before each read is ``idle_s``."""
-        self.last_rx = self.loop.time()
-        self._idle_s = idle_s
-
-    async def wait(self) -> None:
-        """Until more bytes came, the connection ended, or it was silent for the idle timeout."""
-        waiter = self.waiter = self.loop.create_future()
-        if self._idle_s is not None and self._timer is None:
-            self._timer = self.loop.call_at(self.last_rx + self._idle_s, self._check_idle)
-        try:
-            await waiter
-        finally:
-            self.waiter = None
-
-    def _check_idle(self) -> None:
-        self._timer = None
-        waiter, idle = self.waiter, self._idle_s
-        if idle is None:
-            return
-        due = self.last_rx + idle
-        if self.loop.time() < due:  # bytes came since it was armed: re-arm for the rest
-            self._timer = self.loop.call_at(due, self._check_idle)
-        elif waiter is not None and not waiter.done():
-            waiter.set_exception(httpx2.ReadTimeout(f"no data for {idle:g} s"))
-
-    def end_response(self) -> None:
-        self._idle_s = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def close(self) -> None:
-        self.end_response()
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def reusable(self) -> bool:
-        return not self.closed and not self.buf and self.transport is not None and not self.transport.is_closing()
-
-    def broken(self, what: str) -> httpx2.TransportError:
-        """The error for a connection that ended while ``what`` was awaited, caused by its own error."""
-        err: httpx2.TransportError
-        if isinstance(self.error, OSError):
-            err = httpx2.ReadError(f"{what}: {self.error}")
-        else:
-            err = httpx2.RemoteProtocolError(f"server closed the connection during {what}")
-        err.__cause__ = self.error
-        return err
-
-
-class _Body(httpx2.AsyncByteStream):
+class H1Body(httpx2.AsyncByteStream):
     """A response body read from its connection; the connection goes back to the pool at its end."""
 
     def __init__(
         self,
         transport: H1Transport,
         origin: Origin,
-        conn: _Connection,
+        conn: Connection,
         framing: Literal["chunked", "length", "close", "none"],
         length: int,
         keep_alive: bool,
@@ -145,6 +57,7 @@ class _Body(httpx2.AsyncByteStream):
         self.transport, self.origin, self.conn = transport, origin, conn
         self.framing, self.left, self.keep_alive = framing, length, keep_alive
         self.state: Literal["size", "data", "crlf", "trailers"] = "size"
+        self.read_ns = 0  # perf_counter_ns of the read that carried the latest piece (set by the transport)
         self.done = framing == "none"
         self.released = False
         if self.done:
@@ -153,27 +66,38 @@ class _Body(httpx2.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         conn = self.conn
         try:
-            while not self.done:
-                if self.framing == "chunked":
-                    piece = self._chunks()
-                elif self.framing == "length":
-                    piece = bytes(conn.buf[: self.left])
-                    del conn.buf[: len(piece)]
-                    self.left -= len(piece)
-                    self.done = self.left == 0
-                else:  # until the connection ends
-                    piece = bytes(conn.buf)
-                    conn.buf.clear()
-                    self.done = conn.closed
+            while not self.done:  # the bytes that came with the head first, then one read at a time
+                piece = self._take()
                 if piece:
                     yield piece
                 if self.done:
                     break
-                if conn.closed and not conn.buf:
-                    raise conn.broken("the response body")
-                await conn.wait()
+                t = conn.pull()
+                while t is None:
+                    if conn.closed:
+                        if self.framing == "close" and conn.error is None:  # a clean end is the body's end
+                            return
+                        raise conn.broken("the response body")
+                    await conn.wait()
+                    t = conn.pull()
+                self.read_ns = t
         finally:
             self._release()
+
+    def _take(self) -> bytes:
+        """The body bytes now in the buffer (``done`` when the body is complete)."""
+        buf = self.conn.buf
+        if self.framing == "chunked":
+            return self._chunks()
+        if self.framing == "length":
+            piece = bytes(buf[: self.left])
+            del buf[: len(piece)]
+            self.left -= len(piece)
+            self.done = self.left == 0
+            return piece
+        piece = bytes(buf)  # until the connection ends
+        buf.clear()
+        return piece
 
     def _chunks(self) -> bytes:
         """Every whole piece of chunk data now in the buffer (``done`` after the last chunk)."""
@@ -272,12 +196,19 @@ def _framing(
 
 
 class H1Transport(httpx2.AsyncBaseTransport):
-    """HTTP/1.1 keep-alive connections on asyncio protocols (see the module's docstring)."""
+    """HTTP/1.1 keep-alive connections on asyncio protocols (see the module's docstring).
 
-    def __init__(self, *, max_connections: int = 100, ssl_context: ssl.SSLContext | None = None) -> None:
+    ``trust_env``: take proxies from the environment (``netconn.env_proxy``); ``ssl_context``: how
+    https is verified (default: ``httpx2.create_ssl_context()``, certifi and ``SSL_CERT_FILE``)."""
+
+    def __init__(
+        self, *, max_connections: int = 100, ssl_context: ssl.SSLContext | None = None, trust_env: bool = True
+    ) -> None:
         self.max_connections = max_connections
         self._ssl = ssl_context
-        self._idle: dict[Origin, list[_Connection]] = {}
+        self._trust_env = trust_env
+        self._proxies: dict[Origin, Proxy | None] = {}
+        self._idle: dict[Origin, list[Connection]] = {}
         self._slots: asyncio.Semaphore | None = None
         self._closed = False
 
@@ -286,33 +217,43 @@ class H1Transport(httpx2.AsyncBaseTransport):
             self._ssl = httpx2.create_ssl_context()
         return self._ssl
 
+    def proxy(self, origin: Origin) -> Proxy | None:
+        """The proxy for ``origin`` (read from the environment once per origin)."""
+        if origin not in self._proxies:
+            self._proxies[origin] = env_proxy(*origin) if self._trust_env else None
+        return self._proxies[origin]
+
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if self._closed:
             raise RuntimeError("the transport is closed")
+        ext = request.extensions
+        phases: Phases = ext.get(PHASES_EXTENSION) or Phases(issued=_NS())
         url = request.url
         scheme = url.scheme
         if scheme not in ("http", "https"):
             raise httpx2.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
         origin: Origin = (scheme, url.host, url.port or (443 if scheme == "https" else 80))
-        timeouts: dict[str, float | None] = request.extensions.get("timeout") or {}
-        message = await _message(request)
-        method = request.method.encode()
+        timeouts: dict[str, float | None] = ext.get("timeout") or {}
+        proxy = self.proxy(origin)
+        message = await _message(request, proxy if scheme == "http" else None)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_connections)
         await self._take_slot(timeouts.get("pool"))
+        phases.slot = _NS()
         try:
-            conn = await self._connection(origin, timeouts.get("connect"))
+            conn = await self._connection(origin, proxy, timeouts.get("connect"), phases)
             try:
-                request.extensions[SENT_EXTENSION] = time.perf_counter_ns()
                 conn.start_response(timeouts.get("read"))
                 assert conn.transport is not None
                 conn.transport.write(message)
-                version, status, reason, headers = await self._read_head(conn)
+                phases.written = _NS()
+                version, status, reason, headers, phases.head = await _response_head(conn)
+                framing, length, keep_alive = _framing(request.method.encode(), status, version, headers)
             except BaseException:  # cancelled or failed: this connection is done
                 conn.close()
                 raise
-            framing, length, keep_alive = _framing(method, status, version, headers)
-            body = _Body(self, origin, conn, framing, length, keep_alive)
+            body = H1Body(self, origin, conn, framing, length, keep_alive)
+            body.read_ns = phases.head
             extensions: dict[str, Any] = {"http_version": version, "reason_phrase": reason}
             return httpx2.Response(status, headers=headers, stream=body, request=request, extensions=extensions)
         except BaseException:
@@ -329,47 +270,25 @@ class H1Transport(httpx2.AsyncBaseTransport):
         except (TimeoutError, asyncio.TimeoutError):
             raise httpx2.PoolTimeout(f"no free connection within {pool_timeout:g} s") from None
 
-    async def _connection(self, origin: Origin, connect_timeout: float | None) -> _Connection:
+    async def _connection(
+        self, origin: Origin, proxy: Proxy | None, connect_timeout: float | None, phases: Phases
+    ) -> Connection:
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()
             if conn.reusable():
+                phases.connected = phases.slot
                 return conn
             conn.close()
         scheme, host, port = origin
-        loop = asyncio.get_running_loop()
+        phases.new_connection = True
         tls = self._ssl_context() if scheme == "https" else None
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Connection(loop), host, port, ssl=tls, server_hostname=host if tls else None
-                ),
-                connect_timeout,
-            )
+            return await asyncio.wait_for(open_connection(scheme, host, port, tls, proxy, phases), connect_timeout)
         except (TimeoutError, asyncio.TimeoutError) as e:
             raise httpx2.ConnectTimeout(f"no connection to {host}:{port} within {connect_timeout:g} s") from e
-        except OSError as e:
-            raise httpx2.ConnectError(f"cannot connect to {host}:{port}: {e.strerror or e}") from e
-        return conn
 
-    @staticmethod
-    async def _read_head(conn: _Connection) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
-        while True:
-            end = conn.buf.find(b"\r\n\r\n")
-            if end >= 0:
-                head = bytes(conn.buf[:end])
-                del conn.buf[: end + 4]
-                version, status, reason, headers = _split_head(head)
-                if 100 <= status < 200 and status != 101:  # 100 Continue, 103 Early Hints: the answer follows
-                    continue
-                return version, status, reason, headers
-            if len(conn.buf) > _MAX_HEAD:
-                raise httpx2.RemoteProtocolError("response head too large")
-            if conn.closed:
-                raise conn.broken("the response head")
-            await conn.wait()
-
-    def _release(self, origin: Origin, conn: _Connection, *, reuse: bool) -> None:
+    def _release(self, origin: Origin, conn: Connection, *, reuse: bool) -> None:
         if reuse and not self._closed and conn.reusable():
             self._idle.setdefault(origin, []).append(conn)
         else:
@@ -385,8 +304,18 @@ class H1Transport(httpx2.AsyncBaseTransport):
         self._idle.clear()
 
 
-async def _message(request: httpx2.Request) -> bytes:
-    """The request's bytes on the wire: request line, headers, body (read whole)."""
+async def _response_head(conn: Connection) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]], int]:
+    """Version, status, reason, headers and the arrival time of the head (1xx interim answers skipped)."""
+    while True:
+        head, t = await read_head(conn)
+        version, status, reason, headers = _split_head(head)
+        if not (100 <= status < 200 and status != 101):  # 100 Continue, 103 Early Hints: the answer follows
+            return version, status, reason, headers, t
+
+
+async def _message(request: httpx2.Request, proxy: Proxy | None = None) -> bytes:
+    """The request's bytes on the wire: request line, headers, body (read whole). Through an http
+    proxy, the request line carries the absolute URL, with the proxy's credentials in a header."""
     try:
         body = request.content
         raw = request.headers.raw
@@ -395,6 +324,11 @@ async def _message(request: httpx2.Request) -> bytes:
         raw = [(k, v) for k, v in request.headers.raw if k.lower() != b"transfer-encoding"]
         raw.append((b"Content-Length", str(len(body)).encode()))
     target = request.url.raw_path or b"/"
+    if proxy is not None:
+        url = request.url
+        target = b"http://%s:%d%s" % (url.raw_host, url.port or 80, target)
+        if proxy.authorization:
+            raw = [*raw, (b"Proxy-Authorization", proxy.authorization)]
     lines = [b"%s %s HTTP/1.1" % (request.method.encode(), target)]
     lines += [k + b": " + v for k, v in raw]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body

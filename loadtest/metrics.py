@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from .connstats import ConnectionStats
 from .ratelimit import parse_ratelimit
 from .records import RequestRecord
 from .scenario import PerRequestSLO
+from .stats import PERCENTILES, distribution
 
 __all__ = [
     "PERCENTILES",
@@ -39,38 +41,7 @@ __all__ = [
     "ttft_ms",
 ]
 
-PERCENTILES = (50, 90, 95, 99)
 _MS = 1e6  # ns per ms
-
-
-def _stddev(a: np.ndarray, mean: float) -> float:
-    """Population standard deviation, in float64 but a million values at a time (no full-size temporary)."""
-    step = 1 << 20
-    acc = 0.0
-    for i in range(0, a.size, step):
-        d = a[i : i + step].astype(np.float64) - mean
-        acc += float(d @ d)
-    return math.sqrt(acc / a.size)
-
-
-def distribution(values: Sequence[float] | np.ndarray) -> dict[str, float | None]:
-    """mean, stddev (population), p50/p90/p95/p99 (linear interpolation) and max; None when empty."""
-    a = np.asarray(values)
-    if a.dtype.kind != "f":
-        a = a.astype(np.float64)
-    keys = ["mean", "stddev", *(f"p{p}" for p in PERCENTILES), "max"]
-    if a.size == 0:
-        return dict.fromkeys(keys)
-    mean = float(a.mean(dtype=np.float64))
-    std = _stddev(a, mean)
-    top = float(a.max())
-    pct = np.percentile(a, PERCENTILES)
-    return {
-        "mean": mean,
-        "stddev": std,
-        **{f"p{p}": float(v) for p, v in zip(PERCENTILES, pct, strict=True)},
-        "max": top,
-    }
 
 
 def ttft_ms(r: RequestRecord) -> float | None:
@@ -262,6 +233,7 @@ class StepAccumulator:
         # outcome = the final attempt's, latency = first send to final answer
         self.logical_sent = self.logical_ok = self.retries = 0
         self.logical_e2e, self.attempts = array("d"), array("d")
+        self.connections = ConnectionStats()
 
     def add(self, r: RequestRecord) -> None:
         if r.warmup:
@@ -273,6 +245,7 @@ class StepAccumulator:
         if (lag := schedule_lag_ms(r)) is not None:
             self.lag.append(lag)
         self._add_logical(r)
+        self.connections.add(r)
         if r.ratelimit and (parsed := parse_ratelimit(r.ratelimit)):
             self.limited_ns.append(r.end_ns)
             self.remaining_requests.append(_remaining(parsed, "requests"))
@@ -352,6 +325,7 @@ class StepAccumulator:
             "output_tokens": distribution(self.output_tokens),
             "schedule_lag_ms": distribution(self.lag) if self.lag else None,
             "in_flight": in_flight(self.sent_ns, self.end_ns),
+            **self.connections.summary(),
             "tokens_source": dict(self.sources),
             "http_429": len(self.throttled_ns),
             "first_429_s": (min(self.throttled_ns) - min(self.sent_ns)) / 1e9 if self.throttled_ns else None,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from .checks import evaluate_slos
+from .checks import CANNOT_CONNECT, evaluate_slos
 from .driver import Event, RequestDone, StepFinished, StepPlan, plan_steps, step_plan
 from .metrics import LiveStats, StepAccumulator
 from .scenario import Scenario, Search
@@ -114,7 +114,7 @@ class StepPlanner:
         match event:
             case RequestDone(record=record):
                 self._records += 1
-                self._connect_failed += record.error_class == "connect"
+                self._connect_failed += record.error_class in CANNOT_CONNECT
             case StepFinished():
                 self.unreachable = self._records > 0 and self._connect_failed == self._records
                 self._records = self._connect_failed = 0

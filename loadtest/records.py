@@ -25,7 +25,7 @@ class RequestRecord:
     worker: int = 0
     stream: bool = True
     scheduled_ns: int | None = None  # due time in open-loop steps (lag = sent - scheduled)
-    sent_ns: int = 0
+    sent_ns: int = 0  # issued: handed to the HTTP client, before waiting for a connection (TTFT counts from here)
     first_token_ns: int | None = None  # first chunk carrying content (whole body when not streaming)
     last_token_ns: int | None = None
     end_ns: int = 0  # last byte of the response (or the moment the error was seen)
@@ -39,6 +39,13 @@ class RequestRecord:
     http_status: int | None = None
     retry_after_s: float | None = None
     ratelimit: dict[str, str] | None = None  # x-ratelimit-* response headers
+    # connection phases (phases.py), milliseconds; None where a phase did not happen
+    queue_ms: float | None = None  # waiting for a connection slot
+    connect_ms: float | None = None  # TCP (and a proxy's tunnel), new connections only
+    tls_ms: float | None = None  # TLS handshake, new https connections only (aiohttp: inside connect_ms)
+    request_ms: float | None = None  # writing the request
+    ttfb_ms: float | None = None  # issued -> response headers read
+    new_connection: bool | None = None  # None: the request never got a connection slot
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))

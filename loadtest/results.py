@@ -188,7 +188,9 @@ def accumulate(scenario: Scenario, records: Iterable[RequestRecord]) -> dict[int
 def _stop_reason(last: dict[str, Any]) -> str:
     """Why a sweep skipped its remaining steps, from the last step it ran (see planner.StepPlanner)."""
     if endpoint_unreachable(last):
-        return f"the endpoint was unreachable in step {last['index']} (every request failed to connect)"
+        return (
+            f"the endpoint was unreachable in step {last['index']} (every request failed to connect or to complete TLS)"
+        )
     return f"step {last['index']} passed load.stop.max_error_rate ({last['error_rate']:.0%} errors)"
 
 

@@ -28,6 +28,7 @@ from .driver import Event, RequestDone, RunContext, StepFinished, drive, plan_st
 from .history import append_history
 from .metrics import LiveStats
 from .mock import MockConfig, start_mock
+from .netconn import ProxyUnsupported, proxy_route
 from .planner import StepPlanner
 from .progress import LiveProgress
 from .results import Recorder, Run, analyze, new_run_dir, write_scenario, write_summary
@@ -65,6 +66,20 @@ def _endpoint(scenario: Scenario) -> Iterator[str]:
         return
     with start_mock(MockConfig(**scenario.target.mock.model_dump())) as mock:
         yield mock.base_url
+
+
+def _route_through_proxy(scenario: Scenario, source: str, warn: Callable[[str], None] | None) -> None:
+    """Say when the environment's proxy carries the requests (never silently), switching to the
+    aiohttp transport for a proxy that h1 does not speak; the built-in mock is never proxied."""
+    target = scenario.target
+    if target.base_url == "mock":
+        return
+    try:
+        target.transport, notice = proxy_route(target.base_url, target.transport)  # type: ignore[assignment]
+    except ProxyUnsupported as e:
+        raise ScenarioError(f"{source}: target.base_url: {e}") from None
+    if notice and warn is not None:
+        warn(notice)
 
 
 def _ray_backend(source: str) -> ModuleType:
@@ -120,6 +135,7 @@ def execute(
     """Run a scenario into a new run directory under ``out_parent``. ``live``: a terminal console
     to draw live progress on (one process only; with workers the step lines come at the end)."""
     key = api_key(scenario, source)  # fail before anything is written when the variable is missing
+    _route_through_proxy(scenario, source, warn)
     dist = scenario.distributed
     cluster = _ray_backend(source) if dist is not None else None
     workers = scenario.workers

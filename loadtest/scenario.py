@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from .mock.faults import FAULTS
+from .tlsconf import ssl_context
 
 __all__ = [
     "SLO",
@@ -46,6 +48,7 @@ __all__ = [
     "SyntheticSpec",
     "Target",
     "TextPrompt",
+    "Tls",
     "Workload",
     "api_key",
     "apply_override",
@@ -94,6 +97,21 @@ class MockSettings(_Strict):
     ratelimit_headers: Literal["openai", "cerebras"] = "openai"
 
 
+class Tls(_Strict):
+    """How https endpoints are verified; file paths are relative to the scenario file."""
+
+    verify: bool = True  # false: accept any certificate (a staging endpoint's self-signed one)
+    ca_file: str | None = None  # PEM bundle of the CAs to trust instead of the system's (a private CA)
+    client_cert: str | None = None  # PEM certificate (mutual TLS); its key in client_key or in the same file
+    client_key: str | None = None
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> Tls:
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key needs client_cert")
+        return self
+
+
 class Target(_Strict):
     base_url: str = "mock"
     api_key_env: str | None = None
@@ -105,6 +123,7 @@ class Target(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     transport: Literal["h1", "aiohttp"] = "h1"  # HTTP under AsyncOpenAI: loadtest's own, or the SDK's aiohttp
     tokenizer: Literal["o200k_base", "cl100k_base"] = "o200k_base"
+    tls: Tls = Field(default_factory=Tls)
     mock: MockSettings = Field(default_factory=MockSettings)
 
     @field_validator("api_key_env")
@@ -286,7 +305,9 @@ class SLO(StepSLO):
     steps: dict[int, StepSLO] = Field(default_factory=dict)
 
 
-RetryOn = Literal["429", "5xx", "4xx", "timeout", "connect", "stream_broken", "stream_error", "bad_response"]
+RetryOn = Literal[
+    "429", "5xx", "4xx", "timeout", "connect", "tls", "reset", "stream_broken", "stream_error", "bad_response"
+]
 
 
 class RetryPolicy(_Strict):
@@ -446,11 +467,28 @@ def load_scenario(
         raise ScenarioError(_format_validation(e, source)) from None
     # A prompt file is relative to the scenario file, not to the working directory.
     prompt = scenario.workload.prompt
-    if isinstance(prompt, FilePrompt) and not Path(prompt.file).is_absolute():
-        candidate = path.parent / prompt.file
-        if candidate.exists() or not Path(prompt.file).exists():
-            prompt.file = str(candidate)
+    if isinstance(prompt, FilePrompt):
+        prompt.file = _relative_to(path, prompt.file)
+    tls = scenario.target.tls
+    for name in ("ca_file", "client_cert", "client_key"):
+        if (value := getattr(tls, name)) is not None:
+            setattr(tls, name, _relative_to(path, value))
+            if not Path(getattr(tls, name)).is_file():
+                raise ScenarioError(f"{source}: target.tls.{name}: file not found: {value}")
+    try:
+        ssl_context(**tls.model_dump())
+    except (ssl.SSLError, OSError) as e:
+        field = "ca_file" if tls.ca_file and tls.client_cert is None else "client_cert"
+        raise ScenarioError(f"{source}: target.tls.{field}: cannot load ({e.__class__.__name__}: {e})") from None
     return scenario
+
+
+def _relative_to(scenario_path: Path, file: str) -> str:
+    """A path in a scenario is relative to the scenario file (else to the working directory, when only there)."""
+    if Path(file).is_absolute():
+        return file
+    candidate = scenario_path.parent / file
+    return str(candidate) if candidate.exists() or not Path(file).exists() else file
 
 
 def api_key(scenario: Scenario, source: str, env: dict[str, str] | None = None) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -61,9 +62,12 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def mock_stats(base_url: str) -> dict[str, Any]:
-    """What the mock at ``base_url`` (ending in /v1) measured itself: requests, in flight, TTFT/ITL sent."""
-    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/mock/stats", timeout=5) as resp:
+def mock_stats(base_url: str, ca_file: str | None = None) -> dict[str, Any]:
+    """What the mock at ``base_url`` (ending in /v1) measured itself: requests, in flight, TTFT/ITL sent,
+    connections accepted (this call's own included). ``ca_file``: the CA of an https mock."""
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    with direct.open(base_url.removesuffix("/v1") + "/mock/stats", timeout=5) as resp:
         return json.loads(resp.read())
 
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx2
 import pytest
 import trustme
 
-from loadtest.h1 import SENT_EXTENSION, H1Transport, _Body, _Connection
+from loadtest.h1 import H1Body, H1Transport
+from loadtest.netconn import Connection
+from loadtest.phases import PHASES_EXTENSION, Phases
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -98,17 +103,18 @@ async def test_chunked_body_and_keep_alive_reuse() -> None:
 
 def _feed_chunks(pieces: list[bytes]) -> bytes:
     """Run the chunked parser over ``pieces`` arriving one by one (any split of the bytes)."""
-    conn = _Connection(asyncio.new_event_loop())
+    conn = Connection(asyncio.new_event_loop())
     released: list[bool] = []
 
     class _Pool:
         def _release(self, origin: object, c: object, *, reuse: bool) -> None:
             released.append(reuse)
 
-    body = _Body(_Pool(), ("http", "h", 80), conn, "chunked", 0, True)  # type: ignore[arg-type]
+    body = H1Body(_Pool(), ("http", "h", 80), conn, "chunked", 0, True)  # type: ignore[arg-type]
     out = b""
     for piece in pieces:
         conn.data_received(piece)
+        conn.pull()
         out += body._chunks()
     assert body.done and conn.buf == bytearray()
     conn.loop.close()
@@ -237,7 +243,7 @@ async def test_at_most_max_connections_and_a_stream_body_is_sent_with_its_length
     assert peak[0] == 2 and len(conns) == 2 and bodies == [b"abcd"] * 5
 
 
-async def test_closing_a_stream_early_drops_its_connection_and_sent_is_stamped() -> None:
+async def test_closing_a_stream_early_drops_its_connection_and_the_phases_are_stamped() -> None:
     rest = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -250,8 +256,10 @@ async def test_closing_a_stream_early_drops_its_connection_and_sent_is_stamped()
             await writer.drain()
 
     async with h1_client(handler) as (url, conns, client):
-        async with client.stream("POST", url, content=b"x") as resp:
-            assert SENT_EXTENSION in resp.request.extensions
+        phases = Phases(issued=time.perf_counter_ns())
+        async with client.stream("POST", url, content=b"x", extensions={PHASES_EXTENSION: phases}) as resp:
+            assert phases.new_connection and phases.issued <= phases.slot <= phases.connected
+            assert phases.connected <= phases.written <= phases.head and phases.tls == 0  # plain http
             async for _ in resp.aiter_raw():
                 break  # leave the body unread
         rest.set()
@@ -286,3 +294,63 @@ async def test_https_with_a_trusted_certificate_and_a_refused_one() -> None:
     finally:
         srv.close()
         await srv.wait_closed()
+
+
+async def test_a_malformed_content_length_closes_the_socket() -> None:
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 12abc\r\n\r\nhello")
+        await writer.drain()
+        if await reader.read() == b"":  # the client hung up: it did not keep the socket for reuse
+            closed.set()
+
+    async with h1_client(handler) as (url, _, client):
+        with pytest.raises(httpx2.RemoteProtocolError, match="malformed content-length"):
+            await _get(client, url)
+        await asyncio.wait_for(closed.wait(), 5)
+
+
+async def test_a_peer_closing_inside_a_chunk_size_line_ends_the_request_at_once() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(CHUNKED[0] + CHUNKED[1] + b"1")  # half a size line, then gone
+        await writer.drain()
+
+    async with h1_client(handler) as (url, _, client):
+        # the idle timeout is 60 s: the broken body must be seen when the peer closes, not then
+        with pytest.raises((httpx2.RemoteProtocolError, httpx2.ReadError)):
+            await asyncio.wait_for(_get(client, url, timeout=httpx2.Timeout(60.0)), 5)
+
+
+async def test_a_close_delimited_body_cut_by_a_reset_is_broken_not_complete() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\n\r\npart one")
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+        writer.transport.abort()
+
+    async with h1_client(handler) as (url, _, client):
+        with pytest.raises(httpx2.ReadError):
+            await _get(client, url)
+
+
+async def test_each_read_keeps_the_time_it_arrived_however_late_the_parser_runs() -> None:
+    loop = asyncio.get_running_loop()
+    conn = Connection(loop)
+    body = H1Body(H1Transport(), ("http", "h", 80), conn, "chunked", 0, True)
+    stamps = []
+    for part in (b"5\r\nfirst\r\n", b"6\r\nsecond\r\n0\r\n\r\n"):
+        before = time.perf_counter_ns()
+        conn.data_received(part)
+        stamps.append((before, time.perf_counter_ns()))
+        spin_until = time.perf_counter_ns() + 20_000_000  # a busy loop: the reader runs 20 ms later
+        while time.perf_counter_ns() < spin_until:
+            pass
+    got = [(piece, body.read_ns) async for piece in body]
+    assert [p for p, _ in got] == [b"first", b"second"]
+    for (_, t), (lo, hi) in zip(got, stamps, strict=True):
+        assert lo <= t <= hi  # the moment of the read, not the parser's (20-40 ms later)

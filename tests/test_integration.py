@@ -43,15 +43,16 @@ def test_timing_accuracy_closed_loop(mock_server: Callable[..., MockProcess], tm
     )
     summary, records = run(sc, tmp_path)
     (s,) = summary["steps"]
-    assert abs(s["ttft_ms"]["p50"] - 50) <= 3, s["ttft_ms"]
-    assert abs(s["itl_ms"]["p50"] - 10) <= 2, s["itl_ms"]
+    sent = mock_stats(mock.base_url)  # what the mock measured it sent (late itself on a busy machine)
+    assert sent["ttft_ms"]["p50"] >= 50 and abs(s["ttft_ms"]["p50"] - sent["ttft_ms"]["p50"]) <= 3, s["ttft_ms"]
+    assert abs(s["itl_ms"]["p50"] - sent["itl_ms"]["p50"]) <= 2, s["itl_ms"]
     assert s["requests"] == {"sent": 64, "ok": 64, "failed": 0} and s["warmup_requests"] == 16
     measured = [r for r in records if not r.warmup]
     assert len(measured) == 64 and all(r.output_tokens == 64 and r.tokens_source == "usage" for r in measured)
     assert all(r.input_tokens == 32 for r in measured)  # synthetic prompts of exact length, counted by the server
     assert len({r.id for r in records}) == len(records) == 80
     assert s["in_flight"]["max"] == 16
-    assert mock_stats(mock.base_url)["in_flight_max"] == 16  # the server saw the configured concurrency, no more
+    assert sent["in_flight_max"] == 16  # the server saw the configured concurrency, no more
 
 
 def test_open_loop_rate_and_schedule_lag(mock_server: Callable[..., MockProcess], tmp_path: Path) -> None:

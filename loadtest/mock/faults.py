@@ -20,7 +20,7 @@ EXPECTED_CLASS: dict[str, str] = {
     "http_500_empty": "http_5xx",  # the same statuses without a body
     "http_502_empty": "http_5xx",
     "http_503_empty": "http_5xx",
-    "reset": "connect",  # the connection is reset before any response
+    "reset": "reset",  # the connection is accepted, then reset before any response (an overloaded server)
     "drop": "stream_broken",  # the connection is dropped halfway through the stream
     "malformed": "bad_response",  # a data: line that is not JSON, halfway through
     "no_done": "stream_broken",  # the stream ends without data: [DONE]

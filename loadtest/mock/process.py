@@ -45,7 +45,8 @@ def run_mock(config: MockConfig, host: str = "127.0.0.1", port: int = 0) -> None
             raise MockStartError(f"port {port} on {host} is already in use") from None
         raise MockStartError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     bound = server.sockets[0].getsockname()[1]
-    print(f"{_READY}http://{host}:{bound}/v1", flush=True)
+    scheme = "https" if config.tls_cert else "http"
+    print(f"{_READY}{scheme}://{host}:{bound}/v1", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

@@ -18,6 +18,7 @@ import json
 import math
 import random
 import socket
+import ssl
 import struct
 import time
 from dataclasses import dataclass, field
@@ -79,6 +80,9 @@ class MockConfig:
     tpd: float | None = None
     burst_s: float = 60.0
     ratelimit_headers: str = "openai"  # openai | cerebras
+    tls_cert: str | None = None  # PEM certificate (with its key, or the key in tls_key): serve https
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # require client certificates signed by this CA (mutual TLS)
 
 
 class MockState:
@@ -98,6 +102,7 @@ class MockState:
         self.fault_plan = FaultPlan(config.faults)
         self.throttled = 0
         self.limiter = self._limiter()
+        self.connections = 0  # accepted (TCP) connections: how often a client opened a new one
 
     def _limiter(self) -> RateLimiter | None:
         c = self.config
@@ -117,6 +122,7 @@ class MockState:
         self.fault_plan = FaultPlan(self.config.faults)
         self.throttled = 0
         self.limiter = self._limiter()
+        self.connections = 0
         self.in_flight_max = self.in_flight
         self.ttft_s.clear()
         self.itl_s.clear()
@@ -129,6 +135,7 @@ class MockState:
             return {"p50": s[len(s) // 2] * 1e3, "p99": s[min(len(s) - 1, int(len(s) * 0.99))] * 1e3, "count": len(s)}
 
         return {
+            "connections": self.connections,
             "throttled": self.throttled,
             "faults": self.faults,
             "requests": self.requests,
@@ -204,6 +211,7 @@ class MockProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.state.connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -235,6 +243,8 @@ class MockProtocol(asyncio.Protocol):
         body = bytes(self.buf[end + 4 : end + 4 + length])
         del self.buf[: end + 4 + length]
         close = headers.get("connection", "").lower() == "close"
+        if path.startswith(("http://", "https://")):  # absolute form (through a proxy): servers must accept it
+            path = "/" + path.split("/", 3)[-1]
         self.task = asyncio.get_running_loop().create_task(self._handle(method, path.split("?")[0], body, close))
         self.task.add_done_callback(self._done)
 
@@ -447,4 +457,11 @@ async def serve(config: MockConfig, host: str = "127.0.0.1", port: int = 0) -> a
     """Start listening; the caller keeps the loop running. ``server.sockets[0]`` has the port."""
     state = MockState(config)
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: MockProtocol(state), host, port, backlog=4096)
+    tls = None
+    if config.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(config.tls_cert, config.tls_key)
+        if config.tls_client_ca:
+            tls.verify_mode = ssl.CERT_REQUIRED
+            tls.load_verify_locations(config.tls_client_ca)
+    return await loop.create_server(lambda: MockProtocol(state), host, port, backlog=4096, ssl=tls)

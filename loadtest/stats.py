@@ -1,0 +1,42 @@
+"""Distributions of a step's values: the percentiles every summary reports. Pure."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["PERCENTILES", "distribution"]
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+def _stddev(a: np.ndarray, mean: float) -> float:
+    """Population standard deviation, in float64 but a million values at a time (no full-size temporary)."""
+    step = 1 << 20
+    acc = 0.0
+    for i in range(0, a.size, step):
+        d = a[i : i + step].astype(np.float64) - mean
+        acc += float(d @ d)
+    return math.sqrt(acc / a.size)
+
+
+def distribution(values: Sequence[float] | np.ndarray) -> dict[str, float | None]:
+    """mean, stddev (population), p50/p90/p95/p99 (linear interpolation) and max; None when empty."""
+    a = np.asarray(values)
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
+    keys = ["mean", "stddev", *(f"p{p}" for p in PERCENTILES), "max"]
+    if a.size == 0:
+        return dict.fromkeys(keys)
+    mean = float(a.mean(dtype=np.float64))
+    std = _stddev(a, mean)
+    top = float(a.max())
+    pct = np.percentile(a, PERCENTILES)
+    return {
+        "mean": mean,
+        "stddev": std,
+        **{f"p{p}": float(v) for p, v in zip(PERCENTILES, pct, strict=True)},
+        "max": top,
+    }
