@@ -49,7 +49,7 @@ def run(
         "load": {"concurrency": [4], "requests": 40},
     }
     for k, v in sections.items():
-        tree[k] = {**tree.get(k, {}), **v}
+        tree[k] = v if k == "load" else {**tree.get(k, {}), **v}
     scenario = Scenario.model_validate(tree)
     out = execute(scenario, "conn.yaml", tmp_path / transport, on_step=lambda s: None, warn=warn, report=False)
     return out, list(read_records(out.run_dir / "requests.jsonl"))
@@ -136,8 +136,19 @@ def test_a_slow_proxy_tunnel_is_inside_ttft_and_named_once(
             target={"tls": {"ca_file": certs["ca"]}},
             load={"concurrency": [2], "requests": 10},
         )
+        opened = new_connections(mock, certs["ca"], before)
+        open_loop, _ = run(  # open loop: a handshake is the server's path, not the client's lateness
+            tmp_path / "rate",
+            mock.base_url,
+            transport,
+            target={"tls": {"ca_file": certs["ca"]}},
+            load={"rate": [40], "requests": 8, "arrival": "constant"},
+        )
+    (step,) = open_loop.summary["steps"]
+    assert step["phases_ms"]["connect_ms"]["max"] >= 150 and step["schedule_lag_ms"]["max"] < 50
+    assert not any("schedule lag" in w for w in step.get("warnings") or [])
     assert out.summary["steps"][0]["requests"]["ok"] == 10
-    assert proxy.refused == 0 and proxy.tunnels == 2 == new_connections(mock, certs["ca"], before)
+    assert proxy.refused == 0 and proxy.tunnels - step["connections"]["new"] == 2 == opened
     assert notices == [f"requests go through the proxy http://127.0.0.1:{port} (HTTPS_PROXY; NO_PROXY bypasses it)"]
     fresh = [r for r in records if r.new_connection]
     assert len(fresh) == 2
