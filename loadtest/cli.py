@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -287,9 +288,16 @@ def mock(
     tpd: Annotated[float | None, typer.Option(help="Rate limit: tokens per day")] = None,
     burst_s: Annotated[float, typer.Option(help="Seconds of a limit one burst may spend")] = 60.0,
     ratelimit_headers: Annotated[str, typer.Option(help="Header dialect: openai | cerebras")] = "openai",
+    api_key_header: Annotated[
+        str | None, typer.Option(help="Require the key in this header (api-key, x-api-key, authorization); else 401")
+    ] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="NAME of the variable holding the key --api-key-header must carry")
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
     with _user_errors():
+        _check_mock_auth(api_key_header, api_key_env)
         if port < 0 or port > 65535:
             raise MockStartError(f"--port: expected 0..65535, got {port}")
         if min(ttft_ms, itl_ms, jitter_ms, stall_s, slow_first_byte_s) < 0 or output_tokens < 1:
@@ -325,10 +333,20 @@ def mock(
                 tpd=tpd,
                 burst_s=burst_s,
                 ratelimit_headers=ratelimit_headers,
+                api_key_header=api_key_header,
+                api_key_env=api_key_env,
             ),
             host,
             port,
         )
+
+
+def _check_mock_auth(header: str | None, env_name: str | None) -> None:
+    """The mock's auth options: both or neither, and the variable set (its value is never printed)."""
+    if (header is None) != (env_name is None):
+        raise MockStartError("--api-key-header and --api-key-env go together")
+    if env_name is not None and not os.environ.get(env_name):
+        raise MockStartError(f"--api-key-env: environment variable {env_name} is not set")
 
 
 def main() -> None:
