@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -290,9 +291,16 @@ def mock(
     tls_cert: Annotated[str | None, typer.Option(help="PEM certificate (and key): serve https")] = None,
     tls_key: Annotated[str | None, typer.Option(help="PEM key of --tls-cert, when not in the same file")] = None,
     tls_client_ca: Annotated[str | None, typer.Option(help="Require client certificates from this CA")] = None,
+    api_key_header: Annotated[
+        str | None, typer.Option(help="Require the key in this header (api-key, x-api-key, authorization); else 401")
+    ] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="NAME of the variable holding the key --api-key-header must carry")
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
     with _user_errors():
+        _check_mock_auth(api_key_header, api_key_env)
         if port < 0 or port > 65535:
             raise MockStartError(f"--port: expected 0..65535, got {port}")
         if min(ttft_ms, itl_ms, jitter_ms, stall_s, slow_first_byte_s) < 0 or output_tokens < 1:
@@ -331,10 +339,20 @@ def mock(
                 tls_cert=tls_cert,
                 tls_key=tls_key,
                 tls_client_ca=tls_client_ca,
+                api_key_header=api_key_header,
+                api_key_env=api_key_env,
             ),
             host,
             port,
         )
+
+
+def _check_mock_auth(header: str | None, env_name: str | None) -> None:
+    """The mock's auth options: both or neither, and the variable set (its value is never printed)."""
+    if (header is None) != (env_name is None):
+        raise MockStartError("--api-key-header and --api-key-env go together")
+    if env_name is not None and not os.environ.get(env_name):
+        raise MockStartError(f"--api-key-env: environment variable {env_name} is not set")
 
 
 def main() -> None:

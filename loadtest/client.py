@@ -36,6 +36,7 @@ from .netconn import env_proxy_url
 from .phases import PHASES_EXTENSION, Phases
 from .ratelimit import retry_after_s
 from .records import RequestRecord
+from .secrets import scrub, secret_values
 from .tokens import count_tokens
 from .workload import PromptItem
 
@@ -55,6 +56,7 @@ class Endpoint:
     headers: httpx2.Headers  # the HTTP client's and the SDK's default headers, auth included
     timeout: dict[str, float | None]  # the request extension httpx2's transports read
     api_key: str
+    secrets: tuple[str, ...] = ()  # never in an error text: the key, header values, the URL's credentials
 
     def request(self, api: str, body: bytes) -> httpx2.Request:
         """What ``http.build_request`` makes, without re-merging headers and re-parsing the URL each time."""
@@ -117,7 +119,7 @@ def make_endpoint(
     # default_headers holds the SDK's sentinels (Omit) for headers it leaves out: keep real values only.
     hdrs.update({k: v for k, v in sdk.default_headers.items() if isinstance(v, str)})
     urls = {"chat": httpx2.URL(f"{root}/chat/completions"), "completions": httpx2.URL(f"{root}/completions")}
-    return Endpoint(sdk, http, urls, hdrs, timeout.as_dict(), api_key)
+    return Endpoint(sdk, http, urls, hdrs, timeout.as_dict(), api_key, secret_values(base_url, api_key, headers))
 
 
 def classify_status(status: int) -> str:
@@ -171,14 +173,12 @@ def _transport_error_class(root: BaseException, phases: Phases, *, got_status: b
     return "reset" if phases.connected else "connect"
 
 
-def _short(text: str, secret: str) -> str:
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "[redacted]")
-    text = " ".join(text.split())
+def _short(text: str, secrets: tuple[str, ...]) -> str:
+    text = " ".join(scrub(text, secrets).split())
     return text if len(text) <= _ERROR_TEXT_MAX else text[: _ERROR_TEXT_MAX - 3] + "..."
 
 
-def _fail(rec: RequestRecord, t0: int, error_class: str, text: str, secret: str) -> None:
+def _fail(rec: RequestRecord, t0: int, error_class: str, text: str, secret: tuple[str, ...]) -> None:
     rec.end_ns = _NS() - t0
     rec.status = "error"
     rec.error_class = error_class
@@ -223,7 +223,7 @@ async def send(
 ) -> RequestRecord:
     """Send one request and fill ``rec`` in place (so a cancelled request still leaves its times)."""
     rec.stream = stream
-    secret = ep.api_key
+    secret = ep.secrets
     phases = Phases()
     try:
         await _with_deadline(_exchange(ep, rec, item, model, api, stream, extra_body, t0, encoding, phases), timeout_s)

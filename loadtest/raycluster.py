@@ -42,6 +42,7 @@ from .driver import Event, RequestDone, StepPlan, Stopper, drive
 from .records import RequestRecord, record_to_json
 from .results import Recorder, event_line, write_atomic
 from .scenario import Distributed, Scenario, ScenarioError
+from .secrets import redact_url
 from .workers import merge_worker_files, share_context
 
 __all__ = ["POLL_S", "clock_offset_ns", "connected", "lost_record", "run_ray_workers", "unreachable"]
@@ -442,7 +443,7 @@ def run_ray_workers(
             if signals.got:
                 return signals.got[:1]
             if base_url.startswith(("http://127.", "http://localhost")) and len({s.where["node"] for s in shares}) > 1:
-                say(f"target {base_url} is on this host: workers on other nodes cannot reach it")
+                say(f"target {redact_url(base_url)} is on this host: workers on other nodes cannot reach it")
             payload = scenario.model_dump(mode="json")
             ray.get(
                 [

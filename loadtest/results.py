@@ -28,6 +28,7 @@ from .metrics import StepAccumulator, distribution
 from .planner import search_result
 from .records import RequestRecord, record_from_json, record_to_json
 from .scenario import Scenario, ScenarioError, load_scenario, scenario_to_yaml
+from .secrets import redact_url, redacted
 
 __all__ = [
     "Recorder",
@@ -224,8 +225,8 @@ def build_summary(
         "started_at": started_at,
         "partial": partial,
         "target": {
-            "base_url": base_url,
-            "model": scenario.target.model,
+            "base_url": redact_url(base_url),  # callers pass secrets.shown_base_url; redacting again costs nothing
+            "model": redacted(scenario).target.model,
             "api": scenario.target.api,
             "stream": scenario.workload.stream,
         },
@@ -323,7 +324,7 @@ def load_run(run_dir: Path, warn: Any = None) -> Run:
         (run_dir / "requests.jsonl").is_file() or any(run_dir.glob("requests.w*.jsonl"))
     ):
         raise ScenarioError(f"{run_dir}: not a run directory (scenario.yaml or requests.jsonl missing)")
-    scenario = load_scenario(run_dir / "scenario.yaml", env={})
+    scenario = load_scenario(run_dir / "scenario.yaml", expand=False)  # its secrets stay [redacted] or ${VAR}
     old: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):  # no summary (deleted, or a killed run): rebuild from scratch
         old = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))

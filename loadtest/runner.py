@@ -33,6 +33,7 @@ from .planner import StepPlanner
 from .progress import LiveProgress
 from .results import Recorder, Run, analyze, new_run_dir, write_scenario, write_summary
 from .scenario import Scenario, ScenarioError, api_key
+from .secrets import shown_base_url
 from .workers import run_local_workers
 from .workload import PromptItem, build_prompts
 
@@ -195,7 +196,7 @@ def execute(
         scenario,
         started_at=started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         partial=bool(stopped_by),
-        base_url=base_url,
+        base_url=shown_base_url(scenario, base_url),
         warn=warn,
     )
     summary = run.summary
@@ -212,7 +213,7 @@ def execute(
     if sent and all(endpoint_unreachable(s) for s in summary["steps"] if s["requests"]["sent"]):
         msg = (
             f"{source}: target.base_url: endpoint unreachable ({sent} of {sent} "
-            f"requests failed to connect to {base_url})"
+            f"requests failed to connect to {shown_base_url(scenario, base_url)})"
         )
         return RunOutcome(run, EXIT_HARNESS, msg)
     return RunOutcome(run, EXIT_OK if summary["slo"]["passed"] else EXIT_SLO)

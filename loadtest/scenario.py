@@ -1,4 +1,4 @@
-"""Scenario files: pydantic models, YAML loading, ``${VAR}`` expansion, ``--set`` overrides.
+"""Scenario files: pydantic models, YAML loading, ``${VAR}`` expansion in ``target``, ``--set`` overrides.
 
 Every problem with user input becomes a :class:`ScenarioError` whose message is one line naming
 the file, the field path and what was expected.
@@ -6,6 +6,7 @@ the file, the field path and what was expected.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import ssl
@@ -18,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     ValidationInfo,
@@ -26,6 +28,7 @@ from pydantic import (
 )
 
 from .mock.faults import FAULTS
+from .secrets import redacted
 from .tlsconf import ssl_context
 
 __all__ = [
@@ -95,6 +98,16 @@ class MockSettings(_Strict):
     tpd: PositiveFloat | None = None
     burst_s: PositiveFloat = 60.0  # seconds of the limit a bucket holds (60: a minute's worth)
     ratelimit_headers: Literal["openai", "cerebras"] = "openai"
+    # An auth check as Azure OpenAI and gateways do: this header must carry the value of the variable
+    # named by api_key_env (authorization: "Bearer <value>"), else 401. The value never enters the scenario.
+    api_key_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] | None = None
+    api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+
+    @model_validator(mode="after")
+    def _key_header_with_its_variable(self) -> MockSettings:
+        if (self.api_key_header is None) != (self.api_key_env is None):
+            raise ValueError("give api_key_header and api_key_env (the NAME of the variable holding the key) together")
+        return self
 
 
 class Tls(_Strict):
@@ -125,6 +138,7 @@ class Target(_Strict):
     tokenizer: Literal["o200k_base", "cl100k_base"] = "o200k_base"
     tls: Tls = Field(default_factory=Tls)
     mock: MockSettings = Field(default_factory=MockSettings)
+    _written: dict[str, Any] | None = PrivateAttr(default=None)  # as the file wrote it, before ${VAR}: secrets.py
 
     @field_validator("api_key_env")
     @classmethod
@@ -138,9 +152,10 @@ class Target(_Strict):
 
     @field_validator("base_url")
     @classmethod
-    def _is_a_url(cls, v: str) -> str:
-        if v != "mock" and not re.match(r"https?://[^/\s]+", v):
-            raise ValueError(f"expected 'mock' or an http(s):// URL, got {v!r}")
+    def _is_a_url(cls, v: str, info: ValidationInfo) -> str:
+        as_written = (info.context or {}).get("unexpanded") and "${" in v  # a run's scenario.yaml: ${BASE_URL}
+        if v != "mock" and not as_written and not re.match(r"https?://[^/\s]+", v):
+            raise ValueError("expected 'mock' or an http(s):// URL")  # not echoed: it may hold credentials
         return v.rstrip("/")
 
 
@@ -364,11 +379,11 @@ class Scenario(_Strict):
         return self.distributed.workers if self.distributed is not None else self.load.workers
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def _expand(node: Any, path: str, source: str, env: dict[str, str]) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree; ``$${`` is a literal ``${``."""
     if isinstance(node, dict):
         return {k: _expand(v, f"{path}.{k}" if path else str(k), source, env) for k, v in node.items()}
     if isinstance(node, list):
@@ -378,6 +393,8 @@ def _expand(node: Any, path: str, source: str, env: dict[str, str]) -> Any:
 
     def sub(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
+        if name is None:
+            return "${"
         if name in env:
             return env[name]
         if default is not None:
@@ -421,6 +438,8 @@ def _format_validation(err: ValidationError, source: str) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif e["loc"][:1] == ("target",) and e["loc"][1:2] in (("base_url",), ("model",), ("headers",)):
+            pass  # never echoed: the value may be a credential or come from a variable (secrets.py)
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):
             msg = f"{msg} (got {e['input']!r})"
         parts.append(f"{loc or '(top level)'}: {msg}")
@@ -451,20 +470,29 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_scenario(
-    path: str | Path, overrides: list[str] | tuple[str, ...] = (), env: dict[str, str] | None = None
+    path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    *,
+    expand: bool = True,
 ) -> Scenario:
-    """Read, override, expand and validate a scenario file."""
+    """Read, override, expand and validate a scenario file. ``${VAR}`` expands in ``target`` only:
+    every other field (prompts, extra_body, ...) is sent as written. ``expand=False`` reads a run's
+    own scenario.yaml, whose secrets stay as references (``${KEY}``) or ``[redacted]``."""
     path = Path(path)
     source = str(path)
     tree = _read_yaml(path)
     tree.setdefault("name", path.stem)
     for o in overrides:
         apply_override(tree, o)
-    tree = _expand(tree, "", source, dict(os.environ) if env is None else env)
+    written = copy.deepcopy(tree.get("target"))
+    if expand and isinstance(written, dict):
+        tree["target"] = _expand(written, "target", source, dict(os.environ) if env is None else env)
     try:
-        scenario = Scenario.model_validate(tree)
+        scenario = Scenario.model_validate(tree, context={"unexpanded": not expand})
     except ValidationError as e:
         raise ScenarioError(_format_validation(e, source)) from None
+    scenario.target._written = written if isinstance(written, dict) else None
     # A prompt file is relative to the scenario file, not to the working directory.
     prompt = scenario.workload.prompt
     if isinstance(prompt, FilePrompt):
@@ -504,5 +532,6 @@ def api_key(scenario: Scenario, source: str, env: dict[str, str] | None = None) 
 
 
 def scenario_to_yaml(scenario: Scenario) -> str:
-    """The resolved scenario as YAML (holds the variable name, never the key)."""
-    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)
+    """The resolved scenario as YAML, redacted (secrets.py): the key's variable name, never a key,
+    a header value or a value from a variable."""
+    return yaml.safe_dump(redacted(scenario).model_dump(mode="json"), sort_keys=False)

@@ -9,13 +9,17 @@ one go, so the mock never drifts and, with zero delays, a whole response is one 
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming
 with ``usage`` when ``stream_options.include_usage`` is asked, and not), ``GET /mock/stats``
 (what the mock itself measured: requests, peak in-flight, TTFT/ITL it sent), ``POST /mock/reset``.
+With ``api_key_header`` the ``/v1/`` routes want the key (the value of the variable ``api_key_env``,
+read by the mock process itself) in that header, as Azure OpenAI and gateways do; else 401.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import math
+import os
 import random
 import socket
 import ssl
@@ -83,6 +87,8 @@ class MockConfig:
     tls_cert: str | None = None  # PEM certificate (with its key, or the key in tls_key): serve https
     tls_key: str | None = None
     tls_client_ca: str | None = None  # require client certificates signed by this CA (mutual TLS)
+    api_key_header: str | None = None  # e.g. api-key (Azure), x-api-key, authorization (Bearer)
+    api_key_env: str | None = None  # the NAME of the variable holding the key the header must carry
 
 
 class MockState:
@@ -103,6 +109,8 @@ class MockState:
         self.throttled = 0
         self.limiter = self._limiter()
         self.connections = 0  # accepted (TCP) connections: how often a client opened a new one
+        self.unauthorized = 0
+        self.api_key = os.environ.get(config.api_key_env or "", "") if config.api_key_header else None
 
     def _limiter(self) -> RateLimiter | None:
         c = self.config
@@ -121,6 +129,7 @@ class MockState:
         self.faults = {}
         self.fault_plan = FaultPlan(self.config.faults)
         self.throttled = 0
+        self.unauthorized = 0
         self.limiter = self._limiter()
         self.connections = 0
         self.in_flight_max = self.in_flight
@@ -137,6 +146,7 @@ class MockState:
         return {
             "connections": self.connections,
             "throttled": self.throttled,
+            "unauthorized": self.unauthorized,
             "faults": self.faults,
             "requests": self.requests,
             "in_flight": self.in_flight,
@@ -200,6 +210,24 @@ def _error(status: str, message: str, kind: str = "invalid_request_error", extra
     return _response(status, json.dumps({"error": {"message": message, "type": kind}}).encode(), extra=extra)
 
 
+def _auth_error(state: MockState, headers: dict[str, str]) -> bytes | None:
+    """A 401 like OpenAI's when the request lacks the key or carries another one; None when it may pass.
+    The body never echoes what was sent."""
+    name = state.config.api_key_header
+    if name is None or state.api_key is None:
+        return None
+    sent = headers.get(name.lower())
+    if sent is not None and name.lower() == "authorization":
+        scheme, _, sent = sent.partition(" ")
+        sent = sent.strip() if scheme.lower() == "bearer" else None
+    if sent and state.api_key and hmac.compare_digest(sent.encode(), state.api_key.encode()):
+        return None
+    state.unauthorized += 1
+    message = f"You didn't provide an API key in the {name} header" if not sent else "Incorrect API key provided"
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
+    return _response("401 Unauthorized", json.dumps({"error": error}).encode())
+
+
 class MockProtocol(asyncio.Protocol):
     def __init__(self, state: MockState) -> None:
         self.state = state
@@ -208,6 +236,7 @@ class MockProtocol(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.closing = False
         self.extra = b""  # rate-limit header lines for the response being written
+        self.request_headers: dict[str, str] = {}  # of the request being answered (one at a time)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -245,6 +274,7 @@ class MockProtocol(asyncio.Protocol):
         close = headers.get("connection", "").lower() == "close"
         if path.startswith(("http://", "https://")):  # absolute form (through a proxy): servers must accept it
             path = "/" + path.split("/", 3)[-1]
+        self.request_headers = headers
         self.task = asyncio.get_running_loop().create_task(self._handle(method, path.split("?")[0], body, close))
         self.task.add_done_callback(self._done)
 
@@ -260,6 +290,9 @@ class MockProtocol(asyncio.Protocol):
 
     async def _handle(self, method: str, path: str, raw: bytes, close: bool) -> None:
         state = self.state
+        if path.startswith("/v1/") and (denied := _auth_error(state, self.request_headers)) is not None:
+            self._send(denied, close)
+            return
         if method == "GET" and path == "/v1/models":
             body = {"object": "list", "data": [{"id": "mock-model", "object": "model", "owned_by": "loadtest"}]}
             self._send(_response("200 OK", json.dumps(body).encode()), close)
