@@ -113,13 +113,17 @@ def make_endpoint(
         timeout=timeout,
         default_headers=headers or None,
     )
-    root = str(sdk.base_url).rstrip("/")
+    base = httpx2.URL(base_url)  # a query (Azure's ?api-version=) stays after the API's path
+    root = str(base.copy_with(query=None)).rstrip("/")
     hdrs = httpx2.Headers(http.headers)
     hdrs.update(sdk.auth_headers)
     # default_headers holds the SDK's sentinels (Omit) for headers it leaves out: keep real values only.
     hdrs.update({k: v for k, v in sdk.default_headers.items() if isinstance(v, str)})
-    urls = {"chat": httpx2.URL(f"{root}/chat/completions"), "completions": httpx2.URL(f"{root}/completions")}
+    urls = {api: httpx2.URL(f"{root}/{path}", params=base.params) for api, path in _PATHS.items()}
     return Endpoint(sdk, http, urls, hdrs, timeout.as_dict(), api_key, secret_values(base_url, api_key, headers))
+
+
+_PATHS = {"chat": "chat/completions", "completions": "completions"}
 
 
 def classify_status(status: int) -> str:

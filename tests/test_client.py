@@ -228,3 +228,28 @@ async def test_real_transport_stalled_server_times_out() -> None:
         server.close()  # type: ignore[attr-defined]
     assert rec.error_class == "timeout"
     assert 0.4 < (rec.end_ns - rec.sent_ns) / 1e9 < 3
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+async def test_a_query_in_base_url_stays_after_the_api_path(api: str) -> None:
+    """Azure OpenAI's deployments take ``?api-version=`` on every call: the path goes before it."""
+    seen: list[httpx2.URL] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.url)
+        return httpx2.Response(200, content=sse(chat_chunk("a")))
+
+    ep = make_endpoint(
+        "https://res.openai.azure.com/openai/deployments/gpt?api-version=2024-10-21",
+        KEY,
+        max_connections=1,
+        timeout_s=5,
+        connect_timeout_s=1,
+        transport=httpx2.MockTransport(handler),
+    )
+    rec = RequestRecord(id=1, step=0)
+    await send(ep, rec, CHAT, model="m", api=api, stream=True, extra_body=None, t0=0, timeout_s=5)  # type: ignore[arg-type]
+    path = "chat/completions" if api == "chat" else "completions"
+    assert [str(u) for u in seen] == [
+        f"https://res.openai.azure.com/openai/deployments/gpt/{path}?api-version=2024-10-21"
+    ]
