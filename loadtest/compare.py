@@ -11,8 +11,18 @@ one treats a single hiccup in the baseline as a reliable tail and calls the cand
 a hiccup in the candidate "regressed"). So each step is cut by completion time into windows one
 median E2E long (at least MIN_WINDOWS of them) and whole windows are drawn. ITL's gaps are counted
 without their times and are resampled one by one (multinomially); a stall is one gap per request
-among some thirty. Throughput is resampled through Little's law (throughput = mean requests in
-flight x requests / sum of their latencies), so its interval reflects the latency noise that moves it.
+among some thirty.
+
+Throughput (successful requests, or their output tokens, per second of the step) resamples windows
+of every request, failed ones too, and fixes the side of Little's law the harness sets: a
+closed-loop step fixes how many requests are in flight, so throughput = mean in flight x ok amount
+/ time in flight of all requests (a timeout holds a slot for the whole timeout and delivers
+nothing); an open-loop step fixes how often requests are sent, so throughput = send rate x ok
+amount / requests (the share that succeeds carries the noise, not the latencies). Both equal the
+summary's value (ok amount / duration) on the step's own windows. Resampling the successful
+requests alone against the mean in flight of all of them estimated ok / duration x (time in flight
+of all requests / of the successful ones): blind to failures in a closed loop (about concurrency /
+mean E2E), too high in an open loop, with an interval that never saw the failures vary.
 
 A metric *regressed* when the whole interval is worse than ``tolerance``, *improved* when the whole
 interval is better, and is *unchanged* otherwise.
@@ -74,6 +84,31 @@ def _weighted_percentile(sorted_values: np.ndarray, weights: np.ndarray, q: floa
     return float(a + (b - a) * (pos - lo))
 
 
+def _throughput_samples(
+    acc: StepAccumulator, summary: dict[str, Any], metric: str, rng: np.random.Generator, resamples: int
+) -> np.ndarray:
+    """Bootstrap values of a throughput: windows of all requests (failed ones too) by completion time;
+    per window the successful requests' amount over the time in flight of all requests (closed loop:
+    times the mean in flight) or over the number of requests (open loop: times the send rate)."""
+    end = np.asarray(acc.end_ns)
+    ok_at = np.asarray(acc.e2e_at)  # a successful request's end_ns, so also in ``end``
+    amount = np.ones(len(ok_at)) if metric == "request_throughput" else np.asarray(acc.output_tokens)
+    if not len(end) or len(amount) != len(ok_at) or summary["duration_s"] <= 0:
+        return np.empty(0)
+    e2e_ms = (end - np.asarray(acc.sent_ns)) / 1e6
+    window = _windows(end, e2e_ms)
+    order = np.argsort(end, kind="stable")
+    ok_window = window[order][np.searchsorted(end[order], ok_at)]
+    k = int(window.max()) + 1
+    ok_amount = np.bincount(ok_window, amount, minlength=k)
+    if summary["mode"] == "concurrency":
+        fixed, per = summary["in_flight"]["mean"], np.bincount(window, e2e_ms / 1e3, minlength=k)
+    else:
+        fixed, per = summary["requests"]["sent"] / summary["duration_s"], np.bincount(window, minlength=k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.array([fixed * (c @ ok_amount) / (c @ per) for c in _draws(k, rng, resamples)])
+
+
 def _samples(
     acc: StepAccumulator, summary: dict[str, Any], metric: str, rng: np.random.Generator, resamples: int
 ) -> np.ndarray:
@@ -87,18 +122,11 @@ def _samples(
         total = int(cum[-1])
         draws = (rng.multinomial(total, counts / total) for _ in range(resamples))
         return np.array([_weighted_percentile(values, c, q) for c in draws]) / 1e3
+    if metric in ("request_throughput", "output_token_throughput"):
+        return _throughput_samples(acc, summary, metric, rng, resamples)
     e2e = np.asarray(acc.e2e)
     if not len(e2e):
         return np.empty(0)
-    if metric in ("request_throughput", "output_token_throughput"):
-        tokens = np.asarray(acc.output_tokens)
-        if len(tokens) != len(e2e):
-            return np.empty(0)
-        window = _windows(np.asarray(acc.e2e_at), e2e)
-        amount = np.bincount(window, None if metric == "request_throughput" else tokens)
-        latency_s = np.bincount(window, e2e) / 1e3
-        in_flight = summary["in_flight"]["mean"]
-        return np.array([in_flight * (c @ amount) / (c @ latency_s) for c in _draws(len(amount), rng, resamples)])
     key = metric.split(".")[0]
     values, at = {
         "ttft_ms": (acc.ttft, acc.ttft_at),
