@@ -287,6 +287,8 @@ def mock(
     tpd: Annotated[float | None, typer.Option(help="Rate limit: tokens per day")] = None,
     burst_s: Annotated[float, typer.Option(help="Seconds of a limit one burst may spend")] = 60.0,
     ratelimit_headers: Annotated[str, typer.Option(help="Header dialect: openai | cerebras")] = "openai",
+    reasoning_tokens: Annotated[int, typer.Option(help="Chat: reasoning tokens streamed before the answer")] = 0,
+    tokens_per_chunk: Annotated[int, typer.Option(help="Tokens in one streamed chunk")] = 1,
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
     with _user_errors():
@@ -294,6 +296,8 @@ def mock(
             raise MockStartError(f"--port: expected 0..65535, got {port}")
         if min(ttft_ms, itl_ms, jitter_ms, stall_s, slow_first_byte_s) < 0 or output_tokens < 1:
             raise MockStartError("--ttft-ms/--itl-ms/--jitter-ms/--*-s must be >= 0 and --output-tokens >= 1")
+        if reasoning_tokens < 0 or tokens_per_chunk < 1:
+            raise MockStartError("--reasoning-tokens must be >= 0 and --tokens-per-chunk >= 1")
         if ratelimit_headers not in ("openai", "cerebras"):
             raise MockStartError(f"--ratelimit-headers: expected openai or cerebras, got {ratelimit_headers!r}")
         if any(v is not None and v <= 0 for v in (rpm, tpm, rpd, tpd)) or burst_s <= 0:
@@ -325,6 +329,8 @@ def mock(
                 tpd=tpd,
                 burst_s=burst_s,
                 ratelimit_headers=ratelimit_headers,
+                reasoning_tokens=reasoning_tokens,
+                tokens_per_chunk=tokens_per_chunk,
             ),
             host,
             port,

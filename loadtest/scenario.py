@@ -92,6 +92,8 @@ class MockSettings(_Strict):
     tpd: PositiveFloat | None = None
     burst_s: PositiveFloat = 60.0  # seconds of the limit a bucket holds (60: a minute's worth)
     ratelimit_headers: Literal["openai", "cerebras"] = "openai"
+    reasoning_tokens: Annotated[int, Field(ge=0)] = 0  # streamed as reasoning_content before the answer
+    tokens_per_chunk: Annotated[int, Field(ge=1)] = 1  # tokens in one streamed chunk
 
 
 class Target(_Strict):
@@ -262,6 +264,7 @@ class PerRequestSLO(_Strict):
     """Per-request limits: a request meeting all of them counts towards goodput."""
 
     ttft_ms: PositiveFloat | None = None
+    ttfa_ms: PositiveFloat | None = None  # time to the first answer token (after any reasoning)
     tpot_ms: PositiveFloat | None = None
     e2e_ms: PositiveFloat | None = None
 
@@ -270,6 +273,7 @@ class StepSLO(_Strict):
     """Bounds on one step's summary."""
 
     ttft_ms: PercentileBounds | None = None
+    ttfa_ms: PercentileBounds | None = None
     tpot_ms: PercentileBounds | None = None
     itl_ms: PercentileBounds | None = None
     e2e_ms: PercentileBounds | None = None
