@@ -289,6 +289,9 @@ def mock(
     ratelimit_headers: Annotated[str, typer.Option(help="Header dialect: openai | cerebras")] = "openai",
     reasoning_tokens: Annotated[int, typer.Option(help="Chat: reasoning tokens streamed before the answer")] = 0,
     tokens_per_chunk: Annotated[int, typer.Option(help="Tokens in one streamed chunk")] = 1,
+    reasoning_field: Annotated[
+        str, typer.Option(help="Delta field of the reasoning: reasoning_content | reasoning (vLLM >= 0.11)")
+    ] = "reasoning_content",
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
     with _user_errors():
@@ -298,6 +301,8 @@ def mock(
             raise MockStartError("--ttft-ms/--itl-ms/--jitter-ms/--*-s must be >= 0 and --output-tokens >= 1")
         if reasoning_tokens < 0 or tokens_per_chunk < 1:
             raise MockStartError("--reasoning-tokens must be >= 0 and --tokens-per-chunk >= 1")
+        if reasoning_field not in ("reasoning_content", "reasoning"):
+            raise MockStartError(f"--reasoning-field: expected reasoning_content or reasoning, got {reasoning_field!r}")
         if ratelimit_headers not in ("openai", "cerebras"):
             raise MockStartError(f"--ratelimit-headers: expected openai or cerebras, got {ratelimit_headers!r}")
         if any(v is not None and v <= 0 for v in (rpm, tpm, rpd, tpd)) or burst_s <= 0:
@@ -331,6 +336,7 @@ def mock(
                 ratelimit_headers=ratelimit_headers,
                 reasoning_tokens=reasoning_tokens,
                 tokens_per_chunk=tokens_per_chunk,
+                reasoning_field=reasoning_field,
             ),
             host,
             port,

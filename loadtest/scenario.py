@@ -94,6 +94,7 @@ class MockSettings(_Strict):
     ratelimit_headers: Literal["openai", "cerebras"] = "openai"
     reasoning_tokens: Annotated[int, Field(ge=0)] = 0  # streamed as reasoning_content before the answer
     tokens_per_chunk: Annotated[int, Field(ge=1)] = 1  # tokens in one streamed chunk
+    reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"  # reasoning: vLLM >= 0.11
 
 
 class Target(_Strict):

@@ -2,8 +2,8 @@
 a tool call as the answer, several tokens a chunk. Apart from server.py, whose plain path
 (one content token a chunk) stays as fast as it was.
 
-As real servers do (README, "Reasoning models and chunks"): reasoning models stream
-``delta.reasoning_content`` (DeepSeek, SGLang, vLLM before 0.11) before ``delta.content``, and
+As real servers do (README, "The mock server"): reasoning models stream ``delta.reasoning_content``
+(DeepSeek, SGLang, vLLM before 0.11; ``delta.reasoning`` on vLLM since) before ``delta.content``, and
 count the reasoning in ``usage.completion_tokens`` with ``completion_tokens_details.reasoning_tokens``
 beside it (OpenAI's usage object). A tool call streams ``delta.tool_calls``: the first piece carries
 the call's id and function name, every piece ``function.arguments`` text (JSON once joined); the
@@ -46,6 +46,7 @@ class Generation:
     per_chunk: int = 1
     tool: str | None = None
     call_id: str = "call-mock"
+    field: str = "reasoning_content"  # or "reasoning" (vLLM since 0.11)
 
     @property
     def tokens(self) -> int:
@@ -98,7 +99,7 @@ class Generation:
         a, b = c * self.per_chunk, min(self.tokens, (c + 1) * self.per_chunk)
         d: dict[str, Any] = {"role": "assistant"} if c == 0 else {}
         if a < self.reasoning:
-            d["reasoning_content"] = self._words(a, min(b, self.reasoning))
+            d[self.field] = self._words(a, min(b, self.reasoning))
         if (s := max(a, self.reasoning)) < b:
             if self.tool is None:
                 d["content"] = self._answer(s, b)
@@ -123,7 +124,7 @@ class Generation:
         answer = self._answer(self.reasoning, self.tokens)
         message: dict[str, Any] = {"role": "assistant", "content": None if self.tool else answer}
         if self.reasoning:
-            message["reasoning_content"] = self._words(0, self.reasoning)
+            message[self.field] = self._words(0, self.reasoning)
         if self.tool is not None:
             message["tool_calls"] = [self._call(answer)]
         return {"index": 0, "message": message, "finish_reason": finish}

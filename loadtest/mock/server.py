@@ -82,6 +82,7 @@ class MockConfig:
     ratelimit_headers: str = "openai"  # openai | cerebras
     reasoning_tokens: int = 0  # chat: streamed as delta.reasoning_content before the answer (generation.py)
     tokens_per_chunk: int = 1  # tokens in one streamed chunk
+    reasoning_field: str = "reasoning_content"  # DeepSeek, SGLang, vLLM < 0.11 | reasoning: vLLM >= 0.11
 
 
 class MockState:
@@ -204,7 +205,7 @@ def _generation(body: dict[str, Any], cfg: MockConfig, n_out: int, chat: bool, c
     """What the response's n_out tokens are: reasoning first (chat), then content or a tool call."""
     reasoning = min(cfg.reasoning_tokens, n_out) if chat else 0
     tool = tool_name(body) if chat else None
-    return Generation(WORDS, reasoning, n_out - reasoning, cfg.tokens_per_chunk, tool, call_id)
+    return Generation(WORDS, reasoning, n_out - reasoning, cfg.tokens_per_chunk, tool, call_id, cfg.reasoning_field)
 
 
 def _error(status: str, message: str, kind: str = "invalid_request_error", extra: bytes = b"") -> bytes:
