@@ -29,7 +29,7 @@ LOOP_LAG_P99_MS = 5.0  # a 10 ms sleep woken this late means the client was busy
 LOOP_LAG_LATE_MIN = 2
 SCHEDULE_LAG_P99_MS = 10.0  # an open-loop send this late means the client could not keep the rate
 
-_LATENCY = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms")
+_LATENCY = ("ttft_ms", "ttfa_ms", "tpot_ms", "itl_ms", "e2e_ms")
 # SLO field -> (summary key, "max" means value <= bound, "min" means value >= bound)
 _SCALAR = {
     "error_rate": ("error_rate", "max"),

@@ -297,6 +297,11 @@ def mock(
     api_key_env: Annotated[
         str | None, typer.Option(help="NAME of the variable holding the key --api-key-header must carry")
     ] = None,
+    reasoning_tokens: Annotated[int, typer.Option(help="Chat: reasoning tokens streamed before the answer")] = 0,
+    tokens_per_chunk: Annotated[int, typer.Option(help="Tokens in one streamed chunk")] = 1,
+    reasoning_field: Annotated[
+        str, typer.Option(help="Delta field of the reasoning: reasoning_content | reasoning (vLLM >= 0.11)")
+    ] = "reasoning_content",
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
     with _user_errors():
@@ -305,6 +310,10 @@ def mock(
             raise MockStartError(f"--port: expected 0..65535, got {port}")
         if min(ttft_ms, itl_ms, jitter_ms, stall_s, slow_first_byte_s) < 0 or output_tokens < 1:
             raise MockStartError("--ttft-ms/--itl-ms/--jitter-ms/--*-s must be >= 0 and --output-tokens >= 1")
+        if reasoning_tokens < 0 or tokens_per_chunk < 1:
+            raise MockStartError("--reasoning-tokens must be >= 0 and --tokens-per-chunk >= 1")
+        if reasoning_field not in ("reasoning_content", "reasoning"):
+            raise MockStartError(f"--reasoning-field: expected reasoning_content or reasoning, got {reasoning_field!r}")
         if ratelimit_headers not in ("openai", "cerebras"):
             raise MockStartError(f"--ratelimit-headers: expected openai or cerebras, got {ratelimit_headers!r}")
         if any(v is not None and v <= 0 for v in (rpm, tpm, rpd, tpd)) or burst_s <= 0:
@@ -341,6 +350,9 @@ def mock(
                 tls_client_ca=tls_client_ca,
                 api_key_header=api_key_header,
                 api_key_env=api_key_env,
+                reasoning_tokens=reasoning_tokens,
+                tokens_per_chunk=tokens_per_chunk,
+                reasoning_field=reasoning_field,
             ),
             host,
             port,

@@ -33,6 +33,7 @@ from openai import AsyncOpenAI
 from .aiotrace import CURRENT_PHASES, aiohttp_transport
 from .h1 import H1Body, H1Transport
 from .netconn import env_proxy_url
+from .outputs import Side, delta_output, message_output, set_reasoning
 from .phases import PHASES_EXTENSION, Phases
 from .ratelimit import retry_after_s
 from .records import RequestRecord
@@ -270,17 +271,6 @@ def _body(item: PromptItem, model: str, api: str, stream: bool, extra_body: dict
     return body
 
 
-def _content(obj: dict[str, Any], chat: bool) -> str | None:
-    choices = obj.get("choices")
-    if not choices:
-        return None
-    c = choices[0]
-    if chat:
-        delta = c.get("delta") or c.get("message") or {}
-        return delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
-    return c.get("text")
-
-
 def _error_message(raw: bytes) -> str:
     try:
         err = orjson.loads(raw).get("error")
@@ -338,10 +328,14 @@ async def _exchange(
             body = resp.stream
             end = body.read_ns if isinstance(body, H1Body) else _NS()
             rec.end_ns = rec.first_token_ns = rec.last_token_ns = end - t0
-            content = _content(obj, chat) or ""
-            _set_tokens(rec, obj.get("usage"), item, lambda: content, encoding)
+            rec.first_answer_ns = rec.first_token_ns  # the reasoning came in the same body
+            text, reasoning = message_output(obj, chat)
+            _set_tokens(rec, obj.get("usage"), item, lambda: text, encoding)
+            set_reasoning(rec, obj.get("usage"), reasoning, encoding)
             return
         pieces: list[str] = []
+        side = Side([], [])
+        answering = not chat  # completions: every piece is the answer
         times = rec.chunk_times_ns
         usage = None
         done = False
@@ -376,19 +370,28 @@ async def _exchange(
                 if obj.get("usage"):  # some servers put usage on the last content chunk
                     usage = obj["usage"]
                 c0 = choices[0]
-                if chat:  # inline _content(): this runs once per streamed token
+                if chat:  # this runs once per streamed chunk: a lone content piece of the answer goes first
                     delta = c0.get("delta")
-                    piece = delta and (delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"))
-                else:
-                    piece = c0.get("text")
+                    piece = delta.get("content") if delta else None
+                    if piece and answering and len(delta) == 1:
+                        times.append(t)
+                        pieces.append(piece)
+                    elif delta and delta_output(delta, t, rec, pieces, side):  # reasoning, tool calls, the rest
+                        times.append(t)
+                        answering = rec.first_answer_ns is not None
+                    continue
+                piece = c0.get("text")
                 if piece:
                     times.append(t)
                     pieces.append(piece)
         rec.end_ns = (arrival.read_ns if arrival is not None else _NS()) - t0
         if times:
             rec.first_token_ns, rec.last_token_ns = times[0], times[-1]
+            if not chat:
+                rec.first_answer_ns = times[0]
         if not done:
             raise httpx2.RemoteProtocolError("stream ended without [DONE]")
-        _set_tokens(rec, usage, item, lambda: "".join(pieces), encoding)
+        _set_tokens(rec, usage, item, lambda: side.output(pieces), encoding)
+        set_reasoning(rec, usage, "".join(side.reasoning), encoding)
     finally:
         await resp.aclose()

@@ -14,12 +14,14 @@ import jinja2
 
 from . import __version__
 from .plots import Series, render_plots
+from .report import answer_metrics
 from .results import Run, write_atomic
 from .scenario import scenario_to_yaml
 
 __all__ = [
     "COLUMNS",
     "Column",
+    "columns_for",
     "fmt",
     "write_report",
 ]
@@ -55,6 +57,9 @@ COLUMNS = [
     Column("TTFT p50", "ttft_ms.p50", 2),
     Column("TTFT p90", "ttft_ms.p90", 2),
     Column("TTFT p99", "ttft_ms.p99", 2),
+    Column("TTFA p50", "ttfa_ms.p50", 2),
+    Column("TTFA p90", "ttfa_ms.p90", 2),
+    Column("TTFA p99", "ttfa_ms.p99", 2),
     Column("ITL p50", "itl_ms.p50", 3),
     Column("ITL p99", "itl_ms.p99", 3),
     Column("TPOT p50", "tpot_ms.p50", 3),
@@ -62,9 +67,22 @@ COLUMNS = [
     Column("E2E p50", "e2e_ms.p50", 1),
     Column("E2E p99", "e2e_ms.p99", 1),
     Column("out tokens mean", "output_tokens.mean", 1),
+    Column("reasoning tokens mean", "reasoning_tokens.mean", 1),
+    Column("tokens/chunk mean", "tokens_per_chunk.mean", 2),
     Column("in flight max", "in_flight.max", 0),
     Column("loop lag p99", "loop_lag_ms.p99", 2),
 ]
+
+
+_ANSWER_METRICS = ("ttfa_ms", "reasoning_tokens", "tokens_per_chunk")
+
+
+def columns_for(summaries: list[dict[str, Any]]) -> list[Column]:
+    """The columns of the step tables: TTFA, reasoning tokens and tokens per chunk only where one of
+    the runs' steps has something to say in them (``report.answer_metrics``)."""
+    shown = answer_metrics([s for summary in summaries for s in summary["steps"]])
+    return [c for c in COLUMNS if c.key.split(".")[0] not in _ANSWER_METRICS or c.key.split(".")[0] in shown]
+
 
 _CAPTIONS = {
     "throughput": ("Throughput vs load", "Successful requests/s and output tokens/s of each step."),
@@ -123,7 +141,7 @@ def write_report(
         .render(
             title=" vs ".join(labels) if len(runs) > 1 else f"loadtest report: {labels[0]}",
             tool_version=__version__,
-            columns=COLUMNS,
+            columns=columns_for([run.summary for run in runs]),
             runs=[
                 {
                     "label": label,

@@ -36,8 +36,10 @@ __all__ = [
     "schedule_lag_ms",
     "step_duration_s",
     "summarize_step",
+    "tokens_per_chunk",
     "total_token_throughput",
     "tpot_ms",
+    "ttfa_ms",
     "ttft_ms",
 ]
 
@@ -45,8 +47,23 @@ _MS = 1e6  # ns per ms
 
 
 def ttft_ms(r: RequestRecord) -> float | None:
-    """TTFT = first content chunk arrival - request sent (whole body for a non-streamed request)."""
+    """TTFT = first output chunk arrival (content, reasoning or tool-call arguments) - request sent
+    (whole body for a non-streamed request)."""
     return None if r.first_token_ns is None else (r.first_token_ns - r.sent_ns) / _MS
+
+
+def ttfa_ms(r: RequestRecord) -> float | None:
+    """TTFA (time to first answer) = first answer chunk arrival (content or tool-call arguments, not
+    reasoning) - request sent; = TTFT without reasoning (whole body for a non-streamed request)."""
+    return None if r.first_answer_ns is None else (r.first_answer_ns - r.sent_ns) / _MS
+
+
+def tokens_per_chunk(r: RequestRecord) -> float | None:
+    """Output tokens / output chunks of a streamed request: how many tokens a chunk carries (ITL is per
+    chunk, TPOT per token: mean ITL ~ TPOT x tokens per chunk)."""
+    if not r.stream or not r.chunk_times_ns or not r.output_tokens:
+        return None
+    return r.output_tokens / len(r.chunk_times_ns)
 
 
 def e2e_ms(r: RequestRecord) -> float:
@@ -99,10 +116,15 @@ def total_token_throughput(input_tokens_ok: int, output_tokens_ok: int, duration
 
 
 def meets_slo(r: RequestRecord, slo: PerRequestSLO) -> bool:
-    """A successful request whose TTFT, TPOT and E2E are each within the per-request limit (if set)."""
+    """A successful request whose TTFT, TTFA, TPOT and E2E are each within the per-request limit (if set)."""
     if r.status != "ok":
         return False
-    checks = ((slo.ttft_ms, ttft_ms(r)), (slo.tpot_ms, tpot_ms(r)), (slo.e2e_ms, e2e_ms(r)))
+    checks = (
+        (slo.ttft_ms, ttft_ms(r)),
+        (slo.ttfa_ms, ttfa_ms(r)),
+        (slo.tpot_ms, tpot_ms(r)),
+        (slo.e2e_ms, e2e_ms(r)),
+    )
     return all(bound is None or (value is not None and value <= bound) for bound, value in checks)
 
 
@@ -234,6 +256,7 @@ class StepAccumulator:
         self.logical_sent = self.logical_ok = self.retries = 0
         self.logical_e2e, self.attempts = array("d"), array("d")
         self.connections = ConnectionStats()
+        self.ttfa, self.reasoning_tokens, self.tokens_per_chunk = array("d"), array("d"), array("d")
 
     def add(self, r: RequestRecord) -> None:
         if r.warmup:
@@ -278,6 +301,16 @@ class StepAccumulator:
             self.tokens_out_ok += r.output_tokens
         if r.tokens_source:
             self.sources[r.tokens_source] += 1
+        self._add_answer(r)
+
+    def _add_answer(self, r: RequestRecord) -> None:
+        """TTFA, reasoning tokens and tokens per chunk of a successful request."""
+        if (v := ttfa_ms(r)) is not None:
+            self.ttfa.append(v)
+        if r.reasoning_tokens is not None:
+            self.reasoning_tokens.append(r.reasoning_tokens)
+        if (v := tokens_per_chunk(r)) is not None:
+            self.tokens_per_chunk.append(v)
 
     def _add_logical(self, r: RequestRecord) -> None:
         self.logical_sent += r.attempt == 1
@@ -318,11 +351,14 @@ class StepAccumulator:
             "goodput": goodput(self.good, duration),
             "goodput_ratio": self.good / sent if sent else 0.0,
             "ttft_ms": distribution(self.ttft),
+            "ttfa_ms": distribution(self.ttfa),
             "itl_ms": self.itl.distribution(),
             "tpot_ms": distribution(self.tpot),
             "e2e_ms": distribution(self.e2e),
             "input_tokens": distribution(self.input_tokens),
             "output_tokens": distribution(self.output_tokens),
+            "reasoning_tokens": distribution(self.reasoning_tokens),
+            "tokens_per_chunk": distribution(self.tokens_per_chunk),
             "schedule_lag_ms": distribution(self.lag) if self.lag else None,
             "in_flight": in_flight(self.sent_ns, self.end_ns),
             **self.connections.summary(),

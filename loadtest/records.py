@@ -26,10 +26,10 @@ class RequestRecord:
     stream: bool = True
     scheduled_ns: int | None = None  # due time in open-loop steps (lag = sent - scheduled)
     sent_ns: int = 0  # issued: handed to the HTTP client, before waiting for a connection (TTFT counts from here)
-    first_token_ns: int | None = None  # first chunk carrying content (whole body when not streaming)
+    first_token_ns: int | None = None  # first chunk carrying output of any kind (whole body when not streaming)
     last_token_ns: int | None = None
     end_ns: int = 0  # last byte of the response (or the moment the error was seen)
-    chunk_times_ns: list[int] = field(default_factory=list)  # arrival of each content chunk
+    chunk_times_ns: list[int] = field(default_factory=list)  # arrival of each output chunk (its count: the chunks)
     input_tokens: int | None = None
     output_tokens: int | None = None
     tokens_source: Literal["usage", "tiktoken"] | None = None
@@ -46,6 +46,10 @@ class RequestRecord:
     request_ms: float | None = None  # writing the request
     ttfb_ms: float | None = None  # issued -> response headers read
     new_connection: bool | None = None  # None: the request never got a connection slot
+    # first chunk of the answer: content or tool-call arguments, not reasoning (TTFA; = first_token_ns
+    # without reasoning; whole body when not streaming)
+    first_answer_ns: int | None = None
+    reasoning_tokens: int | None = None  # of output_tokens: usage.completion_tokens_details, else counted
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))

@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-__all__ = ["print_step_table", "step_line"]
+__all__ = ["answer_metrics", "print_step_table", "step_line"]
 
 
 def _f(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def answer_metrics(steps: list[dict[str, Any]]) -> set[str]:
+    """Which of TTFA, reasoning tokens and tokens per chunk say something about these steps: TTFA
+    when it differs from TTFT (reasoning before the answer), reasoning tokens when there were any,
+    tokens per chunk when a chunk carried more (or fewer) than one token."""
+    shown = set()
+    for s in steps:
+        if s.get("ttfa_ms") and s["ttfa_ms"] != s["ttft_ms"]:
+            shown.add("ttfa_ms")
+        if (s.get("reasoning_tokens") or {}).get("mean"):
+            shown.add("reasoning_tokens")
+        if (s.get("tokens_per_chunk") or {}).get("mean") not in (None, 1.0):
+            shown.add("tokens_per_chunk")
+    return shown
+
+
+def _answer_columns(steps: list[dict[str, Any]]) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+    shown = answer_metrics(steps)
+    cols: list[tuple[str, Callable[[dict[str, Any]], str]]] = []
+    if "ttfa_ms" in shown:
+        cols += [("TTFA p50", lambda s: _f(s["ttfa_ms"]["p50"])), ("TTFA p99", lambda s: _f(s["ttfa_ms"]["p99"]))]
+    if "reasoning_tokens" in shown:
+        cols.append(("reasoning tok", lambda s: _f(s["reasoning_tokens"]["mean"])))
+    if "tokens_per_chunk" in shown:
+        cols.append(("tok/chunk", lambda s: _f(s["tokens_per_chunk"]["mean"], 2)))
+    return cols
 
 
 def step_line(s: dict[str, Any]) -> str:
@@ -22,11 +50,12 @@ def step_line(s: dict[str, Any]) -> str:
         f"step {s['index']} {s['mode']}={s['value']}: {r['ok']}/{r['sent']} ok, "
         f"{_f(s['request_throughput'], 2)} req/s, {_f(s['output_token_throughput'])} tok/s, "
         f"TTFT p50 {_f(s['ttft_ms']['p50'])} ms"
-    )
+    ) + (f", TTFA p50 {_f(s['ttfa_ms']['p50'])} ms" if "ttfa_ms" in answer_metrics([s]) else "")
 
 
 def print_step_table(summary: dict[str, Any], console: Console) -> None:
     t = Table(title=f"{summary['scenario']}" + (" (partial)" if summary["partial"] else ""), title_justify="left")
+    extra = _answer_columns(summary["steps"])  # TTFA, reasoning tokens, tokens per chunk: when they differ
     for col in (
         "step",
         "load",
@@ -39,6 +68,7 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
         "TPOT p50",
         "E2E p50",
         "E2E p99",
+        *(title for title, _ in extra),
         "errors",
     ):
         t.add_column(col, justify="right" if col not in ("load", "errors") else "left")
@@ -57,6 +87,7 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
             _f(s["tpot_ms"]["p50"], 2),
             _f(s["e2e_ms"]["p50"]),
             _f(s["e2e_ms"]["p99"]),
+            *(cell(s) for _, cell in extra),
             errors,
         )
     console.print(t)

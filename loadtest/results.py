@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 _CSV_STATS = ("p50", "p90", "p99")
-_CSV_DISTS = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms")
+_CSV_DISTS = ("ttft_ms", "ttfa_ms", "itl_ms", "tpot_ms", "e2e_ms")
 
 
 def new_run_dir(parent: Path, name: str, started: datetime) -> Path:

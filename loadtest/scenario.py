@@ -98,6 +98,9 @@ class MockSettings(_Strict):
     tpd: PositiveFloat | None = None
     burst_s: PositiveFloat = 60.0  # seconds of the limit a bucket holds (60: a minute's worth)
     ratelimit_headers: Literal["openai", "cerebras"] = "openai"
+    reasoning_tokens: Annotated[int, Field(ge=0)] = 0  # streamed as reasoning_content before the answer
+    tokens_per_chunk: Annotated[int, Field(ge=1)] = 1  # tokens in one streamed chunk
+    reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"  # reasoning: vLLM >= 0.11
     # An auth check as Azure OpenAI and gateways do: this header must carry the value of the variable
     # named by api_key_env (authorization: "Bearer <value>"), else 401. The value never enters the scenario.
     api_key_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] | None = None
@@ -296,6 +299,7 @@ class PerRequestSLO(_Strict):
     """Per-request limits: a request meeting all of them counts towards goodput."""
 
     ttft_ms: PositiveFloat | None = None
+    ttfa_ms: PositiveFloat | None = None  # time to the first answer token (after any reasoning)
     tpot_ms: PositiveFloat | None = None
     e2e_ms: PositiveFloat | None = None
 
@@ -304,6 +308,7 @@ class StepSLO(_Strict):
     """Bounds on one step's summary."""
 
     ttft_ms: PercentileBounds | None = None
+    ttfa_ms: PercentileBounds | None = None
     tpot_ms: PercentileBounds | None = None
     itl_ms: PercentileBounds | None = None
     e2e_ms: PercentileBounds | None = None

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .faults import FaultPlan
+from .generation import Generation, tool_name
 from .limits import RateLimiter
 
 __all__ = [
@@ -89,6 +90,9 @@ class MockConfig:
     tls_client_ca: str | None = None  # require client certificates signed by this CA (mutual TLS)
     api_key_header: str | None = None  # e.g. api-key (Azure), x-api-key, authorization (Bearer)
     api_key_env: str | None = None  # the NAME of the variable holding the key the header must carry
+    reasoning_tokens: int = 0  # chat: streamed as delta.reasoning_content before the answer (generation.py)
+    tokens_per_chunk: int = 1  # tokens in one streamed chunk
+    reasoning_field: str = "reasoning_content"  # DeepSeek, SGLang, vLLM < 0.11 | reasoning: vLLM >= 0.11
 
 
 class MockState:
@@ -103,6 +107,8 @@ class MockState:
         self.next_token_slot = 0.0  # loop time of the next free slot under capacity_tok_s
         self.ttft_s: list[float] = []
         self.itl_s: list[float] = []
+        self.ttfa_s: list[float] = []  # to the first answer chunk (after the reasoning)
+        self.stream_chunks = self.stream_tokens = 0  # of the streams sent to the end
         self.ids = 0
         self.faults: dict[str, int] = {}
         self.fault_plan = FaultPlan(config.faults)
@@ -135,6 +141,8 @@ class MockState:
         self.in_flight_max = self.in_flight
         self.ttft_s.clear()
         self.itl_s.clear()
+        self.ttfa_s.clear()
+        self.stream_chunks = self.stream_tokens = 0
 
     def stats(self) -> dict[str, Any]:
         def pct(values: list[float]) -> dict[str, float | None]:
@@ -153,6 +161,9 @@ class MockState:
             "in_flight_max": self.in_flight_max,
             "ttft_ms": pct(self.ttft_s),
             "itl_ms": pct(self.itl_s),
+            "ttfa_ms": pct(self.ttfa_s),
+            "stream_chunks": self.stream_chunks,
+            "stream_tokens": self.stream_tokens,
         }
 
     def gap(self, base_ms: float) -> float:
@@ -199,11 +210,19 @@ def _response(
 
 
 def _output_tokens(body: dict[str, Any], cfg: MockConfig) -> tuple[int, int | None]:
-    """(tokens the mock will generate, the max_tokens asked for)."""
+    """(tokens the mock will generate, reasoning included, the max_tokens asked for)."""
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    n = cfg.output_tokens + cfg.reasoning_tokens  # max_tokens caps both, as on vLLM and OpenAI
     if not isinstance(max_tokens, int) or max_tokens <= 0:
-        return cfg.output_tokens, None
-    return (max_tokens if body.get("ignore_eos") else min(cfg.output_tokens, max_tokens)), max_tokens
+        return n, None
+    return (max_tokens if body.get("ignore_eos") else min(n, max_tokens)), max_tokens
+
+
+def _generation(body: dict[str, Any], cfg: MockConfig, n_out: int, chat: bool, call_id: str) -> Generation:
+    """What the response's n_out tokens are: reasoning first (chat), then content or a tool call."""
+    reasoning = min(cfg.reasoning_tokens, n_out) if chat else 0
+    tool = tool_name(body) if chat else None
+    return Generation(WORDS, reasoning, n_out - reasoning, cfg.tokens_per_chunk, tool, call_id, cfg.reasoning_field)
 
 
 def _error(status: str, message: str, kind: str = "invalid_request_error", extra: bytes = b"") -> bytes:
@@ -370,13 +389,14 @@ class MockProtocol(asyncio.Protocol):
         state, cfg = self.state, self.state.config
         start = _now()
         n_out, max_tokens = _output_tokens(body, cfg)
-        finish = "length" if max_tokens is not None and n_out >= max_tokens else "stop"
         n_in = _prompt_words(body)
         model = str(body.get("model", "mock-model"))
         state.ids += 1
         rid = f"{'chatcmpl' if chat else 'cmpl'}-mock-{state.ids}"
+        gen = _generation(body, cfg, n_out, chat, f"call-mock-{state.ids}")
+        finish = "length" if max_tokens is not None and n_out >= max_tokens else gen.finish()
         created = int(time.time())
-        usage = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+        usage = gen.usage(n_in)
 
         # Token i is due at start + ttft + gaps; a shared capacity pushes it to the next free slot.
         due = start + state.gap(cfg.ttft_ms)
@@ -392,12 +412,7 @@ class MockProtocol(asyncio.Protocol):
             for i in range(n_out):
                 due = next_due(due if i == 0 else due + state.gap(cfg.itl_ms))
             await _sleep_until(due)
-            text = "".join(WORDS[i % len(WORDS)] for i in range(n_out))
-            choice: dict[str, Any] = (
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-                if chat
-                else {"index": 0, "text": text, "finish_reason": finish}
-            )
+            choice = gen.choice(chat, finish)
             out = {
                 "id": rid,
                 "object": "chat.completion" if chat else "text_completion",
@@ -439,11 +454,14 @@ class MockProtocol(asyncio.Protocol):
                 part = f'"text":"{word}","finish_reason":null}}]}}\n\n'
             return _chunk(head + part.encode())
 
+        # reasoning, a tool call or several tokens a chunk: chunk i of the generation
+        event = token if gen.plain else lambda i: _chunk(head + gen.event(i, chat))
+        n_chunks, k, answer_at = gen.chunks, gen.per_chunk, gen.first_answer_chunk
         due = next_due(due)
         last_sent: float | None = None
         i = 0
-        half = max(1, n_out // 2) if fault in ("drop", "malformed", "stall") else -1
-        while i < n_out:
+        half = max(1, n_chunks // 2) if fault in ("drop", "malformed", "stall") else -1
+        while i < n_chunks:
             if i == half:  # the mid-stream faults strike once half the tokens are out
                 half = -1
                 if fault == "drop":
@@ -457,11 +475,14 @@ class MockProtocol(asyncio.Protocol):
             await _sleep_until(due)
             now = _now()
             pieces = []
-            while i < n_out and due <= now and i != half:
-                pieces.append(token(i))
+            while i < n_chunks and due <= now and i != half:
+                pieces.append(event(i))
                 i += 1
-                if i < n_out:
+                if i < n_chunks:
                     due = next_due(due + state.gap(cfg.itl_ms))
+                    if k > 1:  # a chunk of k tokens: the next one is due k tokens later
+                        for _ in range(k - 1):
+                            due = next_due(due + state.gap(cfg.itl_ms))
             self._send(b"".join(pieces))
             if self.transport is None or self.transport.is_closing():
                 return
@@ -471,6 +492,9 @@ class MockProtocol(asyncio.Protocol):
                 else:
                     state.itl_s.append(now - last_sent)
                     state.itl_s.extend(0.0 for _ in range(len(pieces) - 1))
+                if answer_at is not None and i > answer_at:
+                    state.ttfa_s.append(now - start)
+                    answer_at = None
             last_sent = now
         end = b'"delta":{},' if chat else b'"text":"",'
         tail = [_chunk(head + end + f'"finish_reason":"{finish}"}}]}}\n\n'.encode())]
@@ -484,6 +508,8 @@ class MockProtocol(asyncio.Protocol):
             tail.append(_chunk(b"data: [DONE]\n\n"))
         tail.append(b"0\r\n\r\n")
         self._send(b"".join(tail), close)
+        state.stream_chunks += n_chunks
+        state.stream_tokens += n_out
 
 
 async def serve(config: MockConfig, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
