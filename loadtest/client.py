@@ -31,7 +31,8 @@ from openai import AsyncOpenAI, DefaultAioHttpClient
 from .h1 import SENT_EXTENSION, H1Transport
 from .ratelimit import retry_after_s
 from .records import RequestRecord
-from .tokens import count_tokens
+from .servertok import count_on_server
+from .tokens import count_tokens, token_source
 from .workload import PromptItem
 
 __all__ = ["Endpoint", "classify_status", "make_endpoint", "send"]
@@ -180,13 +181,13 @@ class _HTTPError(Exception):
 
 if sys.version_info >= (3, 11):
 
-    async def _with_deadline(coro: Awaitable[None], seconds: float) -> None:
+    async def _with_deadline(coro: Awaitable[str | None], seconds: float) -> str | None:
         async with asyncio.timeout(seconds):
-            await coro
+            return await coro
 else:  # pragma: no cover - Python 3.10
 
-    async def _with_deadline(coro: Awaitable[None], seconds: float) -> None:
-        await asyncio.wait_for(coro, seconds)
+    async def _with_deadline(coro: Awaitable[str | None], seconds: float) -> str | None:
+        return await asyncio.wait_for(coro, seconds)
 
 
 async def send(
@@ -206,7 +207,9 @@ async def send(
     rec.stream = stream
     secret = ep.api_key
     try:
-        await _with_deadline(_exchange(ep, rec, item, model, api, stream, extra_body, t0, encoding), timeout_s)
+        text = await _with_deadline(_exchange(ep, rec, item, model, api, stream, extra_body, t0, encoding), timeout_s)
+        if text is not None:  # counted by the endpoint, after the request (not in its latency)
+            await _count_on_server(ep, rec, text)
     except (TimeoutError, asyncio.TimeoutError):  # the whole-request deadline
         _fail(rec, t0, "timeout", f"no complete response within {timeout_s:g} s", secret)
     except _HTTPError as e:
@@ -260,18 +263,31 @@ def _error_message(raw: bytes) -> str:
 
 def _set_tokens(
     rec: RequestRecord, usage: dict[str, Any] | None, item: PromptItem, text: Callable[[], str], encoding: str
-) -> None:
+) -> str | None:
+    """Counts from the server's usage, else from the tokenizer; returns the output text when the
+    endpoint itself is to count it (``target.tokenizer: server``)."""
     if usage and usage.get("completion_tokens") is not None:
         rec.tokens_source = "usage"
         rec.input_tokens = usage.get("prompt_tokens")
         rec.output_tokens = usage.get("completion_tokens")
-        return
-    rec.tokens_source = "tiktoken"
-    rec.output_tokens = count_tokens(text(), encoding)
+        return None
+    rec.tokens_source = token_source(encoding)
     if item.input_tokens is not None:
         rec.input_tokens = item.input_tokens
-    elif item.messages is not None:
+    elif item.messages is not None and rec.tokens_source != "server":
         rec.input_tokens = count_tokens("\n".join(str(m.get("content", "")) for m in item.messages), encoding)
+    if rec.tokens_source == "server":
+        return text()
+    rec.output_tokens = count_tokens(text(), encoding)
+    return None
+
+
+async def _count_on_server(ep: Endpoint, rec: RequestRecord, text: str) -> None:
+    """The endpoint's count of the output; if its tokenize route fails, tiktoken's (and the record says so)."""
+    n = await count_on_server(ep.http, ep.headers, ep.timeout, str(ep.sdk.base_url), text) if text else 0
+    if n is None:
+        rec.tokens_source, n = "tiktoken", count_tokens(text)
+    rec.output_tokens = n
 
 
 async def _exchange(
@@ -284,7 +300,7 @@ async def _exchange(
     extra_body: dict[str, Any] | None,
     t0: int,
     encoding: str,
-) -> None:
+) -> str | None:
     chat = api == "chat"
     loads = orjson.loads
     request = ep.request(api, orjson.dumps(_body(item, model, api, stream, extra_body)))
@@ -301,8 +317,7 @@ async def _exchange(
             obj = loads(await resp.aread())
             rec.end_ns = rec.first_token_ns = rec.last_token_ns = _NS() - t0
             content = _content(obj, chat) or ""
-            _set_tokens(rec, obj.get("usage"), item, lambda: content, encoding)
-            return
+            return _set_tokens(rec, obj.get("usage"), item, lambda: content, encoding)
         pieces: list[str] = []
         times = rec.chunk_times_ns
         usage = None
@@ -348,6 +363,6 @@ async def _exchange(
             rec.first_token_ns, rec.last_token_ns = times[0], times[-1]
         if not done:
             raise httpx2.RemoteProtocolError("stream ended without [DONE]")
-        _set_tokens(rec, usage, item, lambda: "".join(pieces), encoding)
+        return _set_tokens(rec, usage, item, lambda: "".join(pieces), encoding)
     finally:
         await resp.aclose()

@@ -92,6 +92,7 @@ class MockSettings(_Strict):
     tpd: PositiveFloat | None = None
     burst_s: PositiveFloat = 60.0  # seconds of the limit a bucket holds (60: a minute's worth)
     ratelimit_headers: Literal["openai", "cerebras"] = "openai"
+    tokenizer: Annotated[str, Field(min_length=1)] | None = None  # a tokenizer.json: the mock's words and counts
 
 
 class Target(_Strict):
@@ -104,7 +105,8 @@ class Target(_Strict):
     idle_timeout_s: PositiveFloat | None = None  # longest silence between two reads; default: timeout_s
     headers: dict[str, str] = Field(default_factory=dict)
     transport: Literal["h1", "aiohttp"] = "h1"  # HTTP under AsyncOpenAI: loadtest's own, or the SDK's aiohttp
-    tokenizer: Literal["o200k_base", "cl100k_base"] = "o200k_base"
+    # o200k_base | cl100k_base | server | a tokenizer.json (file or cached Hugging Face model id)
+    tokenizer: Annotated[str, Field(min_length=1)] = "o200k_base"
     mock: MockSettings = Field(default_factory=MockSettings)
 
     @field_validator("api_key_env")
@@ -450,7 +452,19 @@ def load_scenario(
         candidate = path.parent / prompt.file
         if candidate.exists() or not Path(prompt.file).exists():
             prompt.file = str(candidate)
+    _relative_tokenizers(scenario, path)
     return scenario
+
+
+def _relative_tokenizers(scenario: Scenario, path: Path) -> None:
+    """A tokenizer file is relative to the scenario file too (a name that is no file there is left alone)."""
+    target = scenario.target
+    named = target.tokenizer in ("o200k_base", "cl100k_base", "server")
+    if not named and not Path(target.tokenizer).is_absolute() and (path.parent / target.tokenizer).exists():
+        target.tokenizer = str(path.parent / target.tokenizer)
+    tok = target.mock.tokenizer
+    if tok is not None and not Path(tok).is_absolute() and (path.parent / tok).exists():
+        target.mock.tokenizer = str(path.parent / tok)
 
 
 def api_key(scenario: Scenario, source: str, env: dict[str, str] | None = None) -> str:

@@ -8,7 +8,8 @@ one go, so the mock never drifts and, with zero delays, a whole response is one 
 
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming
 with ``usage`` when ``stream_options.include_usage`` is asked, and not), ``GET /mock/stats``
-(what the mock itself measured: requests, peak in-flight, TTFT/ITL it sent), ``POST /mock/reset``.
+(what the mock itself measured: requests, peak in-flight, TTFT/ITL it sent), ``POST /mock/reset``,
+and the tokenize routes of vLLM, llama-server and llama-cpp-python (``tokenizer.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from .faults import FaultPlan
 from .limits import RateLimiter
+from .tokenizer import HFTokenizer, tokenize_route, words_encode
 
 __all__ = [
     "WORDS",
@@ -79,6 +81,8 @@ class MockConfig:
     tpd: float | None = None
     burst_s: float = 60.0
     ratelimit_headers: str = "openai"  # openai | cerebras
+    tokenizer: str | None = None  # a tokenizer.json to count and generate with (default: WORDS, counted by spaces)
+    tokenize: str = "all"  # which tokenize routes to serve: all | vllm | llama-server | llama-cpp-python | none
 
 
 class MockState:
@@ -98,6 +102,14 @@ class MockState:
         self.fault_plan = FaultPlan(config.faults)
         self.throttled = 0
         self.limiter = self._limiter()
+        self.tok = HFTokenizer(config.tokenizer) if config.tokenizer else None
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        return self.tok.prompt_tokens(body) if self.tok is not None else _prompt_words(body)
+
+    def piece(self, i: int, k: int) -> str:
+        """Text of generated token ``i`` of answer ``k``."""
+        return self.tok.piece(i, k) if self.tok is not None else WORDS[i % len(WORDS)]
 
     def _limiter(self) -> RateLimiter | None:
         c = self.config
@@ -261,6 +273,10 @@ class MockProtocol(asyncio.Protocol):
             state.reset()
             self._send(_response("200 OK", b"{}"), close)
             return
+        if method == "POST" and path in ("/tokenize", "/extras/tokenize"):
+            encode = state.tok.encode if state.tok is not None else words_encode
+            self._send(_response(*tokenize_route(path, raw, state.config.tokenize, encode)), close)
+            return
         if method != "POST" or path not in ("/v1/chat/completions", "/v1/completions"):
             self._send(_error("404 Not Found", f"no route {method} {path}"), close)
             return
@@ -275,7 +291,7 @@ class MockProtocol(asyncio.Protocol):
         if state.limiter is not None:
             n_out, max_tokens = _output_tokens(body, state.config)
             # charged at admission as providers do: prompt tokens + max_tokens (what it will generate if unset)
-            tokens = _prompt_words(body) + (max_tokens if max_tokens is not None else n_out)
+            tokens = state.prompt_tokens(body) + (max_tokens if max_tokens is not None else n_out)
             admitted, wait, headers = state.limiter.admit(_now(), tokens)
             self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
             if not admitted:
@@ -328,7 +344,7 @@ class MockProtocol(asyncio.Protocol):
         start = _now()
         n_out, max_tokens = _output_tokens(body, cfg)
         finish = "length" if max_tokens is not None and n_out >= max_tokens else "stop"
-        n_in = _prompt_words(body)
+        n_in = state.prompt_tokens(body)
         model = str(body.get("model", "mock-model"))
         state.ids += 1
         rid = f"{'chatcmpl' if chat else 'cmpl'}-mock-{state.ids}"
@@ -349,7 +365,7 @@ class MockProtocol(asyncio.Protocol):
             for i in range(n_out):
                 due = next_due(due if i == 0 else due + state.gap(cfg.itl_ms))
             await _sleep_until(due)
-            text = "".join(WORDS[i % len(WORDS)] for i in range(n_out))
+            text = "".join(state.piece(i, state.ids) for i in range(n_out))
             choice: dict[str, Any] = (
                 {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
                 if chat
@@ -387,8 +403,10 @@ class MockProtocol(asyncio.Protocol):
             b"transfer-encoding: chunked\r\n" + (b"connection: close\r\n" if close else b"") + self.extra + b"\r\n"
         )
 
+        k = state.ids
+
         def token(i: int) -> bytes:
-            word = WORDS[i % len(WORDS)]
+            word = state.piece(i, k)
             if chat:
                 role = '"role":"assistant",' if i == 0 else ""
                 part = f'"delta":{{{role}"content":"{word}"}},"finish_reason":null}}]}}\n\n'
