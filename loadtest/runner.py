@@ -32,7 +32,7 @@ from .planner import StepPlanner
 from .progress import LiveProgress
 from .results import Recorder, Run, analyze, new_run_dir, write_scenario, write_summary
 from .scenario import Scenario, ScenarioError, api_key
-from .tokens import token_source, tokenizer_problem
+from .tokens import TokenizerError, token_source, tokenizer_problem
 from .workers import run_local_workers
 from .workload import CyclePool, PromptPool, run_prompts
 
@@ -94,6 +94,13 @@ def _check_tokenizers(scenario: Scenario, source: str) -> None:
             raise ScenarioError(f"{source}: target.mock.tokenizer: {problem}")
 
 
+def _prompts(scenario: Scenario, base_url: str, key: str, source: str) -> tuple[PromptPool, str | None]:
+    try:
+        return run_prompts(scenario, base_url, key)
+    except TokenizerError as e:  # e.g. no tokenize route at the endpoint: one line naming the file
+        raise ScenarioError(f"{source}: {e}") from None
+
+
 def _say_tokenizer(summary: dict[str, Any], warn: Callable[[str], None] | None) -> None:
     """Once per run: counts that came from a tokenizer only assumed to be the model's."""
     tok = summary["tokenizer"]
@@ -144,7 +151,7 @@ def execute(
     workers = scenario.workers
     here = workers == 1 and cluster is None
     by_server = scenario.target.tokenizer == "server"  # counted by the endpoint: built once it is up
-    prompts, route = run_prompts(scenario, "", key) if here and not by_server else (CyclePool([]), None)
+    prompts, route = _prompts(scenario, "", key, source) if here and not by_server else (CyclePool([]), None)
     # Ray first: a cluster that cannot be reached is a one-line error before anything is written
     session = cluster.connected(dist, source, warn) if cluster and dist else contextlib.nullcontext()
     with session:
@@ -155,7 +162,7 @@ def execute(
 
         with _endpoint(scenario) as base_url:
             if by_server:  # with workers, each builds its own; this finds the route early, once
-                built, route = run_prompts(scenario, base_url, key)
+                built, route = _prompts(scenario, base_url, key, source)
                 prompts = built if here else prompts
             t0 = time.perf_counter_ns()
             if cluster is not None or workers > 1:  # shares of each step: Ray actors or local processes

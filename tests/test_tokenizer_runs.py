@@ -12,7 +12,7 @@ import pytest
 from loadtest.mock import MockProcess
 from loadtest.results import read_records
 from loadtest.runner import execute
-from loadtest.scenario import Scenario
+from loadtest.scenario import Scenario, ScenarioError
 
 OUT = 48  # what the mock generates for every request (its own count)
 
@@ -84,3 +84,16 @@ def test_synthetic_prompts_are_exact_under_the_models_tokenizer(
         mock.base_url, tmp_path / "model", llama_json if tokenizer == "llama_json" else tokenizer, synthetic=40
     )
     assert len(records) == 6 and all(r.tokens_source == "usage" and r.input_tokens == 40 for r in records)
+
+
+def test_a_server_without_a_tokenize_route_is_a_one_line_error(
+    mock_server: Callable[..., MockProcess], tmp_path: Path
+) -> None:
+    mock = mock_server(ttft_ms=1, itl_ms=0, output_tokens=4, usage=False, tokenize="none")
+    with pytest.raises(ScenarioError) as err:
+        run(mock.base_url, tmp_path, "server")
+    root = mock.base_url.removesuffix("/v1")
+    assert str(err.value) == (
+        f"tok.yaml: target.tokenizer: server: no tokenize route answered at {root} (tried POST /tokenize "
+        "(vLLM/SGLang), POST /tokenize (llama-server), POST /extras/tokenize (llama-cpp-python))"
+    )
