@@ -19,9 +19,10 @@ from rich.table import Table
 from .checks import EXIT_HARNESS
 from .mock import MockConfig, MockStartError, run_mock
 from .mock.faults import FAULTS
+from .mock.tokenizer import TOKENIZE_MODES
 from .report import print_step_table, step_line
 from .scenario import ScenarioError, load_scenario, scenario_to_yaml
-from .tokens import TokenizerError
+from .tokens import TokenizerError, token_source, tokenizer_problem
 
 __all__ = ["app", "main"]
 
@@ -128,6 +129,8 @@ def run(
         if junit is not None:
             slo_junit(outcome.summary, junit)
     print_step_table(outcome.summary, out)
+    if route := outcome.summary["tokenizer"].get("route"):
+        out.print(f"tokens counted by the endpoint's {escape(route)}", highlight=False)
     out.print(f"results: {escape(str(outcome.run_dir))}", highlight=False)
     if not no_report:
         out.print(f"report: {escape(str(outcome.run_dir / 'report.html'))}", highlight=False)
@@ -302,6 +305,12 @@ def mock(
     reasoning_field: Annotated[
         str, typer.Option(help="Delta field of the reasoning: reasoning_content | reasoning (vLLM >= 0.11)")
     ] = "reasoning_content",
+    tokenizer: Annotated[
+        str | None, typer.Option(help="A tokenizer.json (or cached model id) to count prompts and generate with")
+    ] = None,
+    tokenize: Annotated[
+        str, typer.Option(help="Tokenize routes served: all | vllm | llama-server | llama-cpp-python | none")
+    ] = "all",
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
     with _user_errors():
@@ -318,6 +327,10 @@ def mock(
             raise MockStartError(f"--ratelimit-headers: expected openai or cerebras, got {ratelimit_headers!r}")
         if any(v is not None and v <= 0 for v in (rpm, tpm, rpd, tpd)) or burst_s <= 0:
             raise MockStartError("--rpm/--tpm/--rpd/--tpd/--burst-s must be > 0")
+        if tokenize not in TOKENIZE_MODES:
+            raise MockStartError(f"--tokenize: expected one of {', '.join(TOKENIZE_MODES)}, got {tokenize!r}")
+        if tokenizer is not None and (token_source(tokenizer) != "hf" or tokenizer_problem(tokenizer)):
+            raise MockStartError(f"--tokenizer: {tokenizer_problem(tokenizer) or 'expected a tokenizer.json'}")
         faults = {}
         for f in fault:
             kind, _, rate = f.partition("=")
@@ -353,6 +366,8 @@ def mock(
                 reasoning_tokens=reasoning_tokens,
                 tokens_per_chunk=tokens_per_chunk,
                 reasoning_field=reasoning_field,
+                tokenizer=tokenizer,
+                tokenize=tokenize,
             ),
             host,
             port,

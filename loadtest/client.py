@@ -38,7 +38,8 @@ from .phases import PHASES_EXTENSION, Phases
 from .ratelimit import retry_after_s
 from .records import RequestRecord
 from .secrets import scrub, secret_values
-from .tokens import count_tokens
+from .servertok import count_on_server
+from .tokens import count_tokens, token_source
 from .workload import PromptItem
 
 __all__ = ["Endpoint", "classify_status", "make_endpoint", "send"]
@@ -204,13 +205,13 @@ class _HTTPError(Exception):
 
 if sys.version_info >= (3, 11):
 
-    async def _with_deadline(coro: Awaitable[None], seconds: float) -> None:
+    async def _with_deadline(coro: Awaitable[str | None], seconds: float) -> str | None:
         async with asyncio.timeout(seconds):
-            await coro
+            return await coro
 else:  # pragma: no cover - Python 3.10
 
-    async def _with_deadline(coro: Awaitable[None], seconds: float) -> None:
-        await asyncio.wait_for(coro, seconds)
+    async def _with_deadline(coro: Awaitable[str | None], seconds: float) -> str | None:
+        return await asyncio.wait_for(coro, seconds)
 
 
 async def send(
@@ -231,7 +232,11 @@ async def send(
     secret = ep.secrets
     phases = Phases()
     try:
-        await _with_deadline(_exchange(ep, rec, item, model, api, stream, extra_body, t0, encoding, phases), timeout_s)
+        texts = await _with_deadline(
+            _exchange(ep, rec, item, model, api, stream, extra_body, t0, encoding, phases), timeout_s
+        )
+        if texts is not None:  # counted by the endpoint, after the request (not in its latency)
+            await _count_on_server(ep, rec, *texts)
     except (TimeoutError, asyncio.TimeoutError):  # the whole-request deadline
         _fail(rec, t0, "timeout", f"no complete response within {timeout_s:g} s", secret)
     except _HTTPError as e:
@@ -283,18 +288,54 @@ def _error_message(raw: bytes) -> str:
 
 def _set_tokens(
     rec: RequestRecord, usage: dict[str, Any] | None, item: PromptItem, text: Callable[[], str], encoding: str
-) -> None:
+) -> str | None:
+    """Counts from the server's usage, else from the tokenizer; returns the output text when the
+    endpoint itself is to count it (``target.tokenizer: server``)."""
     if usage and usage.get("completion_tokens") is not None:
         rec.tokens_source = "usage"
         rec.input_tokens = usage.get("prompt_tokens")
         rec.output_tokens = usage.get("completion_tokens")
-        return
-    rec.tokens_source = "tiktoken"
-    rec.output_tokens = count_tokens(text(), encoding)
+        return None
+    rec.tokens_source = token_source(encoding)
     if item.input_tokens is not None:
         rec.input_tokens = item.input_tokens
-    elif item.messages is not None:
+    elif item.messages is not None and rec.tokens_source != "server":
         rec.input_tokens = count_tokens("\n".join(str(m.get("content", "")) for m in item.messages), encoding)
+    if rec.tokens_source == "server":
+        return text()
+    rec.output_tokens = count_tokens(text(), encoding)
+    return None
+
+
+def _counts(
+    rec: RequestRecord,
+    usage: dict[str, Any] | None,
+    item: PromptItem,
+    text: Callable[[], str],
+    reasoning: str,
+    encoding: str,
+) -> tuple[str, str] | None:
+    """Output and reasoning tokens from usage or the local tokenizer; with ``target.tokenizer:
+    server`` and no usage, the texts the endpoint is to count (after the request)."""
+    output = _set_tokens(rec, usage, item, text, encoding)
+    if output is not None:
+        set_reasoning(rec, usage, "", encoding)  # from usage when given, else counted with the output
+        return output, reasoning
+    set_reasoning(rec, usage, reasoning, encoding)
+    return None
+
+
+async def _count_on_server(ep: Endpoint, rec: RequestRecord, text: str, reasoning: str) -> None:
+    """The endpoint's count of the output (and of the reasoning, when usage did not give it); if its
+    tokenize route fails, tiktoken's (and the record says so)."""
+    base = str(ep.sdk.base_url)
+    n = await count_on_server(ep.http, ep.headers, ep.timeout, base, text) if text else 0
+    if n is None:
+        rec.tokens_source, n = "tiktoken", count_tokens(text)
+    rec.output_tokens = n
+    if reasoning and not rec.reasoning_tokens:
+        r = await count_on_server(ep.http, ep.headers, ep.timeout, base, reasoning)
+        rec.reasoning_tokens = r if r is not None else count_tokens(reasoning)
 
 
 async def _exchange(
@@ -308,7 +349,9 @@ async def _exchange(
     t0: int,
     encoding: str,
     phases: Phases,
-) -> None:
+) -> tuple[str, str] | None:
+    """Fill ``rec`` from one exchange; returns the output and reasoning texts when the endpoint
+    itself is to count them (``target.tokenizer: server``)."""
     chat = api == "chat"
     loads = orjson.loads
     request = ep.request(api, orjson.dumps(_body(item, model, api, stream, extra_body)))
@@ -330,9 +373,7 @@ async def _exchange(
             rec.end_ns = rec.first_token_ns = rec.last_token_ns = end - t0
             rec.first_answer_ns = rec.first_token_ns  # the reasoning came in the same body
             text, reasoning = message_output(obj, chat)
-            _set_tokens(rec, obj.get("usage"), item, lambda: text, encoding)
-            set_reasoning(rec, obj.get("usage"), reasoning, encoding)
-            return
+            return _counts(rec, obj.get("usage"), item, lambda: text, reasoning, encoding)
         pieces: list[str] = []
         side = Side([], [])
         answering = not chat  # completions: every piece is the answer
@@ -391,7 +432,6 @@ async def _exchange(
                 rec.first_answer_ns = times[0]
         if not done:
             raise httpx2.RemoteProtocolError("stream ended without [DONE]")
-        _set_tokens(rec, usage, item, lambda: side.output(pieces), encoding)
-        set_reasoning(rec, usage, "".join(side.reasoning), encoding)
+        return _counts(rec, usage, item, lambda: side.output(pieces), "".join(side.reasoning), encoding)
     finally:
         await resp.aclose()

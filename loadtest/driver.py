@@ -24,7 +24,7 @@ from .records import RequestRecord
 from .retry import retry_delay_s
 from .scenario import Load, Scenario
 from .tlsconf import ssl_context
-from .workload import PromptItem
+from .workload import PromptItem, PromptPool
 
 __all__ = [
     "Event",
@@ -137,7 +137,7 @@ class RunContext:
     scenario: Scenario
     base_url: str
     api_key: str
-    prompts: list[PromptItem]
+    prompts: PromptPool  # request i of this process gets prompts[i]
     sink: Callable[[Event], None]
     t0: int
     stop: asyncio.Event
@@ -180,7 +180,7 @@ class RunContext:
         return not self.stop.is_set()
 
     def next_prompt(self) -> PromptItem:
-        return self.prompts[next(self._prompt_i) % len(self.prompts)]
+        return self.prompts[next(self._prompt_i)]
 
 
 async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:

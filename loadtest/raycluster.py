@@ -160,7 +160,6 @@ class _Worker:
         head_wall0_ns: int,
         offset_ns: int,
         grace_s: float,
-        prompt_count: int,
         coordinator: Any,
     ) -> None:
         # t0 on this host's monotonic clock such that now - t0 reads as the head's run timeline
@@ -168,7 +167,7 @@ class _Worker:
         t0 = perf - ((wall - offset_ns) - head_wall0_ns)
         scenario = Scenario.model_validate(scenario_json)
         ready = threading.Event()
-        args = (scenario, i, n, base_url, key, t0, grace_s, prompt_count, coordinator, ready)
+        args = (scenario, i, n, base_url, key, t0, grace_s, coordinator, ready)
         threading.Thread(target=self._run, args=args, name=f"loadtest-ray-worker-{i}", daemon=True).start()
         ready.wait()
 
@@ -186,7 +185,6 @@ class _Worker:
         key: str,
         t0: int,
         grace_s: float,
-        prompt_count: int,
         coordinator: Any,
         ready: threading.Event,
     ) -> None:
@@ -206,7 +204,6 @@ class _Worker:
                 key=key,
                 sink=self._sink,
                 t0=t0,
-                prompt_count=prompt_count,
                 before_step=together,
             )
             self.flying, self.loop = ctx.flying, loop
@@ -410,7 +407,6 @@ def run_ray_workers(
     *,
     t0: int,
     grace_s: float,
-    prompt_count: int,
     warn: Callable[[str], None] | None = None,
     source: str = "scenario",
 ) -> list[int]:
@@ -448,7 +444,7 @@ def run_ray_workers(
             ray.get(
                 [
                     s.actor.start.remote(
-                        s.index, n, payload, base_url, key, head_wall0, s.offset_ns, grace_s, prompt_count, coordinator
+                        s.index, n, payload, base_url, key, head_wall0, s.offset_ns, grace_s, coordinator
                     )
                     for s in shares
                 ]

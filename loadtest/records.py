@@ -32,7 +32,7 @@ class RequestRecord:
     chunk_times_ns: list[int] = field(default_factory=list)  # arrival of each output chunk (its count: the chunks)
     input_tokens: int | None = None
     output_tokens: int | None = None
-    tokens_source: Literal["usage", "tiktoken"] | None = None
+    tokens_source: Literal["usage", "tiktoken", "hf", "server"] | None = None  # who counted: see README
     status: Literal["ok", "error"] = "ok"
     error_class: str | None = None  # http_429, http_5xx, http_4xx, timeout, connect, stream_broken, ...
     error: str | None = None  # short, never holds the API key

@@ -29,6 +29,7 @@ from .planner import search_result
 from .records import RequestRecord, record_from_json, record_to_json
 from .scenario import Scenario, ScenarioError, load_scenario, scenario_to_yaml
 from .secrets import redact_url, redacted
+from .tokens import tokenizer_info
 
 __all__ = [
     "Recorder",
@@ -230,6 +231,11 @@ def build_summary(
             "api": scenario.target.api,
             "stream": scenario.workload.stream,
         },
+        "tokenizer": tokenizer_info(
+            scenario.target.tokenizer,
+            scenario.target.model,
+            mock_words=scenario.target.base_url == "mock" and scenario.target.mock.tokenizer is None,
+        ),
         "environment": _environment(),
         "steps": steps,
         "skipped_steps": skipped,
@@ -337,4 +343,7 @@ def load_run(run_dir: Path, warn: Any = None) -> Run:
     else:  # no summary to say so (a killed run): partial unless every step was seen to finish
         finished = {h.get("step") for h in read_step_health(run_dir)}
         partial = any(p.index not in finished for p in plan_steps(scenario.load))
-    return analyze(run_dir, scenario, started_at=started, partial=partial, base_url=base_url, warn=warn)
+    run = analyze(run_dir, scenario, started_at=started, partial=partial, base_url=base_url, warn=warn)
+    if route := (old.get("tokenizer") or {}).get("route"):  # which tokenize route answered: known at run time only
+        run.summary["tokenizer"]["route"] = route
+    return run

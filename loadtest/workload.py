@@ -1,22 +1,26 @@
-"""Prompts for the requests of a run: inline text, a JSONL file, or synthetic text of exact length."""
+"""Prompts for the requests of a run: inline text, a JSONL file, or synthetic text of exact length.
+
+A pool gives request ``i`` its prompt as ``pool[i]``: a text or a file's lines cycle (a file is the
+user asking for repeats); synthetic prompts are new for every request (``synthetic.py``).
+"""
 
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from .scenario import FilePrompt, ScenarioError, SyntheticPrompt, TextPrompt, Workload
-from .tokens import count_tokens, get_encoding
+from .scenario import FilePrompt, Scenario, ScenarioError, SyntheticPrompt, TextPrompt, Workload
+from .servertok import ServerCounter
+from .synthetic import SyntheticPool, WordSet, local_words, server_words, synthetic_words_text
+from .tokens import TokenizerError, count_tokens
 
-__all__ = ["PromptItem", "build_prompts", "synthetic_text"]
-
-_POOL_CAP = 2048  # distinct synthetic prompts per run; beyond that they repeat in order
+__all__ = ["CyclePool", "PromptItem", "PromptPool", "build_prompts", "run_prompts", "synthetic_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,25 +33,26 @@ class PromptItem:
     input_tokens: int | None  # tokenizer count of the prompt text, when known
 
 
-@cache
-def _word_tokens(encoding: str) -> tuple[str, ...]:
-    """Vocabulary entries like ' river': each one token alone and one token inside any run of them."""
-    enc = get_encoding(encoding)
-    words = [b.decode() for b in enc.token_byte_values() if re.fullmatch(rb" [a-z]{3,9}", b)]
-    return tuple(sorted(w for w in words if len(enc.encode_ordinary(w)) == 1))
-
-
 def synthetic_text(n_tokens: int, rng: np.random.Generator, encoding: str = "o200k_base") -> str:
-    """Random words whose tokenizer count is exactly ``n_tokens``."""
-    words = _word_tokens(encoding)
-    text = "".join(words[i] for i in rng.integers(0, len(words), size=n_tokens))
-    enc = get_encoding(encoding)
-    ids = enc.encode_ordinary(text)
-    if len(ids) != n_tokens:  # not expected with single-token words, but never report a wrong length
-        text = enc.decode(ids[:n_tokens])
-        if len(enc.encode_ordinary(text)) != n_tokens:
-            raise ScenarioError(f"workload.prompt.synthetic: cannot build a prompt of exactly {n_tokens} tokens")
-    return text
+    """Random words whose count under a local tokenizer is exactly ``n_tokens``."""
+    return synthetic_words_text(n_tokens, rng, local_words(encoding))
+
+
+class PromptPool(Protocol):
+    def __getitem__(self, i: int) -> PromptItem: ...
+
+
+class CyclePool:
+    """A fixed list of prompts; request ``i`` gets ``items[i % len(items)]``."""
+
+    def __init__(self, items: list[PromptItem]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> PromptItem:
+        return self.items[i % len(self.items)]
 
 
 def _item(
@@ -103,30 +108,62 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _messages_text(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(str(m.get("content", "")) for m in messages)
+
+
+def _synthetic_pool(
+    workload: Workload, api: Literal["chat", "completions"], words: WordSet, count: Callable[[str], int]
+) -> SyntheticPool:
+    spec = workload.prompt.synthetic  # type: ignore[union-attr]
+
+    def make(text: str, n: int) -> PromptItem:
+        return _item(text, None, workload.max_tokens, api, workload.system_prompt, n)
+
+    pool = SyntheticPool(spec.input_tokens, spec.stddev, workload.seed, words, make)
+    for i in range(8):  # the words promise exact lengths; check a few prompts with the tokenizer itself
+        text, n = pool.text(i)
+        if count(text) != n:
+            raise TokenizerError(f"target.tokenizer: synthetic prompts cannot be made of exactly {n} tokens")
+    return pool
+
+
 def build_prompts(
-    workload: Workload, api: Literal["chat", "completions"], count: int, encoding: str = "o200k_base"
-) -> list[PromptItem]:
-    """The prompt pool; request ``i`` of a run uses ``pool[i % len(pool)]``. Deterministic for a seed."""
+    workload: Workload,
+    api: Literal["chat", "completions"],
+    encoding: str = "o200k_base",
+    *,
+    count: Callable[[str], int] | None = None,
+    words: WordSet | None = None,
+) -> PromptPool:
+    """The prompt pool of a run; deterministic for a seed. ``count`` and ``words`` replace the
+    local tokenizer ``encoding`` (``target.tokenizer: server`` counts through the endpoint)."""
+    count = count if count is not None else partial(count_tokens, name=encoding)
     system = workload.system_prompt
     match workload.prompt:
         case TextPrompt(text=text):
-            return [_item(text, None, workload.max_tokens, api, system, count_tokens(text, encoding))]
+            return CyclePool([_item(text, None, workload.max_tokens, api, system, count(text))])
         case FilePrompt(file=file):
             items = []
             for row in _read_jsonl(Path(file)):
-                text = row.get("prompt")
-                n = count_tokens(text, encoding) if text is not None else None
-                items.append(
-                    _item(text, row.get("messages"), row.get("max_tokens", workload.max_tokens), api, system, n)
-                )
-            return items
-        case SyntheticPrompt(synthetic=spec):
-            rng = np.random.default_rng(workload.seed)
-            size = max(1, min(count, _POOL_CAP))
-            lengths = np.rint(rng.normal(spec.input_tokens, spec.stddev, size=size)).astype(int)
-            lengths = np.clip(lengths, 1, None)
-            return [
-                _item(synthetic_text(int(n), rng, encoding), None, workload.max_tokens, api, system, int(n))
-                for n in lengths
-            ]
+                text, messages = row.get("prompt"), row.get("messages")
+                n = count(text if text is not None else _messages_text(messages))
+                items.append(_item(text, messages, row.get("max_tokens", workload.max_tokens), api, system, n))
+            return CyclePool(items)
+        case SyntheticPrompt():
+            return _synthetic_pool(workload, api, words if words is not None else local_words(encoding), count)
     raise AssertionError("unreachable: prompt kind validated by the scenario model")
+
+
+def run_prompts(scenario: Scenario, base_url: str, key: str) -> tuple[PromptPool, str | None]:
+    """A run's prompts (or one worker's), counted by ``target.tokenizer``; with ``server``, also
+    which tokenize route of the endpoint answered."""
+    t, w = scenario.target, scenario.workload
+    if t.tokenizer != "server":
+        return build_prompts(w, t.api, t.tokenizer), None
+    counter = ServerCounter(base_url, t.model, {"authorization": f"Bearer {key}", **t.headers}, t.timeout_s)
+    try:
+        words = server_words(counter.count) if isinstance(w.prompt, SyntheticPrompt) else None
+        return build_prompts(w, t.api, count=counter.count, words=words), counter.label
+    finally:
+        counter.close()

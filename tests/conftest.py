@@ -102,3 +102,19 @@ def check_shared_by_two_workers(
     assert sum(w["ok"] for w in shares) == step["requests"]["ok"]
     assert len((run / "steps.jsonl").read_text().splitlines()) == 2  # one health line per worker
     return records, summary
+
+
+@pytest.fixture(scope="session")
+def llama_json(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Llama-like (SentencePiece-style, BOS-adding) tokenizer.json, trained offline for the tests."""
+    from .hf_tokenizers import llama_like
+
+    return str(llama_like(tmp_path_factory.mktemp("hf") / "tokenizer.json"))
+
+
+@pytest.fixture(scope="session")
+def bytelevel_json(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Llama 3 / Qwen-like (byte-level BPE) tokenizer.json, trained offline for the tests."""
+    from .hf_tokenizers import byte_level
+
+    return str(byte_level(tmp_path_factory.mktemp("hf") / "tokenizer.json"))

@@ -23,6 +23,11 @@ from .conftest import write
 MS = 1_000_000
 
 
+def word(i: int) -> str:
+    """The mock's default token i."""
+    return WORDS[i % len(WORDS)]
+
+
 def rec(i: int, chunks: list[int], answer: int | None, out: int, reasoning: int = 0, **kw: object) -> RequestRecord:
     """Sent at 0; chunk and answer times in ms; ends 5 ms after the last chunk."""
     return RequestRecord(
@@ -97,13 +102,13 @@ def test_records_keep_the_answer_time_and_reasoning_tokens() -> None:
 
 
 def test_mock_generation_chunks_reasoning_answer_and_tool_call() -> None:
-    g = Generation(WORDS, reasoning=5, answer=3, per_chunk=4)
+    g = Generation(word, reasoning=5, answer=3, per_chunk=4)
     assert (g.chunks, g.first_answer_chunk, g.plain) == (2, 1, False)
     assert g.delta(0) == {"role": "assistant", "reasoning_content": "".join(WORDS[:4])}
     assert g.delta(1) == {"reasoning_content": WORDS[4], "content": "".join(WORDS[5:8])}  # the boundary chunk
     assert g.usage(2)["completion_tokens"] == 8 and g.usage(2)["completion_tokens_details"] == {"reasoning_tokens": 5}
-    assert Generation(WORDS, 0, 4).plain and "completion_tokens_details" not in Generation(WORDS, 0, 4).usage(1)
-    call = Generation(WORDS, 0, 2, tool="f", call_id="c")
+    assert Generation(word, 0, 4).plain and "completion_tokens_details" not in Generation(word, 0, 4).usage(1)
+    call = Generation(word, 0, 2, tool="f", call_id="c")
     first, last = call.delta(0)["tool_calls"][0], call.delta(1)["tool_calls"][0]
     assert first["id"] == "c" and first["function"] == {"name": "f", "arguments": '{"text":"' + WORDS[0]}
     assert last == {"index": 0, "function": {"arguments": WORDS[1] + '"}'}} and call.finish() == "tool_calls"

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 import tiktoken.load
+from tokenizers import Tokenizer
 
 from loadtest import tokens
+from loadtest.checks import EXIT_HARNESS
+from loadtest.hftok import hf_find
 from loadtest.mock import WORDS
-from loadtest.tokens import TokenizerError, count_tokens, get_encoding
+from loadtest.scenario import load_scenario
+from loadtest.tokens import TokenizerError, count_tokens, get_encoding, token_source, tokenizer_problem
+
+from .conftest import run_cli, write
 
 
 @pytest.fixture
@@ -54,3 +61,66 @@ def test_mock_words_are_one_token_each_alone_and_in_a_run(name: str) -> None:
         assert len(enc.encode_ordinary(w)) == 1, w
     text = "".join(WORDS[i % len(WORDS)] for i in range(97))
     assert len(enc.encode_ordinary(text)) == 97
+
+
+def test_a_tokenizer_json_counts_as_the_tokenizers_library_does(llama_json: str) -> None:
+    text = "kalomir zentu vora, hello world!"
+    ids = Tokenizer.from_file(llama_json).encode(text, add_special_tokens=False).ids
+    assert count_tokens(text, llama_json) == len(ids) and token_source(llama_json) == "hf"
+    assert count_tokens(text, llama_json) != count_tokens(text, "o200k_base")  # another tokenizer, another count
+
+
+def _cache_model(hub: Path, model_id: str, tokenizer: str, commit: str) -> Path:
+    """A model as huggingface_hub lays it out in its cache (refs/main names the snapshot)."""
+    repo = hub / ("models--" + model_id.replace("/", "--"))
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    target = repo / "snapshots" / commit / "tokenizer.json"
+    target.write_bytes(Path(tokenizer).read_bytes())
+    return target
+
+
+def test_a_model_id_is_found_in_the_local_hugging_face_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llama_json: str, bytelevel_json: str
+) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    _cache_model(tmp_path / "hf" / "hub", "acme/llama-mini", bytelevel_json, "0" * 40)  # an older snapshot
+    main = _cache_model(tmp_path / "hf" / "hub", "acme/llama-mini", llama_json, "1" * 40)
+    assert hf_find("acme/llama-mini") == main
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
+    assert hf_find("acme/llama-mini") is None and tokenizer_problem("acme/llama-mini") is not None
+
+
+def test_an_unknown_tokenizer_is_never_downloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tried to connect")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    problem = tokenizer_problem("meta-llama/Llama-3.2-1B")
+    assert problem is not None and "never downloads" in problem and str(tmp_path / "hub") in problem
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text('{"version": "1.0"}')
+    assert "not a Hugging Face tokenizer.json" in (tokenizer_problem(str(bad)) or "")
+
+
+def test_unknown_tokenizer_is_a_one_line_error_naming_file_and_field(tmp_path: Path) -> None:
+    f = write(tmp_path / "s.yaml", "target: {tokenizer: acme/no-such-model}\nload: {requests: 1}\n")
+    r = run_cli("run", str(f), "--out", str(tmp_path / "out"), env={"HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode == EXIT_HARNESS and not (tmp_path / "out").exists()
+    (line,) = r.stderr.strip().splitlines()
+    assert "s.yaml: target.tokenizer: 'acme/no-such-model' is not o200k_base" in line and "Traceback" not in r.stderr
+
+
+def test_a_tokenizer_file_is_relative_to_the_scenario(tmp_path: Path, llama_json: str) -> None:
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "llama.json").write_bytes(Path(llama_json).read_bytes())
+    f = write(tmp_path / "s.yaml", "target: {tokenizer: tok/llama.json, mock: {tokenizer: tok/llama.json}}\n")
+    sc = load_scenario(f)
+    assert sc.target.tokenizer == sc.target.mock.tokenizer == str(tmp_path / "tok" / "llama.json")
+    assert load_scenario(f, ["target.tokenizer=cl100k_base"]).target.tokenizer == "cl100k_base"

@@ -15,6 +15,7 @@ come ``tokens_per_chunk x itl`` apart.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +38,10 @@ def tool_name(body: dict[str, Any]) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Generation:
     """``reasoning`` tokens, then ``answer`` tokens (content, or the arguments of a call to ``tool``),
-    ``per_chunk`` tokens to a streamed chunk. Token i is ``words[i % len(words)]`` (server.WORDS: one
-    token each)."""
+    ``per_chunk`` tokens to a streamed chunk. Token i is ``piece(i)`` (one token each: server.WORDS, or
+    a tokenizer's single-token words)."""
 
-    words: tuple[str, ...]
+    piece: Callable[[int], str]
     reasoning: int
     answer: int
     per_chunk: int = 1
@@ -80,8 +81,7 @@ class Generation:
         return u
 
     def _words(self, a: int, b: int) -> str:
-        words = self.words
-        return "".join(words[i % len(words)] for i in range(a, b))
+        return "".join(map(self.piece, range(a, b)))
 
     def _answer(self, a: int, b: int) -> str:
         """Answer tokens a..b (counted from the first token of the response); a tool call's arguments

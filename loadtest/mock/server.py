@@ -8,7 +8,8 @@ one go, so the mock never drifts and, with zero delays, a whole response is one 
 
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming
 with ``usage`` when ``stream_options.include_usage`` is asked, and not), ``GET /mock/stats``
-(what the mock itself measured: requests, peak in-flight, TTFT/ITL it sent), ``POST /mock/reset``.
+(what the mock itself measured: requests, peak in-flight, TTFT/ITL it sent), ``POST /mock/reset``,
+and the tokenize routes of vLLM, llama-server and llama-cpp-python (``tokenizer.py``).
 With ``api_key_header`` the ``/v1/`` routes want the key (the value of the variable ``api_key_env``,
 read by the mock process itself) in that header, as Azure OpenAI and gateways do; else 401.
 """
@@ -25,12 +26,14 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .faults import FaultPlan
 from .generation import Generation, tool_name
 from .limits import RateLimiter
+from .tokenizer import HFTokenizer, tokenize_route, words_encode
 
 __all__ = [
     "WORDS",
@@ -93,6 +96,8 @@ class MockConfig:
     reasoning_tokens: int = 0  # chat: streamed as delta.reasoning_content before the answer (generation.py)
     tokens_per_chunk: int = 1  # tokens in one streamed chunk
     reasoning_field: str = "reasoning_content"  # DeepSeek, SGLang, vLLM < 0.11 | reasoning: vLLM >= 0.11
+    tokenizer: str | None = None  # a tokenizer.json to count and generate with (default: WORDS, counted by spaces)
+    tokenize: str = "all"  # which tokenize routes to serve: all | vllm | llama-server | llama-cpp-python | none
 
 
 class MockState:
@@ -117,6 +122,14 @@ class MockState:
         self.connections = 0  # accepted (TCP) connections: how often a client opened a new one
         self.unauthorized = 0
         self.api_key = os.environ.get(config.api_key_env or "", "") if config.api_key_header else None
+        self.tok = HFTokenizer(config.tokenizer) if config.tokenizer else None
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        return self.tok.prompt_tokens(body) if self.tok is not None else _prompt_words(body)
+
+    def piece(self, i: int, k: int) -> str:
+        """Text of generated token ``i`` of answer ``k``."""
+        return self.tok.piece(i, k) if self.tok is not None else WORDS[i % len(WORDS)]
 
     def _limiter(self) -> RateLimiter | None:
         c = self.config
@@ -218,11 +231,14 @@ def _output_tokens(body: dict[str, Any], cfg: MockConfig) -> tuple[int, int | No
     return (max_tokens if body.get("ignore_eos") else min(n, max_tokens)), max_tokens
 
 
-def _generation(body: dict[str, Any], cfg: MockConfig, n_out: int, chat: bool, call_id: str) -> Generation:
-    """What the response's n_out tokens are: reasoning first (chat), then content or a tool call."""
+def _generation(
+    body: dict[str, Any], cfg: MockConfig, n_out: int, chat: bool, call_id: str, piece: Callable[[int], str]
+) -> Generation:
+    """What the response's n_out tokens are: reasoning first (chat), then content or a tool call;
+    ``piece(i)`` is the text of token i."""
     reasoning = min(cfg.reasoning_tokens, n_out) if chat else 0
     tool = tool_name(body) if chat else None
-    return Generation(WORDS, reasoning, n_out - reasoning, cfg.tokens_per_chunk, tool, call_id, cfg.reasoning_field)
+    return Generation(piece, reasoning, n_out - reasoning, cfg.tokens_per_chunk, tool, call_id, cfg.reasoning_field)
 
 
 def _error(status: str, message: str, kind: str = "invalid_request_error", extra: bytes = b"") -> bytes:
@@ -323,6 +339,10 @@ class MockProtocol(asyncio.Protocol):
             state.reset()
             self._send(_response("200 OK", b"{}"), close)
             return
+        if method == "POST" and path in ("/tokenize", "/extras/tokenize"):
+            encode = state.tok.encode if state.tok is not None else words_encode
+            self._send(_response(*tokenize_route(path, raw, state.config.tokenize, encode)), close)
+            return
         if method != "POST" or path not in ("/v1/chat/completions", "/v1/completions"):
             self._send(_error("404 Not Found", f"no route {method} {path}"), close)
             return
@@ -337,7 +357,7 @@ class MockProtocol(asyncio.Protocol):
         if state.limiter is not None:
             n_out, max_tokens = _output_tokens(body, state.config)
             # charged at admission as providers do: prompt tokens + max_tokens (what it will generate if unset)
-            tokens = _prompt_words(body) + (max_tokens if max_tokens is not None else n_out)
+            tokens = state.prompt_tokens(body) + (max_tokens if max_tokens is not None else n_out)
             admitted, wait, headers = state.limiter.admit(_now(), tokens)
             self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
             if not admitted:
@@ -389,11 +409,12 @@ class MockProtocol(asyncio.Protocol):
         state, cfg = self.state, self.state.config
         start = _now()
         n_out, max_tokens = _output_tokens(body, cfg)
-        n_in = _prompt_words(body)
+        n_in = state.prompt_tokens(body)
         model = str(body.get("model", "mock-model"))
         state.ids += 1
-        rid = f"{'chatcmpl' if chat else 'cmpl'}-mock-{state.ids}"
-        gen = _generation(body, cfg, n_out, chat, f"call-mock-{state.ids}")
+        answer = state.ids
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-mock-{answer}"
+        gen = _generation(body, cfg, n_out, chat, f"call-mock-{answer}", lambda i: state.piece(i, answer))
         finish = "length" if max_tokens is not None and n_out >= max_tokens else gen.finish()
         created = int(time.time())
         usage = gen.usage(n_in)
@@ -446,7 +467,7 @@ class MockProtocol(asyncio.Protocol):
         )
 
         def token(i: int) -> bytes:
-            word = WORDS[i % len(WORDS)]
+            word = state.piece(i, answer)
             if chat:
                 role = '"role":"assistant",' if i == 0 else ""
                 part = f'"delta":{{{role}"content":"{word}"}},"finish_reason":null}}]}}\n\n'
