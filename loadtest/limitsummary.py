@@ -85,11 +85,11 @@ def _limit_found(found: Findings, steps: list[dict[str, Any]], probe: ProbeSerie
     per_request = found.tokens_per_request
     headers = _from_headers(found, probe)
     bind = found.binding
-    fitted = [k for k, h in headers.items() if h["refill_per_s"] is not None and (bind is None or k == bind)]
     burst = found.burst
-    if burst is None and bind in headers:  # too short a steady window: the bucket as advertised
+    if bind in headers:  # the binding bucket as the server counted it: exact, where 429s resolve one request
         cap = headers[bind]["capacity"]
-        burst = {bind: cap, next(k for k in KINDS if k != bind): cap * per_request if bind == "requests" else None}
+        other = cap * per_request if bind == "requests" else cap / per_request if per_request else None
+        burst = {bind: cap, next(k for k in KINDS if k != bind): other}
     trigger = next((s for s in steps if s["index"] == found.first_429_step), None)
     out.update(
         sustainable_rate_rps=rps,
@@ -99,7 +99,7 @@ def _limit_found(found: Findings, steps: list[dict[str, Any]], probe: ProbeSerie
         throttled_from_rpm=_per_min(trigger["value"]) if trigger else None,
         burst_requests=(burst or {}).get("requests"),
         burst_tokens=(burst or {}).get("tokens"),
-        evidence="both" if fitted else "429s",
+        evidence="both" if bind in headers else "429s",
         verified_s=found.verified_s,
         binding=bind,
         from_429s={

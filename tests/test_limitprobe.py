@@ -81,6 +81,7 @@ def test_full_minute_buckets_requests_bound(dialect: str) -> None:
     assert took <= 180, took
     assert near(found["sustainable_rpm"], RPM, 0.10), found
     assert near(found["burst_requests"], RPM, 0.15), found  # a full minute's allowance
+    assert near(found["from_429s"]["burst_requests"], RPM, 0.15)  # from 429s alone, headers or not
     assert near(found["burst_tokens"], RPM * (PROMPT + 16), 0.15)  # what that burst carried
     assert found["binding"] == "requests"  # no headers: from the 429 messages
     assert found["evidence"] == ("429s" if dialect == "none" else "both")
@@ -99,16 +100,18 @@ def test_full_minute_buckets_tokens_bound(dialect: str) -> None:
     assert near(found["sustainable_tokens_per_min"], TPM, 0.10), found
     assert near(found["sustainable_rpm"], TPM / (PROMPT + 400), 0.10)
     assert near(found["burst_tokens"], TPM, 0.15), found
+    assert near(found["from_429s"]["burst_tokens"], TPM, 0.15)
     assert found["binding"] == "tokens"
     assert found["sustainable_rpm"] < RPM * 0.3  # the requests limit is nowhere near
 
 
 def test_short_bursts() -> None:
-    """A bucket of one second's allowance (10 requests): the burst is small and still measured."""
+    """A bucket of one second's allowance (10 requests): the burst is small and still measured, as
+    the headers count it, and from 429s to within a request."""
     found, took = probe(scenario(16), {("requests", "minute"): RPM, ("tokens", "minute"): TPM}, burst_s=1.0)
     assert took <= 180
     assert near(found["sustainable_rpm"], RPM, 0.10), found
-    assert near(found["burst_requests"], 10, 0.15), found
+    assert found["burst_requests"] == 10 and abs(found["from_429s"]["burst_requests"] - 10) <= 1, found
 
 
 def test_max_rate_below_the_limit_finds_no_limit() -> None:

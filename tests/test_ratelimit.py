@@ -96,7 +96,7 @@ def test_buckets_hold_a_whole_period_by_default() -> None:
     squeezed = RateLimiter({("requests", "minute"): 600}, minute_s=3)  # tests compress time...
     (b,) = squeezed.buckets
     assert (b.capacity, b.rate) == (600, 200)  # ...keeping the shape: a whole "minute" in the bucket
-    ok, wait, headers = squeezed.admit(0.0, 1)
+    ok, _, headers = squeezed.admit(0.0, 1)
     assert ok and parse_duration(headers["x-ratelimit-reset-requests"]) == pytest.approx(1 / 200, abs=1e-3)
 
 

@@ -64,6 +64,7 @@ def test_requests_bound_full_period_buckets(tmp_path: Path, mock_server: Callabl
     assert near(found["sustainable_rate_rps"], REFILL_RPS, 0.10), found
     assert near(found["sustainable_rpm"], REFILL_RPS * 60, 0.10)
     assert near(found["burst_requests"], RPM, 0.15), found  # the bucket holds a whole minute's allowance
+    assert near(found["from_429s"]["burst_requests"], RPM, 0.15)  # the same from 429s alone
     assert found["binding"] == "requests" and found["evidence"] == "both"
     assert found["verified_s"] >= 0.9 * SEARCH["steady_s"] and found["first_429_s"] is not None
     assert near(found["from_headers"]["requests"]["refill_per_s"], REFILL_RPS, 0.10)
@@ -86,6 +87,7 @@ def test_tokens_bound_cerebras_headers_and_a_day_limit(tmp_path: Path, mock_serv
     assert near(found["sustainable_tokens_per_min"], REFILL_TPS * 60, 0.10), found
     assert near(found["sustainable_rate_rps"], REFILL_TPS / (PROMPT + 200), 0.10)
     assert near(found["burst_tokens"], TPM, 0.15), found
+    assert near(found["from_429s"]["burst_tokens"], TPM, 0.15)
     assert found["binding"] == "tokens" and found["evidence"] == "both"
     assert near(found["from_headers"]["tokens"]["refill_per_s"], REFILL_TPS, 0.10)
     (day,) = found["per_day"]  # advertised, never drained: 50,000 requests at ~9 a second
@@ -108,7 +110,8 @@ def test_short_bursts(tmp_path: Path, mock_server: Callable[..., MockProcess]) -
     server = mock_server(ttft_ms=1, itl_ms=0, output_tokens=16, rpm=1_200, tpm=120_000, burst_s=0.5)
     found, _ = discover(tmp_path, server, 16)
     assert near(found["sustainable_rpm"], 1_200, 0.10), found
-    assert near(found["burst_requests"], 10, 0.15), found
+    assert found["burst_requests"] == 10, found  # as the headers count it
+    assert abs(found["from_429s"]["burst_requests"] - 10) <= 1.5, found  # from 429s: to within a request
     assert found["binding"] == "requests"
 
 
@@ -178,6 +181,8 @@ def test_search_scenario_and_bad_combinations(tmp_path: Path) -> None:
         ("load: {rate: [2], search: {}}\n", "search chooses the rates itself"),
         ("load: {search: {}, workers: 2}\n", "search runs in one process"),
         ("load: {search: {factor: 1}}\n", "load.search.factor"),
+        ("load: {search: {steady_s: 0}}\n", "load.search.steady_s"),
+        ("target: {mock: {ratelimit_headers: anthropic}}\nload: {search: {}}\n", "target.mock.ratelimit_headers"),
     ):
         with pytest.raises(ScenarioError, match=needle):
             load_scenario(write(tmp_path / "x.yaml", text))
