@@ -250,12 +250,17 @@ def ratelimit(series: list[Series]) -> Figure:
         throttled = np.sort(np.concatenate([np.asarray(a.throttled_ns, dtype=np.int64) for a in accs])) / 1e9
         ax1.plot(grid - t0, _rate(throttled, grid, window), color=_color(i), label=f"{x.label} 429/s")
         _probe_marks((ax1, ax2), x, t0, grid, window, i)
-        when = np.concatenate([np.asarray(a.limited_ns, dtype=np.int64) for a in accs]) / 1e9
-        order = np.argsort(when)
-        remaining = (
-            (ax2, "-", "requests", np.concatenate([np.asarray(a.remaining_requests) for a in accs])),
-            (ax2b, "--", "tokens", np.concatenate([np.asarray(a.remaining_tokens) for a in accs])),
-        )
+        if x.run.probe is not None and len(x.run.probe):  # limit discovery: as each request was admitted
+            f = x.run.probe.frame()
+            when, order = f.t, np.arange(len(f.t))
+            remaining = ((ax2, "-", "requests", f.remaining["requests"]), (ax2b, "--", "tokens", f.remaining["tokens"]))
+        else:  # as each response came
+            when = np.concatenate([np.asarray(a.limited_ns, dtype=np.int64) for a in accs]) / 1e9
+            order = np.argsort(when)
+            remaining = (
+                (ax2, "-", "requests", np.concatenate([np.asarray(a.remaining_requests) for a in accs])),
+                (ax2b, "--", "tokens", np.concatenate([np.asarray(a.remaining_tokens) for a in accs])),
+            )
         for ax, style, what, values in remaining:
             if len(values) and not np.isnan(values).all():
                 ax.plot(when[order] - t0, values[order], style, color=_color(i), label=f"{x.label} remaining {what}")
@@ -277,7 +282,7 @@ def ratelimit(series: list[Series]) -> Figure:
     for ax in (ax2, ax2b):  # from zero: an empty bucket shows as one
         if ax.has_data():
             ax.set_ylim(bottom=0)
-    ax2.set_xlabel("seconds since the first measured send (as advertised in x-ratelimit-* headers)")
+    ax2.set_xlabel("seconds since the first measured send (x-ratelimit-* headers; in limit discovery: at send)")
     ax3.set_xlabel("attempts a request took (1: no retry)")
     ax3.set_ylabel("requests")
     most = int(max((max(a.attempts, default=1) for x in series for a in x.run.steps.values()), default=1))
