@@ -289,8 +289,13 @@ def mock(
     tpm: Annotated[float | None, typer.Option(help="Rate limit: tokens per minute (prompt + max_tokens)")] = None,
     rpd: Annotated[float | None, typer.Option(help="Rate limit: requests per day")] = None,
     tpd: Annotated[float | None, typer.Option(help="Rate limit: tokens per day")] = None,
-    burst_s: Annotated[float, typer.Option(help="Seconds of a limit one burst may spend")] = 60.0,
-    ratelimit_headers: Annotated[str, typer.Option(help="Header dialect: openai | cerebras")] = "openai",
+    burst_s: Annotated[
+        float | None, typer.Option(help="Seconds of its rate a bucket holds (default: the whole period)")
+    ] = None,
+    ratelimit_headers: Annotated[str, typer.Option(help="Header dialect: openai | cerebras | none")] = "openai",
+    ratelimit_minute_s: Annotated[
+        float, typer.Option(help="How long the limiter's minute lasts (tests compress time)")
+    ] = 60.0,
     tls_cert: Annotated[str | None, typer.Option(help="PEM certificate (and key): serve https")] = None,
     tls_key: Annotated[str | None, typer.Option(help="PEM key of --tls-cert, when not in the same file")] = None,
     tls_client_ca: Annotated[str | None, typer.Option(help="Require client certificates from this CA")] = None,
@@ -323,10 +328,10 @@ def mock(
             raise MockStartError("--reasoning-tokens must be >= 0 and --tokens-per-chunk >= 1")
         if reasoning_field not in ("reasoning_content", "reasoning"):
             raise MockStartError(f"--reasoning-field: expected reasoning_content or reasoning, got {reasoning_field!r}")
-        if ratelimit_headers not in ("openai", "cerebras"):
-            raise MockStartError(f"--ratelimit-headers: expected openai or cerebras, got {ratelimit_headers!r}")
-        if any(v is not None and v <= 0 for v in (rpm, tpm, rpd, tpd)) or burst_s <= 0:
-            raise MockStartError("--rpm/--tpm/--rpd/--tpd/--burst-s must be > 0")
+        if ratelimit_headers not in ("openai", "cerebras", "none"):
+            raise MockStartError(f"--ratelimit-headers: expected openai, cerebras or none, got {ratelimit_headers!r}")
+        if any(v is not None and v <= 0 for v in (rpm, tpm, rpd, tpd, burst_s)) or ratelimit_minute_s <= 0:
+            raise MockStartError("--rpm/--tpm/--rpd/--tpd/--burst-s/--ratelimit-minute-s must be > 0")
         if tokenize not in TOKENIZE_MODES:
             raise MockStartError(f"--tokenize: expected one of {', '.join(TOKENIZE_MODES)}, got {tokenize!r}")
         if tokenizer is not None and (token_source(tokenizer) != "hf" or tokenizer_problem(tokenizer)):
@@ -358,6 +363,7 @@ def mock(
                 tpd=tpd,
                 burst_s=burst_s,
                 ratelimit_headers=ratelimit_headers,
+                ratelimit_minute_s=ratelimit_minute_s,
                 tls_cert=tls_cert,
                 tls_key=tls_key,
                 tls_client_ca=tls_client_ca,

@@ -97,8 +97,10 @@ _CAPTIONS = {
     "timeline": ("Timeline", "Requests in flight, completions/s and errors/s over the run."),
     "ratelimit": (
         "Rate limits",
-        "429 answers over time, the remaining requests and tokens the server advertised, "
-        "and how many attempts requests took (retries).",
+        "429 answers over time, the remaining requests and tokens the server advertised (the bucket "
+        "draining), and how many attempts requests took (retries). In limit discovery, also the requests "
+        "admitted per second: after the first 429 (dashed) the steady state, whose windows (shaded) "
+        "give the sustainable rate (dotted).",
     ),
 }
 

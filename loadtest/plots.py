@@ -215,8 +215,27 @@ def has_ratelimit_data(series: list[Series]) -> bool:
     return any(len(a.limited_ns) or len(a.throttled_ns) or a.retries for x in series for a in x.run.steps.values())
 
 
+def _probe_marks(axes: tuple[Axes, ...], x: Series, t0: float, grid: np.ndarray, window: float, i: int) -> None:
+    """Limit discovery: requests admitted per second (the steady state once the bucket is empty),
+    the sustainable rate found, the first 429 (dashed) and the steady windows (shaded)."""
+    search, probe = x.run.summary.get("search") or {}, x.run.probe
+    if probe is None or not len(probe):
+        return
+    f = probe.frame()
+    admitted = f.t[f.admitted]
+    axes[0].plot(grid - t0, _rate(admitted, grid, window), color=_color(i), alpha=0.6, label=f"{x.label} admitted/s")
+    if (rps := search.get("sustainable_rate_rps")) is not None and search.get("evidence") != "steps":
+        axes[0].axhline(rps, color=_color(i), linestyle=":", label=f"{x.label} sustainable {rps:,.2f} req/s")
+    for ax in axes:
+        if (first := search.get("first_429_s")) is not None:
+            ax.axvline(first - t0, color=_color(i), linestyle="--", alpha=0.7)
+        for a, b in search.get("steady_windows_s") or []:
+            ax.axvspan(a - t0, b - t0, color=_color(i), alpha=0.1)
+
+
 def ratelimit(series: list[Series]) -> Figure:
-    """429s over time, what the server said was left over time, and how many attempts requests took."""
+    """429s (and, in limit discovery, admitted requests) over time, what the server said was left
+    over time (the bucket draining), and how many attempts requests took."""
     fig = Figure(figsize=(12, 8))
     ax1, ax2, ax3 = fig.subplots(3, 1)
     ax2b = ax2.twinx()  # tokens: a scale of their own
@@ -230,12 +249,18 @@ def ratelimit(series: list[Series]) -> Figure:
         window = max(1.0, (end - t0) / 60)
         throttled = np.sort(np.concatenate([np.asarray(a.throttled_ns, dtype=np.int64) for a in accs])) / 1e9
         ax1.plot(grid - t0, _rate(throttled, grid, window), color=_color(i), label=f"{x.label} 429/s")
-        when = np.concatenate([np.asarray(a.limited_ns, dtype=np.int64) for a in accs]) / 1e9
-        order = np.argsort(when)
-        remaining = (
-            (ax2, "-", "requests", np.concatenate([np.asarray(a.remaining_requests) for a in accs])),
-            (ax2b, "--", "tokens", np.concatenate([np.asarray(a.remaining_tokens) for a in accs])),
-        )
+        _probe_marks((ax1, ax2), x, t0, grid, window, i)
+        if x.run.probe is not None and len(x.run.probe):  # limit discovery: as each request was admitted
+            f = x.run.probe.frame()
+            when, order = f.t, np.arange(len(f.t))
+            remaining = ((ax2, "-", "requests", f.remaining["requests"]), (ax2b, "--", "tokens", f.remaining["tokens"]))
+        else:  # as each response came
+            when = np.concatenate([np.asarray(a.limited_ns, dtype=np.int64) for a in accs]) / 1e9
+            order = np.argsort(when)
+            remaining = (
+                (ax2, "-", "requests", np.concatenate([np.asarray(a.remaining_requests) for a in accs])),
+                (ax2b, "--", "tokens", np.concatenate([np.asarray(a.remaining_tokens) for a in accs])),
+            )
         for ax, style, what, values in remaining:
             if len(values) and not np.isnan(values).all():
                 ax.plot(when[order] - t0, values[order], style, color=_color(i), label=f"{x.label} remaining {what}")
@@ -250,11 +275,14 @@ def ratelimit(series: list[Series]) -> Figure:
                 color=_color(i),
                 label=x.label,
             )
-    ax1.set_ylabel("429 answers/s")
-    ax1.set_xlabel("seconds since the first measured send")
+    ax1.set_ylabel("answers/s")
+    ax1.set_xlabel("seconds since the first measured send (dashed: first 429; shaded: steady windows)")
     ax2.set_ylabel("remaining requests (solid)")
     ax2b.set_ylabel("remaining tokens (dashed)")
-    ax2.set_xlabel("seconds since the first measured send (as advertised in x-ratelimit-* headers)")
+    for ax in (ax2, ax2b):  # from zero: an empty bucket shows as one
+        if ax.has_data():
+            ax.set_ylim(bottom=0)
+    ax2.set_xlabel("seconds since the first measured send (x-ratelimit-* headers; in limit discovery: at send)")
     ax3.set_xlabel("attempts a request took (1: no retry)")
     ax3.set_ylabel("requests")
     most = int(max((max(a.attempts, default=1) for x in series for a in x.run.steps.values()), default=1))

@@ -5,7 +5,11 @@ OpenAI: ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``, resets as dur
 ``-limit-tokens-minute``, ``-remaining-requests-day``, ``-remaining-tokens-minute``,
 ``-reset-requests-day``, ``-reset-tokens-minute``, resets in float seconds.
 Both become one shape: ``{"requests": {...}, "tokens": {...}}`` with ``limit``, ``remaining``,
-``reset_s`` and the ``window`` the limit is over (``minute`` or ``day``).
+``reset_s`` and the ``window`` the limit is over (``minute`` or ``day``); ``parse_ratelimit_windows``
+keeps every window (Cerebras may advertise a kind per minute and per day).
+A 429's message names the limit that refused it (OpenAI: "Rate limit reached for gpt-4o in
+organization org-x on tokens per min (TPM): Limit 30000, Used 29000, Requested 2000. Please try
+again in 2.5s."): ``limit_named`` reads it, for endpoints that send no rate-limit headers.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ import math
 import re
 from typing import Any
 
-__all__ = ["format_duration", "parse_duration", "parse_ratelimit", "retry_after_s"]
+__all__ = [
+    "format_duration",
+    "limit_named",
+    "parse_duration",
+    "parse_ratelimit",
+    "parse_ratelimit_windows",
+    "retry_after_s",
+]
 
 _UNIT = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -85,6 +96,35 @@ def parse_ratelimit(headers: dict[str, str] | None) -> dict[str, dict[str, Any]]
                 }
                 break
     return out
+
+
+def parse_ratelimit_windows(headers: dict[str, str] | None) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every advertised limit by (kind, window), e.g. ``("requests", "day")``; {} when none."""
+    if not headers:
+        return {}
+    h = {k.lower(): v for k, v in headers.items()}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for kind in ("requests", "tokens"):
+        for suffix, window in ((kind, "minute"), (f"{kind}-minute", "minute"), (f"{kind}-day", "day")):
+            if f"x-ratelimit-limit-{suffix}" not in h and f"x-ratelimit-remaining-{suffix}" not in h:
+                continue
+            reset = h.get(f"x-ratelimit-reset-{suffix}")
+            out[(kind, window)] = {
+                "limit": _number(h.get(f"x-ratelimit-limit-{suffix}")),
+                "remaining": _number(h.get(f"x-ratelimit-remaining-{suffix}")),
+                "reset_s": parse_duration(reset) if reset is not None else None,
+                "window": window,
+            }
+    return out
+
+
+_NAMED = re.compile(r"\bon (requests|tokens) per (min|day)\b", re.IGNORECASE)
+
+
+def limit_named(message: str | None) -> tuple[str, str] | None:
+    """(kind, window) of the limit a 429's message names (OpenAI's wording), else None."""
+    m = _NAMED.search(message or "")
+    return (m.group(1).lower(), "minute" if m.group(2).lower() == "min" else "day") if m else None
 
 
 def retry_after_s(headers: dict[str, str] | Any) -> float | None:

@@ -96,16 +96,10 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
         why = escape(summary.get("stopped_early") or "load.stop")
         console.print(f"[yellow]stopped early[/]: {why}; steps {summary['skipped_steps']} were skipped")
     if search := summary.get("search"):
-        rpm, tpm = search["sustainable_rpm"], search["sustainable_tokens_per_min"]
-        if rpm is None:
-            console.print("[red]limit discovery[/]: no rate held, down to the lowest one tried", highlight=False)
-        else:
-            console.print(
-                f"[bold]limit discovery[/]: sustainable {rpm:,.0f} requests/min, {tpm:,.0f} tokens/min "
-                f"(binding: {search['binding'] or 'unknown'})",
-                highlight=False,
-            )
-        console.print(f"audit: {search['audit']}", highlight=False)
+        found = search["sustainable_rpm"] is not None or search.get("no_limit_found_up_to_rps") is not None
+        verdict = search.get("verdict") or "no rate held, down to the lowest one tried"  # older summaries
+        console.print(f"[{'bold' if found else 'red'}]limit discovery[/]: {escape(verdict)}", highlight=False)
+        console.print(f"audit: {escape(search['audit'])}", highlight=False)
     for s in summary["steps"]:
         for w in s.get("warnings", []):
             console.print(f"[yellow]warning[/]: step {s['index']} ({s['value']}): {w}", highlight=False)

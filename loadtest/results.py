@@ -24,6 +24,7 @@ from typing import IO, Any
 from . import __version__
 from .checks import LOOP_LAG_P99_MS, endpoint_unreachable, evaluate_slos, harness_warnings
 from .driver import Event, RequestDone, StepFinished, StepPlan, plan_steps, step_plan
+from .limitprobe import ProbeSeries
 from .metrics import StepAccumulator, distribution
 from .planner import search_result
 from .records import RequestRecord, record_from_json, record_to_json
@@ -204,6 +205,7 @@ def build_summary(
     partial: bool,
     base_url: str,
     step_health: Iterable[dict[str, Any]] = (),
+    probe: ProbeSeries | None = None,
 ) -> dict[str, Any]:
     """summary.json's content from the accumulated steps of a run (pure: no I/O of its own)."""
     health = list(step_health)
@@ -241,7 +243,7 @@ def build_summary(
         "skipped_steps": skipped,
         "stopped_early": _stop_reason(steps[-1]) if skipped and steps else None,
         "slo": {"passed": all(v["ok"] for v in verdicts), "verdicts": verdicts},
-        "search": search_result(steps, scenario),
+        "search": search_result(steps, scenario, probe),
     }
 
 
@@ -310,6 +312,7 @@ class Run:
     summary: dict[str, Any]
     steps: dict[int, StepAccumulator]
     health: list[dict[str, Any]]
+    probe: ProbeSeries | None = None  # limit discovery: every request's admission and advertised remaining
 
 
 def analyze(
@@ -317,11 +320,13 @@ def analyze(
 ) -> Run:
     """Everything a report needs, from the records on disk (the source of truth), in one pass."""
     health = read_step_health(run_dir)
-    steps = accumulate(scenario, read_run_records(run_dir, warn))
+    probe = ProbeSeries(scenario.workload.max_tokens) if scenario.load.search is not None else None
+    records = read_run_records(run_dir, warn)
+    steps = accumulate(scenario, probe.tee(records) if probe is not None else records)
     summary = build_summary(
-        scenario, steps, started_at=started_at, partial=partial, base_url=base_url, step_health=health
+        scenario, steps, started_at=started_at, partial=partial, base_url=base_url, step_health=health, probe=probe
     )
-    return Run(run_dir, scenario, summary, steps, health)
+    return Run(run_dir, scenario, summary, steps, health, probe)
 
 
 def load_run(run_dir: Path, warn: Any = None) -> Run:

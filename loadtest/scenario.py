@@ -96,8 +96,10 @@ class MockSettings(_Strict):
     tpm: PositiveFloat | None = None
     rpd: PositiveFloat | None = None
     tpd: PositiveFloat | None = None
-    burst_s: PositiveFloat = 60.0  # seconds of the limit a bucket holds (60: a minute's worth)
-    ratelimit_headers: Literal["openai", "cerebras"] = "openai"
+    # seconds of its rate a bucket holds; None: the whole period (a minute's allowance, as OpenAI documents)
+    burst_s: PositiveFloat | None = None
+    ratelimit_headers: Literal["openai", "cerebras", "none"] = "openai"  # none: 429s with retry-after only
+    ratelimit_minute_s: PositiveFloat = 60.0  # how long the limiter's minute lasts (tests compress time)
     reasoning_tokens: Annotated[int, Field(ge=0)] = 0  # streamed as reasoning_content before the answer
     tokens_per_chunk: Annotated[int, Field(ge=1)] = 1  # tokens in one streamed chunk
     reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"  # reasoning: vLLM >= 0.11
@@ -212,8 +214,10 @@ class Workload(_Strict):
 
 
 class Search(_Strict):
-    """Limit discovery: raise the open-loop rate by ``factor`` from ``start_rate`` until a step
-    breaks (429 share, other errors or an SLO), then bisect to ``tolerance``."""
+    """Limit discovery (planner.py): raise the open-loop rate by ``factor`` from ``start_rate``, with
+    no pause between steps, until 429s come; then hold that rate ``steady_s`` to measure the refill
+    (a rate limit's burst and sustainable rate). A step that breaks on other errors or an SLO
+    instead is bisected to ``tolerance``."""
 
     start_rate: PositiveFloat = 1.0
     max_rate: PositiveFloat = 1000.0
@@ -223,7 +227,11 @@ class Search(_Strict):
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01  # ...and of other errors
     tolerance: Annotated[float, Field(gt=0, lt=1)] = 0.05
     max_steps: Annotated[int, Field(ge=1, le=100)] = 20
-    cooldown_s: NonNegFloat | None = None  # between steps; default: the advertised reset (max 60 s)
+    # once, after the first step, so the probe starts on a full bucket (and between bisection steps);
+    # default: the advertised reset (at most 60 s)
+    cooldown_s: NonNegFloat | None = None
+    steady_s: PositiveFloat = 20.0  # how long the drained bucket's refill is measured, after the first 429
+    max_drain_s: PositiveFloat = 60.0  # how long max_rate may be held waiting for a bucket to drain
 
 
 class Stop(_Strict):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from loadtest.mock.limits import RateLimiter
-from loadtest.ratelimit import format_duration, parse_duration, parse_ratelimit, retry_after_s
+from loadtest.ratelimit import (
+    format_duration,
+    limit_named,
+    parse_duration,
+    parse_ratelimit,
+    parse_ratelimit_windows,
+    retry_after_s,
+)
 from loadtest.records import RequestRecord
 from loadtest.retry import retry_delay_s
 from loadtest.scenario import RetryPolicy
@@ -79,6 +86,40 @@ def test_buckets_refill_continuously_and_advertise() -> None:
     h = cerebras.admit(5.0, 100)[2]
     assert h["x-ratelimit-limit-requests-day"] == "14400" and h["x-ratelimit-remaining-tokens-minute"] == "59900"
     assert float(h["x-ratelimit-reset-tokens-minute"]) == pytest.approx(0.1)
+
+
+def test_buckets_hold_a_whole_period_by_default() -> None:
+    """As OpenAI documents: a per-minute limit may be spent in one burst; a per-day one likewise."""
+    lim = RateLimiter({("requests", "minute"): 600, ("requests", "day"): 14_400, ("tokens", "minute"): 60_000})
+    assert [(b.capacity, b.rate) for b in lim.buckets] == [(600, 10), (14_400, 14_400 / 86_400), (60_000, 1_000)]
+    assert sum(lim.admit(0.0, 10)[0] for _ in range(700)) == 600  # a minute's allowance at once, then 429s
+    squeezed = RateLimiter({("requests", "minute"): 600}, minute_s=3)  # tests compress time...
+    (b,) = squeezed.buckets
+    assert (b.capacity, b.rate) == (600, 200)  # ...keeping the shape: a whole "minute" in the bucket
+    ok, _, headers = squeezed.admit(0.0, 1)
+    assert ok and parse_duration(headers["x-ratelimit-reset-requests"]) == pytest.approx(1 / 200, abs=1e-3)
+
+
+def test_no_headers_dialect_and_429_messages_name_the_limit() -> None:
+    lim = RateLimiter({("requests", "minute"): 600, ("tokens", "minute"): 60_000}, burst_s=0.1, dialect="none")
+    assert lim.admit(0.0, 50) == (True, 0.0, {})  # 1 request and 100 tokens of capacity: no header, ever
+    ok, wait, headers = lim.admit(0.0, 50)
+    assert not ok and headers == {}
+    message = lim.refusal("gpt-x", 50, wait)
+    assert message.startswith("Rate limit reached for gpt-x in organization org-mock on requests per min (RPM)")
+    assert limit_named(f"HTTP 429: {message}") == ("requests", "minute")
+    openai = "Rate limit reached for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, Used 29000"
+    assert limit_named(openai) == ("tokens", "minute") and limit_named("Too many requests") is None
+
+
+def test_every_advertised_window_is_kept() -> None:
+    h = RateLimiter(
+        {("requests", "minute"): 30, ("requests", "day"): 14_400, ("tokens", "minute"): 60_000}, dialect="cerebras"
+    ).admit(0.0, 100)[2]
+    windows = parse_ratelimit_windows(h)
+    assert set(windows) == {("requests", "minute"), ("requests", "day"), ("tokens", "minute")}
+    assert windows[("requests", "day")]["limit"] == 14_400 and windows[("requests", "day")]["remaining"] == 14_399
+    assert parse_ratelimit(h)["requests"]["window"] == "minute"  # the one-window shape keeps the per-minute limit
 
 
 def rec(

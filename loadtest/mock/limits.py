@@ -3,9 +3,13 @@ tokens, per minute and per day. The clock is passed in, so the arithmetic is tes
 
 A request is charged 1 request and its estimated tokens (prompt + max_tokens) at admission; it
 is admitted when every bucket holds its charge (a charge larger than a bucket's capacity needs a
-full bucket), and the charge may leave a bucket in debt. A bucket holds ``burst_s`` seconds of
-its rate (60 s by default: a per-minute limit can be spent in a burst, as with OpenAI; a smaller
-value makes a mock that throttles sooner, so that short test steps see the limit).
+full bucket), and the charge may leave a bucket in debt. A bucket holds its whole period's
+allowance by default (a per-minute limit can be spent in one burst, as OpenAI documents; a
+per-day one likewise); ``burst_s`` makes it hold only that many seconds of its rate (a shallow
+bucket: throttling shows within a short step). ``minute_s`` compresses time for tests: a
+"minute" lasts that many seconds (a day 1,440 of them) and the bucket keeps its shape (a whole
+period's allowance), refilling faster. Headers: ``openai``, ``cerebras`` or ``none`` (a limiter
+that advertises nothing; its 429s still carry retry-after and a message naming the limit).
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ from ..ratelimit import format_duration
 
 __all__ = ["Bucket", "RateLimiter"]
 
-_PERIOD = {"minute": 60.0, "day": 86400.0}
+_MINUTES = {"minute": 1.0, "day": 1440.0}
+_SHORT = {
+    ("requests", "minute"): "RPM",
+    ("tokens", "minute"): "TPM",
+    ("requests", "day"): "RPD",
+    ("tokens", "day"): "TPD",
+}
 
 
 @dataclass
@@ -25,13 +35,16 @@ class Bucket:
     kind: str  # requests | tokens
     window: str  # minute | day
     limit: float
-    burst_s: float
+    burst_s: float | None = None  # seconds of the rate the bucket holds; None: the whole period
+    minute_s: float = 60.0  # how long a minute lasts (tests compress time)
     level: float = math.nan
     updated: float = math.nan
 
     def __post_init__(self) -> None:
-        self.rate = self.limit / _PERIOD[self.window]
-        self.capacity = max(1.0, self.rate * min(self.burst_s, _PERIOD[self.window]))
+        period = self.minute_s * _MINUTES[self.window]
+        self.rate = self.limit / period
+        held = period if self.burst_s is None else min(self.burst_s, period)
+        self.capacity = max(1.0, self.rate * held)
         self.level = self.capacity
 
     def refill(self, now: float) -> None:
@@ -49,23 +62,52 @@ class Bucket:
 
 
 class RateLimiter:
-    def __init__(self, limits: dict[tuple[str, str], float], *, burst_s: float = 60.0, dialect: str = "openai") -> None:
-        self.buckets = [Bucket(kind, window, limit, burst_s) for (kind, window), limit in limits.items() if limit]
+    def __init__(
+        self,
+        limits: dict[tuple[str, str], float],
+        *,
+        burst_s: float | None = None,
+        dialect: str = "openai",
+        minute_s: float = 60.0,
+    ) -> None:
+        self.buckets = [
+            Bucket(kind, window, limit, burst_s, minute_s) for (kind, window), limit in limits.items() if limit
+        ]
         self.dialect = dialect
+        self.refused_by: Bucket | None = None  # the bucket that refused the last request refused
 
     def admit(self, now: float, tokens: float) -> tuple[bool, float, dict[str, str]]:
         """(admitted, seconds to wait when not, rate-limit headers to send either way)."""
         for b in self.buckets:
             b.refill(now)
         charge = {"requests": 1.0, "tokens": tokens}
-        wait = max((b.wait_s(charge[b.kind]) for b in self.buckets), default=0.0)
+        waits = [(b.wait_s(charge[b.kind]), i) for i, b in enumerate(self.buckets)]
+        wait, worst = max(waits, default=(0.0, -1))
         if wait <= 0:
             for b in self.buckets:
                 b.level -= charge[b.kind]
+        else:
+            self.refused_by = self.buckets[worst]
         return wait <= 0, wait, self.headers()
+
+    def refusal(self, model: str, tokens: float, wait: float) -> str:
+        """A 429's message in OpenAI's words, naming the limit that refused the request."""
+        b = self.refused_by
+        if b is None:
+            return f"Rate limit reached: please try again in {format_duration(wait)}."
+        per = "min" if b.window == "minute" else "day"
+        used = max(0.0, b.capacity - b.level)
+        asked = 1 if b.kind == "requests" else tokens
+        return (
+            f"Rate limit reached for {model} in organization org-mock on {b.kind} per {per} "
+            f"({_SHORT[(b.kind, b.window)]}): Limit {b.limit:g}, Used {used:.0f}, Requested {asked:.0f}. "
+            f"Please try again in {format_duration(wait)}."
+        )
 
     def headers(self) -> dict[str, str]:
         out: dict[str, str] = {}
+        if self.dialect == "none":
+            return out
         for b in self.buckets:
             remaining = str(max(0, math.floor(b.level)))
             if self.dialect == "cerebras":

@@ -86,8 +86,9 @@ class MockConfig:
     tpm: float | None = None
     rpd: float | None = None
     tpd: float | None = None
-    burst_s: float = 60.0
-    ratelimit_headers: str = "openai"  # openai | cerebras
+    burst_s: float | None = None  # seconds of its rate a bucket holds; None: the whole period (limits.py)
+    ratelimit_headers: str = "openai"  # openai | cerebras | none
+    ratelimit_minute_s: float = 60.0  # how long the limiter's minute lasts (tests compress time)
     tls_cert: str | None = None  # PEM certificate (with its key, or the key in tls_key): serve https
     tls_key: str | None = None
     tls_client_ca: str | None = None  # require client certificates signed by this CA (mutual TLS)
@@ -141,7 +142,12 @@ class MockState:
         }
         if not any(limits.values()):
             return None
-        return RateLimiter({k: v for k, v in limits.items() if v}, burst_s=c.burst_s, dialect=c.ratelimit_headers)
+        return RateLimiter(
+            {k: v for k, v in limits.items() if v},
+            burst_s=c.burst_s,
+            dialect=c.ratelimit_headers,
+            minute_s=c.ratelimit_minute_s,
+        )
 
     def reset(self) -> None:
         self.requests = 0
@@ -363,7 +369,7 @@ class MockProtocol(asyncio.Protocol):
             if not admitted:
                 state.throttled += 1
                 retry = b"retry-after: %d\r\nretry-after-ms: %d\r\n" % (math.ceil(wait), math.ceil(wait * 1e3))
-                message = f"Rate limit reached: please try again in {wait:.3f}s"
+                message = state.limiter.refusal(str(body.get("model", "mock-model")), tokens, wait)
                 self._send(_error("429 Too Many Requests", message, "rate_limit_exceeded", self.extra + retry), close)
                 return
         state.requests += 1
