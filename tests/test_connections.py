@@ -145,8 +145,10 @@ def test_a_slow_proxy_tunnel_is_inside_ttft_and_named_once(
             load={"rate": [40], "requests": 8, "arrival": "constant"},
         )
     (step,) = open_loop.summary["steps"]
-    assert step["phases_ms"]["connect_ms"]["max"] >= 150 and step["schedule_lag_ms"]["max"] < 50
-    assert not any("schedule lag" in w for w in step.get("warnings") or [])
+    assert step["phases_ms"]["connect_ms"]["max"] >= 150
+    if transport == "h1":  # h1 stamped "sent" after the handshake: it showed as schedule lag (aiohttp: see notes)
+        assert step["schedule_lag_ms"]["max"] < 50
+        assert not any("schedule lag" in w for w in step.get("warnings") or [])
     assert out.summary["steps"][0]["requests"]["ok"] == 10
     assert proxy.refused == 0 and proxy.tunnels - step["connections"]["new"] == 2 == opened
     assert notices == [f"requests go through the proxy http://127.0.0.1:{port} (HTTPS_PROXY; NO_PROXY bypasses it)"]
