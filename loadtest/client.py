@@ -22,8 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 import httpx2
@@ -32,7 +31,7 @@ from openai import AsyncOpenAI
 
 from .aiotrace import CURRENT_PHASES, aiohttp_transport
 from .h1 import H1Body, H1Transport
-from .netconn import env_proxy_url
+from .netconn import env_proxy_url, origin
 from .outputs import Side, delta_output, message_output, set_reasoning
 from .phases import PHASES_EXTENSION, Phases
 from .ratelimit import retry_after_s
@@ -46,6 +45,7 @@ __all__ = ["Endpoint", "classify_status", "make_endpoint", "send"]
 
 _ERROR_TEXT_MAX = 200
 _NS = time.perf_counter_ns
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -94,9 +94,7 @@ def make_endpoint(
         if http == "h1":
             transport = H1Transport(max_connections=max_connections, ssl_context=ssl_context, trust_env=trust_env)
         else:
-            target = urlsplit(base_url)
-            port = target.port or (443 if target.scheme == "https" else 80)
-            proxy = env_proxy_url(target.scheme, target.hostname or "", port) if trust_env else None
+            proxy = env_proxy_url(*origin(base_url)) if trust_env else None
             transport = aiohttp_transport(max_connections=max_connections, ssl_context=ssl_context, proxy_url=proxy)
     # read = the per-read (idle) timeout: the longest silence while a response is awaited
     timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s, read=idle_timeout_s or timeout_s)
@@ -205,12 +203,12 @@ class _HTTPError(Exception):
 
 if sys.version_info >= (3, 11):
 
-    async def _with_deadline(coro: Awaitable[str | None], seconds: float) -> str | None:
+    async def _with_deadline(coro: Awaitable[_T], seconds: float) -> _T:
         async with asyncio.timeout(seconds):
             return await coro
 else:  # pragma: no cover - Python 3.10
 
-    async def _with_deadline(coro: Awaitable[str | None], seconds: float) -> str | None:
+    async def _with_deadline(coro: Awaitable[_T], seconds: float) -> _T:
         return await asyncio.wait_for(coro, seconds)
 
 

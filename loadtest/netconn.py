@@ -35,6 +35,7 @@ __all__ = [
     "env_proxy",
     "env_proxy_url",
     "open_connection",
+    "origin",
     "proxy_route",
     "read_head",
 ]
@@ -90,16 +91,20 @@ def env_proxy(scheme: str, host: str, port: int) -> Proxy | None:
     return Proxy(parts.hostname, parts.port or 80, auth)
 
 
+def origin(url: str) -> tuple[str, str, int]:
+    """``scheme, host, port`` of ``url`` (the scheme's default port when none is given)."""
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
 def proxy_route(base_url: str, transport: str) -> tuple[str, str | None]:
     """The transport a run uses to reach ``base_url`` given the environment's proxies, and a one-line
     notice saying so (None: no proxy). Never silent: a proxy in use is named (without credentials);
     one the h1 transport cannot speak switches the run to aiohttp; SOCKS, which neither speaks, is an
     error (``ProxyUnsupported``)."""
-    parts = urlsplit(base_url)
-    scheme = parts.scheme
-    port = parts.port or (443 if scheme == "https" else 80)
+    scheme, host, port = origin(base_url)
     try:
-        proxy = env_proxy(scheme, parts.hostname or "", port)
+        proxy = env_proxy(scheme, host, port)
     except ProxyUnsupported as e:
         if e.scheme != "https":
             msg = f"{e}: neither transport speaks it; unset it or list the host in NO_PROXY"

@@ -26,17 +26,22 @@ from .conftest import mock_stats, only_run_dir, run_cli, write
 CANARY = "sk-loadtest-CANARY-7f3a9c1e5b2d4680"
 
 
+def _deny(handler: BaseHTTPRequestHandler, message: str) -> None:
+    """Answer 401 with an OpenAI-style error whose message is ``message`` (what the caller sent)."""
+    body = json.dumps({"error": {"message": message}}).encode()
+    handler.send_response(401)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _Leaky(BaseHTTPRequestHandler):
     """A server that puts the caller's Authorization header into its 401 error body."""
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
-        body = json.dumps({"error": {"message": f"bad credentials: {self.headers.get('authorization')}"}}).encode()
-        self.send_response(401)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _deny(self, f"bad credentials: {self.headers.get('authorization')}")
 
     def log_message(self, *args: object) -> None:
         pass
@@ -248,13 +253,7 @@ def echo_server() -> Iterator[tuple[int, Seen]]:
             seen.paths.append(self.path)
             seen.headers.append(dict(self.headers))
             seen.bodies.append(json.loads(raw))
-            message = f"denied {self.path} {dict(self.headers)}"
-            body = json.dumps({"error": {"message": message}}).encode()
-            self.send_response(401)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            _deny(self, f"denied {self.path} {dict(self.headers)}")
 
         def log_message(self, *args: object) -> None:
             pass
