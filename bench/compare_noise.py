@@ -25,12 +25,12 @@ from unittest import mock
 
 import numpy as np
 
-from loadtest import compare
-from loadtest.driver import arrival_offsets_ns
-from loadtest.metrics import StepAccumulator
-from loadtest.records import RequestRecord
-from loadtest.results import Run
-from loadtest.scenario import Scenario
+from loadtest.analysis import compare
+from loadtest.analysis.metrics import StepAccumulator
+from loadtest.analysis.records import RequestRecord
+from loadtest.analysis.summary import Run
+from loadtest.config.scenario import Scenario
+from loadtest.workload.arrivals import arrival_offsets_ns
 
 ROOT = Path(__file__).resolve().parent.parent
 MS = 1_000_000

@@ -52,8 +52,8 @@ def _peak_rss_mb() -> float:
 
 
 def _one_loadtest(base_url: str, case: dict[str, Any], out: Path) -> dict[str, Any]:
+    from loadtest.config.scenario import Scenario
     from loadtest.runner import execute
-    from loadtest.scenario import Scenario
 
     sc = Scenario.model_validate(
         {
@@ -123,10 +123,10 @@ def _mock_cpu_s(pid: int) -> float:
 
 def measure(client: str, case_name: str, requests: int | None = None) -> dict[str, Any]:
     """One client run against a fresh mock, in a subprocess; adds what the mock measured it sent."""
-    from loadtest.mock import MockConfig, start_mock
+    from loadtest.mock import MockSettings, start_mock
 
     case = {**CASES[case_name], **({"requests": requests} if requests else {})}
-    cfg = MockConfig(ttft_ms=case["ttft_ms"], itl_ms=case["itl_ms"], output_tokens=case["tokens"])
+    cfg = MockSettings(ttft_ms=case["ttft_ms"], itl_ms=case["itl_ms"], output_tokens=case["tokens"])
     with start_mock(cfg) as mock:
         cmd = [sys.executable, "-m", "bench.run", "one", client, case_name, mock.base_url, str(case["requests"])]
         mock_cpu0 = _mock_cpu_s(mock.proc.pid)

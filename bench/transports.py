@@ -18,10 +18,10 @@ import httpx2
 import openai
 import uvloop
 
-from loadtest.client import make_endpoint, send
-from loadtest.mock import MockConfig, start_mock
-from loadtest.records import RequestRecord
-from loadtest.workload import PromptItem
+from loadtest.analysis.records import RequestRecord
+from loadtest.mock import MockSettings, start_mock
+from loadtest.transport.client import make_endpoint, send
+from loadtest.workload.prompts import PromptItem
 
 __all__ = ["compare_transports"]
 
@@ -104,7 +104,7 @@ def compare_transports() -> list[dict[str, Any]]:
     item = PromptItem(messages=MESSAGES, prompt=None, max_tokens=64, input_tokens=32)
     t0 = time.perf_counter_ns()
     rows = []
-    with start_mock(MockConfig(ttft_ms=0, itl_ms=0, output_tokens=64)) as mock:
+    with start_mock(MockSettings(ttft_ms=0, itl_ms=0, output_tokens=64)) as mock:
         url = mock.base_url
 
         async def loadtest_send(ep: Any) -> None:

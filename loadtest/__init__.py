@@ -2,10 +2,11 @@
 
 __version__ = "0.1.0"
 
-from .checks import evaluate_slos
-from .metrics import distribution, summarize_step
-from .records import RequestRecord
-from .scenario import Scenario, ScenarioError, load_scenario
+from loadtest.analysis.checks import evaluate_slos
+from loadtest.analysis.metrics import distribution, summarize_step
+from loadtest.analysis.records import RequestRecord
+from loadtest.config.loading import load_scenario
+from loadtest.config.scenario import Scenario, ScenarioError
 
 __all__ = [
     "RequestRecord",

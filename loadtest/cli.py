@@ -12,17 +12,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .checks import EXIT_HARNESS
-from .mock import MockConfig, MockStartError, run_mock
-from .mock.faults import FAULTS
-from .mock.tokenizer import TOKENIZE_MODES
-from .report import print_step_table, step_line
-from .scenario import ScenarioError, load_scenario, scenario_to_yaml
-from .tokens import TokenizerError, token_source, tokenizer_problem
+from loadtest.analysis.checks import EXIT_HARNESS
+from loadtest.config.faults import FAULTS
+from loadtest.config.loading import load_scenario, scenario_to_yaml
+from loadtest.config.mock import MockSettings
+from loadtest.config.scenario import ScenarioError
+from loadtest.mock import MockStartError, run_mock
+from loadtest.output.table import print_step_table, step_line
+from loadtest.workload.tokens import TokenizerError, token_source, tokenizer_problem
 
 __all__ = ["app", "main"]
 
@@ -102,8 +104,8 @@ def run(
     ] = False,
 ) -> None:
     """Run a scenario and write a run directory."""
-    from .junit import slo_junit
-    from .runner import execute
+    from loadtest.output.junit import slo_junit
+    from loadtest.runner import execute
 
     with _user_errors():
         sc = load_scenario(scenario, _run_overrides(scenario, set_, workers, ray_address))
@@ -155,8 +157,8 @@ def report(
     ] = None,
 ) -> None:
     """Recompute summaries, plots and report.html from requests.jsonl; several runs: one comparison report."""
-    from .htmlreport import write_report
-    from .results import load_run, write_summary
+    from loadtest.output.htmlreport import write_report
+    from loadtest.output.rundir import load_run, write_summary
 
     with _user_errors():
         runs = [load_run(d, warn=warn) for d in run_dirs]
@@ -198,9 +200,9 @@ def compare(
     seed: int = 0,
 ) -> None:
     """Did the candidate regress against the baseline, beyond noise? Exit 1 when it did."""
-    from .compare import compare_runs
-    from .junit import compare_junit, compare_markdown
-    from .results import load_run, write_atomic
+    from loadtest.analysis.compare import compare_runs
+    from loadtest.output.junit import compare_junit, compare_markdown
+    from loadtest.output.rundir import load_run, write_atomic
 
     with _user_errors():
         tol = _tolerance(tolerance)
@@ -240,7 +242,7 @@ def history(
     results: Annotated[Path, typer.Option("--results", help="The results directory")] = Path("results"),
 ) -> None:
     """The trend of a scenario's runs: a table, and a plot per key metric."""
-    from .history import plot_history, read_history
+    from loadtest.output.history import plot_history, read_history
 
     path = results / name / "history.jsonl"
     if not path.is_file():
@@ -318,72 +320,37 @@ def mock(
     ] = "all",
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
+    options = {k: v for k, v in locals().items() if k not in ("host", "port", "fault")}
     with _user_errors():
-        _check_mock_auth(api_key_header, api_key_env)
         if port < 0 or port > 65535:
             raise MockStartError(f"--port: expected 0..65535, got {port}")
-        if min(ttft_ms, itl_ms, jitter_ms, stall_s, slow_first_byte_s) < 0 or output_tokens < 1:
-            raise MockStartError("--ttft-ms/--itl-ms/--jitter-ms/--*-s must be >= 0 and --output-tokens >= 1")
-        if reasoning_tokens < 0 or tokens_per_chunk < 1:
-            raise MockStartError("--reasoning-tokens must be >= 0 and --tokens-per-chunk >= 1")
-        if reasoning_field not in ("reasoning_content", "reasoning"):
-            raise MockStartError(f"--reasoning-field: expected reasoning_content or reasoning, got {reasoning_field!r}")
-        if ratelimit_headers not in ("openai", "cerebras", "none"):
-            raise MockStartError(f"--ratelimit-headers: expected openai, cerebras or none, got {ratelimit_headers!r}")
-        if any(v is not None and v <= 0 for v in (rpm, tpm, rpd, tpd, burst_s)) or ratelimit_minute_s <= 0:
-            raise MockStartError("--rpm/--tpm/--rpd/--tpd/--burst-s/--ratelimit-minute-s must be > 0")
-        if tokenize not in TOKENIZE_MODES:
-            raise MockStartError(f"--tokenize: expected one of {', '.join(TOKENIZE_MODES)}, got {tokenize!r}")
+        settings = _mock_settings(options, fault)
+        _check_mock_auth(settings.api_key_env)
         if tokenizer is not None and (token_source(tokenizer) != "hf" or tokenizer_problem(tokenizer)):
             raise MockStartError(f"--tokenizer: {tokenizer_problem(tokenizer) or 'expected a tokenizer.json'}")
-        faults = {}
-        for f in fault:
-            kind, _, rate = f.partition("=")
-            try:
-                faults[kind] = float(rate)
-            except ValueError:
-                raise MockStartError(f"--fault: expected KIND=RATE, got {f!r}") from None
-            if kind not in FAULTS or not 0 <= faults[kind] <= 1:
-                raise MockStartError(f"--fault: unknown kind or rate outside 0..1: {f!r} (kinds: {', '.join(FAULTS)})")
-        run_mock(
-            MockConfig(
-                ttft_ms=ttft_ms,
-                itl_ms=itl_ms,
-                jitter_ms=jitter_ms,
-                output_tokens=output_tokens,
-                capacity_tok_s=capacity_tok_s,
-                usage=usage,
-                seed=seed,
-                faults=faults,
-                stall_s=stall_s,
-                slow_first_byte_s=slow_first_byte_s,
-                rpm=rpm,
-                tpm=tpm,
-                rpd=rpd,
-                tpd=tpd,
-                burst_s=burst_s,
-                ratelimit_headers=ratelimit_headers,
-                ratelimit_minute_s=ratelimit_minute_s,
-                tls_cert=tls_cert,
-                tls_key=tls_key,
-                tls_client_ca=tls_client_ca,
-                api_key_header=api_key_header,
-                api_key_env=api_key_env,
-                reasoning_tokens=reasoning_tokens,
-                tokens_per_chunk=tokens_per_chunk,
-                reasoning_field=reasoning_field,
-                tokenizer=tokenizer,
-                tokenize=tokenize,
-            ),
-            host,
-            port,
-        )
+        run_mock(settings, host, port)
 
 
-def _check_mock_auth(header: str | None, env_name: str | None) -> None:
-    """The mock's auth options: both or neither, and the variable set (its value is never printed)."""
-    if (header is None) != (env_name is None):
-        raise MockStartError("--api-key-header and --api-key-env go together")
+def _mock_settings(options: dict[str, object], fault: list[str]) -> MockSettings:
+    """The options checked by the one model the scenario's ``target.mock`` uses; errors name the flag."""
+    faults: dict[str, object] = {}
+    for f in fault:
+        kind, sep, rate = f.partition("=")
+        if not sep:
+            raise MockStartError(f"--fault: expected KIND=RATE, got {f!r}")
+        faults[kind] = rate
+    try:
+        return MockSettings.model_validate({**options, "faults": faults})
+    except ValidationError as err:
+        e = err.errors()[0]
+        field = str(e["loc"][0]) if e["loc"] else ""
+        flag = "--fault" if field == "faults" else "--" + field.replace("_", "-")
+        detail = f" (kinds: {', '.join(FAULTS)})" if field == "faults" else ""
+        raise MockStartError(f"{flag}: {e['msg']}{detail}") from None
+
+
+def _check_mock_auth(env_name: str | None) -> None:
+    """The variable named by --api-key-env is set (its value is never printed)."""
     if env_name is not None and not os.environ.get(env_name):
         raise MockStartError(f"--api-key-env: environment variable {env_name} is not set")
 

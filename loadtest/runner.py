@@ -22,21 +22,25 @@ from typing import Any
 import httpx2
 from rich.console import Console
 
-from .aio import new_loop
-from .checks import EXIT_HARNESS, EXIT_OK, EXIT_SLO, endpoint_unreachable
-from .driver import Event, RequestDone, RunContext, StepFinished, drive, plan_steps
-from .history import append_history
-from .metrics import LiveStats
-from .mock import MockConfig, start_mock
-from .netconn import ProxyUnsupported, proxy_route
-from .planner import StepPlanner
-from .progress import LiveProgress
-from .results import Recorder, Run, analyze, new_run_dir, write_scenario, write_summary
-from .scenario import Scenario, ScenarioError, api_key
-from .secrets import shown_base_url
-from .tokens import TokenizerError, token_source, tokenizer_problem
-from .workers import run_local_workers
-from .workload import CyclePool, PromptPool, run_prompts
+from loadtest.analysis.checks import EXIT_HARNESS, EXIT_OK, EXIT_SLO, endpoint_unreachable
+from loadtest.analysis.events import Event, RequestDone, StepFinished
+from loadtest.analysis.metrics import LiveStats
+from loadtest.analysis.summary import Run
+from loadtest.config.loading import api_key
+from loadtest.config.scenario import Scenario, ScenarioError
+from loadtest.config.secrets import shown_base_url
+from loadtest.config.steps import plan_steps
+from loadtest.engine.driver import RunContext, drive
+from loadtest.engine.planner import StepPlanner
+from loadtest.engine.processes import run_local_workers
+from loadtest.mock import start_mock
+from loadtest.output.history import append_history
+from loadtest.output.progress import LiveProgress
+from loadtest.output.rundir import RunFiles, analyze, new_run_dir, write_scenario, write_summary
+from loadtest.transport.loop import new_loop
+from loadtest.transport.netconn import ProxyUnsupported, proxy_route
+from loadtest.workload.prompts import CyclePool, PromptPool, run_prompts
+from loadtest.workload.tokens import TokenizerError, token_source, tokenizer_problem
 
 __all__ = [
     "RunOutcome",
@@ -66,7 +70,7 @@ def _endpoint(scenario: Scenario) -> Iterator[str]:
     if scenario.target.base_url != "mock":
         yield scenario.target.base_url
         return
-    with start_mock(MockConfig(**scenario.target.mock.model_dump())) as mock:
+    with start_mock(scenario.target.mock) as mock:
         yield mock.base_url
 
 
@@ -87,7 +91,7 @@ def _route_through_proxy(scenario: Scenario, source: str, warn: Callable[[str], 
 def _ray_backend(source: str) -> ModuleType:
     """The Ray backend, or a one-line error saying how to install it."""
     try:
-        from . import raycluster
+        from loadtest.engine import raycluster
     except ImportError as e:
         if (e.name or "").split(".")[0] != "ray":
             raise
@@ -193,7 +197,7 @@ def execute(
                         scenario,
                         base_url,
                         key,
-                        run_dir,
+                        RunFiles(run_dir),
                         t0=t0,
                         grace_s=grace_s,
                         warn=warn,
@@ -249,8 +253,8 @@ def execute(
 
 
 def _render(run_dir: str) -> None:
-    from .htmlreport import write_report
-    from .results import load_run
+    from loadtest.output.htmlreport import write_report
+    from loadtest.output.rundir import load_run
 
     write_report([load_run(Path(run_dir))], Path(run_dir))
 
@@ -280,7 +284,7 @@ def _run_here(
     live: Console | None,
 ) -> None:
     """The whole run on this process's event loop."""
-    recorder = Recorder(run_dir)
+    recorder = RunFiles(run_dir).recorder()
     reporter = _StepReporter(on_step)
     planner = StepPlanner(scenario)  # the fixed sweep, or limit discovery choosing as it goes
     progress = LiveProgress(plan_steps(scenario.load), live, lambda: ctx.in_flight) if live is not None else None

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from loadtest.mock import MockConfig, MockProcess, start_mock
-from loadtest.records import RequestRecord
-from loadtest.results import read_records
+from loadtest.analysis.records import RequestRecord
+from loadtest.mock import MockProcess, MockSettings, start_mock
+from loadtest.output.rundir import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def mock_server() -> Iterator[Callable[..., MockProcess]]:
     stack = []
 
     def start(**kwargs: object) -> MockProcess:
-        cm = start_mock(MockConfig(**kwargs))  # type: ignore[arg-type]
+        cm = start_mock(MockSettings(**kwargs))  # type: ignore[arg-type]
         handle = cm.__enter__()
         stack.append(cm)
         return handle
@@ -107,7 +107,7 @@ def check_shared_by_two_workers(
 @pytest.fixture(scope="session")
 def llama_json(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A Llama-like (SentencePiece-style, BOS-adding) tokenizer.json, trained offline for the tests."""
-    from .hf_tokenizers import llama_like
+    from tests.hf_tokenizers import llama_like
 
     return str(llama_like(tmp_path_factory.mktemp("hf") / "tokenizer.json"))
 
@@ -115,6 +115,6 @@ def llama_json(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def bytelevel_json(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A Llama 3 / Qwen-like (byte-level BPE) tokenizer.json, trained offline for the tests."""
-    from .hf_tokenizers import byte_level
+    from tests.hf_tokenizers import byte_level
 
     return str(byte_level(tmp_path_factory.mktemp("hf") / "tokenizer.json"))

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from loadtest.checks import evaluate_slos
-from loadtest.htmlreport import COLUMNS, columns_for
-from loadtest.metrics import meets_slo, summarize_step, tokens_per_chunk, tpot_ms, ttfa_ms, ttft_ms
+from loadtest.analysis.checks import evaluate_slos
+from loadtest.analysis.metrics import meets_slo, summarize_step, tokens_per_chunk, tpot_ms, ttfa_ms, ttft_ms
+from loadtest.analysis.records import RequestRecord, record_from_json, record_to_json
+from loadtest.config.loading import load_scenario
+from loadtest.config.scenario import SLO, PerRequestSLO, ScenarioError
 from loadtest.mock import WORDS
 from loadtest.mock.generation import Generation, tool_name
-from loadtest.records import RequestRecord, record_from_json, record_to_json
-from loadtest.report import answer_metrics, print_step_table, step_line
-from loadtest.scenario import SLO, PerRequestSLO, ScenarioError, load_scenario
-
-from .conftest import write
+from loadtest.output.htmlreport import COLUMNS, columns_for
+from loadtest.output.table import answer_metrics, print_step_table, step_line
+from tests.conftest import write
 
 MS = 1_000_000
 

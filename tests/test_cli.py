@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.mock import MockConfig, start_mock
-from loadtest.results import read_records
-
-from .conftest import ROOT, check_shared_by_two_workers, free_port, mock_stats, only_run_dir, run_cli, write
+from loadtest.mock import MockSettings, start_mock
+from loadtest.output.rundir import read_records
+from tests.conftest import ROOT, check_shared_by_two_workers, free_port, mock_stats, only_run_dir, run_cli, write
 
 
 def test_demo_sweep_writes_one_step_per_concurrency_value(tmp_path: Path) -> None:
@@ -122,7 +121,7 @@ def test_slo_failure_exits_1(tmp_path: Path) -> None:
     ("workers", "sig", "code"), [(1, signal.SIGINT, 130), (1, signal.SIGTERM, 143), (2, signal.SIGINT, 130)]
 )
 def test_interrupt_keeps_what_was_measured(tmp_path: Path, workers: int, sig: signal.Signals, code: int) -> None:
-    with start_mock(MockConfig(ttft_ms=5, itl_ms=2, output_tokens=16)) as mock:
+    with start_mock(MockSettings(ttft_ms=5, itl_ms=2, output_tokens=16)) as mock:
         sc = write(
             tmp_path / "long.yaml",
             f"target: {{base_url: '{mock.base_url}'}}\nload: {{concurrency: [4], duration_s: 60}}\n",
@@ -167,7 +166,7 @@ def test_interrupt_keeps_what_was_measured(tmp_path: Path, workers: int, sig: si
 
 
 def test_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
-    with start_mock(MockConfig(ttft_ms=20, itl_ms=2, output_tokens=16)) as mock:
+    with start_mock(MockSettings(ttft_ms=20, itl_ms=2, output_tokens=16)) as mock:
         sc = write(
             tmp_path / "w.yaml",
             f"target: {{base_url: '{mock.base_url}'}}\nload: {{concurrency: [6], requests: 60, warmup_requests: 4}}\n",
@@ -189,7 +188,7 @@ def test_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
 
 
 def test_sigkill_then_report_rebuilds_a_partial_summary(tmp_path: Path) -> None:
-    with start_mock(MockConfig(ttft_ms=5, itl_ms=2, output_tokens=16)) as mock:
+    with start_mock(MockSettings(ttft_ms=5, itl_ms=2, output_tokens=16)) as mock:
         sc = write(
             tmp_path / "k.yaml",
             f"target: {{base_url: '{mock.base_url}'}}\nload: {{concurrency: [4], duration_s: 60}}\n",
@@ -223,7 +222,7 @@ def test_sigkill_then_report_rebuilds_a_partial_summary(tmp_path: Path) -> None:
 
 
 def test_grace_period_expires_and_in_flight_requests_are_cancelled(tmp_path: Path) -> None:
-    with start_mock(MockConfig(ttft_ms=30_000, itl_ms=0, output_tokens=4)) as mock:  # every request hangs
+    with start_mock(MockSettings(ttft_ms=30_000, itl_ms=0, output_tokens=4)) as mock:  # every request hangs
         sc = write(
             tmp_path / "hang.yaml",
             f"target: {{base_url: '{mock.base_url}'}}\nload: {{concurrency: [3], requests: 9}}\n",

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Callable
 import httpx2
 import pytest
 
-from loadtest.client import make_endpoint, send
-from loadtest.records import RequestRecord
-from loadtest.tokens import count_tokens
-from loadtest.workload import PromptItem
+from loadtest.analysis.records import RequestRecord
+from loadtest.transport.client import make_endpoint, send
+from loadtest.workload.prompts import PromptItem
+from loadtest.workload.tokens import count_tokens
 
 KEY = "sk-test-SECRET-0123456789"
 CHAT = PromptItem(messages=[{"role": "user", "content": "hi there"}], prompt=None, max_tokens=8, input_tokens=2)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench.compare_noise import closed_loop, open_loop
-from loadtest.compare import compare_runs
-from loadtest.results import Run
+from loadtest.analysis.compare import compare_runs
+from loadtest.analysis.summary import Run
 
 
 def verdicts(base: Run, cand: Run) -> dict[str, str]:

@@ -13,16 +13,15 @@ from typing import Any
 import pytest
 import trustme
 
-from loadtest.checks import EXIT_HARNESS
+from loadtest.analysis.checks import EXIT_HARNESS
+from loadtest.analysis.records import RequestRecord
+from loadtest.config.scenario import Scenario, ScenarioError
 from loadtest.mock import MockProcess
-from loadtest.netconn import proxy_route
-from loadtest.records import RequestRecord
-from loadtest.results import read_records
+from loadtest.output.rundir import read_records
 from loadtest.runner import RunOutcome, execute
-from loadtest.scenario import Scenario, ScenarioError
-
-from .conftest import mock_stats, write
-from .proxy import run_proxy
+from loadtest.transport.netconn import proxy_route
+from tests.conftest import mock_stats, write
+from tests.proxy import run_proxy
 
 TRANSPORTS = ["h1", "aiohttp"]
 
@@ -212,7 +211,7 @@ def test_tls_settings_verify_ca_and_client_certificates(
 
 
 def test_tls_files_are_checked_when_the_scenario_loads(tmp_path: Path) -> None:
-    from loadtest.scenario import load_scenario
+    from loadtest.config.loading import load_scenario
 
     path = write(tmp_path / "s.yaml", "target: {base_url: 'https://x.test/v1', tls: {ca_file: missing.pem}}\n")
     with pytest.raises(ScenarioError, match=r"s\.yaml: target\.tls\.ca_file: file not found: missing\.pem"):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.config.scenario import Scenario
 from loadtest.mock.faults import EXPECTED_CLASS, FAULTS, FaultPlan
-from loadtest.results import read_records
+from loadtest.output.rundir import read_records
 from loadtest.runner import execute
-from loadtest.scenario import Scenario
 
 
 def plan(rates: dict[str, float], n: int) -> list[str | None]:

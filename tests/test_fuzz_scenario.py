@@ -10,9 +10,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loadtest.scenario import Scenario, ScenarioError, load_scenario
-
-from .conftest import ROOT
+from loadtest.config.loading import load_scenario
+from loadtest.config.scenario import Scenario, ScenarioError
+from tests.conftest import ROOT
 
 KEYS = [
     "name",

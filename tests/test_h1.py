@@ -14,9 +14,9 @@ import httpx2
 import pytest
 import trustme
 
-from loadtest.h1 import H1Body, H1Transport
-from loadtest.netconn import Connection
-from loadtest.phases import PHASES_EXTENSION, Phases
+from loadtest.transport.h1 import H1Body, H1Transport
+from loadtest.transport.netconn import Connection
+from loadtest.transport.phases import PHASES_EXTENSION, Phases
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

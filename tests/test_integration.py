@@ -11,13 +11,12 @@ from typing import Any
 import openai
 import pytest
 
-from loadtest.driver import RequestDone
+from loadtest.analysis.events import RequestDone
+from loadtest.config.scenario import Scenario
 from loadtest.mock import MockProcess
-from loadtest.results import read_records
+from loadtest.output.rundir import read_records
 from loadtest.runner import execute
-from loadtest.scenario import Scenario
-
-from .conftest import mock_stats
+from tests.conftest import mock_stats
 
 
 def scenario(base_url: str, **sections: Any) -> Scenario:

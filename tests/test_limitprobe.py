@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from loadtest.driver import RequestDone, StepFinished, arrival_offsets_ns
-from loadtest.limitsummary import search_result
+from loadtest.analysis.events import RequestDone, StepFinished
+from loadtest.analysis.limitsummary import search_result
+from loadtest.analysis.records import RequestRecord
+from loadtest.config.scenario import Scenario
+from loadtest.engine.planner import StepPlanner
 from loadtest.mock.limits import RateLimiter
-from loadtest.planner import StepPlanner
-from loadtest.records import RequestRecord
-from loadtest.scenario import Scenario
+from loadtest.workload.arrivals import arrival_offsets_ns
 
 PROMPT = 12
 RPM, TPM = 600, 60_000

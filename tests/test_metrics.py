@@ -1,4 +1,4 @@
-"""Each formula of DESIGN.md §3 checked by hand on a small fixed set of records."""
+"""Each formula of docs/DESIGN.md §3 checked by hand on a small fixed set of records."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from loadtest.checks import evaluate_slos, harness_warnings
-from loadtest.driver import StepFinished, StepPlan
-from loadtest.metrics import (
+from loadtest.analysis.checks import evaluate_slos, harness_warnings
+from loadtest.analysis.events import StepFinished, event_line
+from loadtest.analysis.metrics import (
     GapHistogram,
     LiveStats,
     StepAccumulator,
@@ -24,9 +24,10 @@ from loadtest.metrics import (
     tpot_ms,
     ttft_ms,
 )
-from loadtest.records import RequestRecord
-from loadtest.results import _merge_loop_lag, event_line
-from loadtest.scenario import SLO, PerRequestSLO
+from loadtest.analysis.records import RequestRecord
+from loadtest.analysis.summary import merge_loop_lag
+from loadtest.config.scenario import SLO, PerRequestSLO
+from loadtest.config.steps import StepPlan
 
 MS = 1_000_000
 
@@ -201,6 +202,6 @@ def test_loop_lag_lines_count_late_wake_ups_and_merge_the_worst_worker() -> None
 
     a, b = line((0.1, 6.0, 0.2, 7.5), 0), line((9.0, 0.1, 0.1, 0.1), 1)
     assert a["loop_lag_ms"]["late"] == 2 and b["loop_lag_ms"]["late"] == 1
-    merged = _merge_loop_lag([a, b])
+    merged = merge_loop_lag([a, b])
     assert merged["late"] == 2 and merged["max"] == 9.0
-    assert _merge_loop_lag([a, {"loop_lag_ms": {**b["loop_lag_ms"], "late": None}}])["late"] is None
+    assert merge_loop_lag([a, {"loop_lag_ms": {**b["loop_lag_ms"], "late": None}}])["late"] is None

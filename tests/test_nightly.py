@@ -6,10 +6,9 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from loadtest.config.scenario import Scenario
 from loadtest.runner import execute
-from loadtest.scenario import Scenario
-
-from .conftest import run_cli, write
+from tests.conftest import run_cli, write
 
 REGRESSIONS = {"tpot_ms.p50", "itl_ms.p50", "output_token_throughput"}
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from loadtest.driver import StepPlan
-from loadtest.progress import sweep_fraction
+from loadtest.config.scenario import Scenario
+from loadtest.config.steps import StepPlan
+from loadtest.output.progress import sweep_fraction
 from loadtest.runner import execute
-from loadtest.scenario import Scenario
 
 
 def test_sweep_fraction() -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.mock.limits import RateLimiter
-from loadtest.ratelimit import (
+from loadtest.analysis.ratelimit import (
     format_duration,
     limit_named,
     parse_duration,
@@ -13,9 +12,10 @@ from loadtest.ratelimit import (
     parse_ratelimit_windows,
     retry_after_s,
 )
-from loadtest.records import RequestRecord
-from loadtest.retry import retry_delay_s
-from loadtest.scenario import RetryPolicy
+from loadtest.analysis.records import RequestRecord
+from loadtest.config.scenario import RetryPolicy
+from loadtest.engine.retry import retry_delay_s
+from loadtest.mock.limits import RateLimiter
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from loadtest.results import read_records
+from loadtest.config.scenario import Scenario
+from loadtest.output.rundir import read_records
 from loadtest.runner import execute
-from loadtest.scenario import Scenario
 
 
 def run(

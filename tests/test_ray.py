@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.mock import MockConfig, start_mock
-from loadtest.raycluster import clock_offset_ns, lost_record, unreachable
-from loadtest.results import read_records
-
-from .conftest import ROOT, check_shared_by_two_workers, free_port, mock_stats, only_run_dir, run_cli, write
+from loadtest.engine.raycluster import clock_offset_ns, lost_record, unreachable
+from loadtest.mock import MockSettings, start_mock
+from loadtest.output.rundir import read_records
+from tests.conftest import ROOT, check_shared_by_two_workers, free_port, mock_stats, only_run_dir, run_cli, write
 
 # The test cluster's token authentication (Ray's default): the head and the client share the token.
 RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -44,7 +43,7 @@ def test_lost_record_is_a_failed_attempt_of_its_worker() -> None:
 
 
 def test_ray_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
-    with start_mock(MockConfig(ttft_ms=20, itl_ms=2, output_tokens=16)) as mock:
+    with start_mock(MockSettings(ttft_ms=20, itl_ms=2, output_tokens=16)) as mock:
         sc = write(
             tmp_path / "ray.yaml",
             f"name: onray\ntarget: {{base_url: '{mock.base_url}'}}\n"
@@ -119,7 +118,7 @@ def ray_head() -> Iterator[str]:
 
 
 def test_a_running_ray_cluster_takes_the_workers(tmp_path: Path, ray_head: str) -> None:
-    with start_mock(MockConfig(ttft_ms=10, itl_ms=2, output_tokens=8)) as mock:
+    with start_mock(MockSettings(ttft_ms=10, itl_ms=2, output_tokens=8)) as mock:
         sc = write(
             tmp_path / "c.yaml",
             f"name: oncluster\ntarget: {{base_url: '{mock.base_url}'}}\nload: {{rate: [40], requests: 40}}\n",
@@ -203,7 +202,7 @@ def test_a_local_ray_without_the_cpus_for_the_actors_is_one_line(tmp_path: Path)
 
 
 def test_a_lost_ray_worker_is_counted_and_the_run_goes_on(tmp_path: Path) -> None:
-    with start_mock(MockConfig(ttft_ms=20, itl_ms=5, output_tokens=16)) as mock:
+    with start_mock(MockSettings(ttft_ms=20, itl_ms=5, output_tokens=16)) as mock:
         sc = write(
             tmp_path / "kill.yaml",
             f"name: lose\ntarget: {{base_url: '{mock.base_url}'}}\nload: {{concurrency: [4], requests: 300}}\n",

@@ -12,17 +12,16 @@ import httpx2
 import openai
 import pytest
 
-from loadtest.checks import EXIT_SLO
-from loadtest.metrics import summarize_step
+from loadtest.analysis.checks import EXIT_SLO
+from loadtest.analysis.metrics import summarize_step
+from loadtest.config.scenario import PerRequestSLO
 from loadtest.mock import WORDS, MockProcess
-from loadtest.results import read_records
+from loadtest.output.rundir import read_records
 from loadtest.runner import execute
-from loadtest.scenario import PerRequestSLO
-from loadtest.tokens import count_tokens
-
-from .conftest import mock_stats
-from .test_client import call
-from .test_integration import run, scenario
+from loadtest.workload.tokens import count_tokens
+from tests.conftest import mock_stats
+from tests.test_client import call
+from tests.test_integration import run, scenario
 
 MS = 1e6
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]

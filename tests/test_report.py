@@ -14,13 +14,12 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
-from loadtest.htmlreport import columns_for, fmt
-from loadtest.plots import PLOTS, Series
-from loadtest.results import load_run
+from loadtest.config.scenario import Scenario
+from loadtest.output.htmlreport import columns_for, fmt
+from loadtest.output.plots import PLOTS, Series
+from loadtest.output.rundir import load_run
 from loadtest.runner import execute
-from loadtest.scenario import Scenario
-
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 

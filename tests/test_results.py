@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.results import write_atomic
+from loadtest.output.rundir import write_atomic
 
 
 def test_write_atomic_never_leaves_half_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,17 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.scenario import (
-    FilePrompt,
-    ScenarioError,
-    SyntheticPrompt,
-    TextPrompt,
-    api_key,
-    load_scenario,
-    scenario_to_yaml,
-)
-
-from .conftest import ROOT, run_cli, write
+from loadtest.config.loading import api_key, load_scenario, scenario_to_yaml
+from loadtest.config.scenario import FilePrompt, ScenarioError, SyntheticPrompt, TextPrompt
+from tests.conftest import ROOT, run_cli, write
 
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 

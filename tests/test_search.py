@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
+from loadtest.config.loading import load_scenario
+from loadtest.config.scenario import Scenario, ScenarioError
 from loadtest.mock import MockProcess
-from loadtest.results import read_records
+from loadtest.output.rundir import read_records
 from loadtest.runner import RunOutcome, execute
-from loadtest.scenario import Scenario, ScenarioError, load_scenario
-
-from .conftest import ROOT, free_port, mock_stats, write
+from tests.conftest import ROOT, free_port, mock_stats, write
 
 MINUTE_S = 3.0  # how long the mock limiter's minute lasts
 RPM, TPM = 60, 6_000  # per such minute

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from loadtest.mock import MockConfig, start_mock
-from loadtest.scenario import ScenarioError, load_scenario
-
-from .conftest import mock_stats, only_run_dir, run_cli, write
+from loadtest.config.loading import load_scenario
+from loadtest.config.scenario import ScenarioError
+from loadtest.mock import MockSettings, start_mock
+from tests.conftest import mock_stats, only_run_dir, run_cli, write
 
 CANARY = "sk-loadtest-CANARY-7f3a9c1e5b2d4680"
 
@@ -68,7 +68,7 @@ def assert_no_canary(out_dir: Path, *texts: str) -> int:
 
 def test_key_never_written_or_printed(tmp_path: Path, leaky_server: str) -> None:
     env = {"LOADTEST_CANARY_KEY": CANARY}
-    with start_mock(MockConfig(ttft_ms=1, itl_ms=0, output_tokens=4)) as mock:
+    with start_mock(MockSettings(ttft_ms=1, itl_ms=0, output_tokens=4)) as mock:
         ok = write(
             tmp_path / "ok.yaml",
             f"target: {{base_url: '{mock.base_url}', api_key_env: LOADTEST_CANARY_KEY}}\n"
@@ -149,7 +149,7 @@ def test_azure_style_header_key_reaches_the_mock_and_no_file_or_output(
     """headers: {api-key: ${AZ_KEY}} against a mock that wants that key: every request is accepted,
     and the key is in no file of the run (nor the report, history, compare, JUnit) and no output."""
     monkeypatch.setenv("AZ_KEY", AZ_KEY)  # the mock process reads the key it expects from the same variable
-    cfg = MockConfig(ttft_ms=1, itl_ms=0, output_tokens=4, api_key_header="api-key", api_key_env="AZ_KEY")
+    cfg = MockSettings(ttft_ms=1, itl_ms=0, output_tokens=4, api_key_header="api-key", api_key_env="AZ_KEY")
     out = tmp_path / "out"
     with start_mock(cfg) as mock:
         sc = write(
@@ -196,8 +196,10 @@ def test_the_mock_answers_401_without_the_right_key(monkeypatch: pytest.MonkeyPa
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 
-    azure = MockConfig(ttft_ms=0, itl_ms=0, output_tokens=2, api_key_header="api-key", api_key_env="LT_MOCK_KEY")
-    openai = MockConfig(ttft_ms=0, itl_ms=0, output_tokens=2, api_key_header="authorization", api_key_env="LT_MOCK_KEY")
+    azure = MockSettings(ttft_ms=0, itl_ms=0, output_tokens=2, api_key_header="api-key", api_key_env="LT_MOCK_KEY")
+    openai = MockSettings(
+        ttft_ms=0, itl_ms=0, output_tokens=2, api_key_header="authorization", api_key_env="LT_MOCK_KEY"
+    )
     with start_mock(azure) as a, start_mock(openai) as o:
         missing = post(a.base_url, {})
         wrong = post(a.base_url, {"api-key": "not-the-key"})
@@ -217,7 +219,7 @@ def test_the_mock_answers_401_without_the_right_key(monkeypatch: pytest.MonkeyPa
 
 def test_a_run_with_the_wrong_key_gets_401s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LT_MOCK_KEY", AZ_KEY)
-    cfg = MockConfig(ttft_ms=0, itl_ms=0, output_tokens=2, api_key_header="api-key", api_key_env="LT_MOCK_KEY")
+    cfg = MockSettings(ttft_ms=0, itl_ms=0, output_tokens=2, api_key_header="api-key", api_key_env="LT_MOCK_KEY")
     with start_mock(cfg) as mock:
         sc = write(
             tmp_path / "wrong.yaml",

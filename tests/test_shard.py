@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.driver import StepPlan
-from loadtest.shard import apportion, shard_step
+from loadtest.config.steps import StepPlan
+from loadtest.engine.shard import apportion, shard_step
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from loadtest.config.scenario import Scenario, ScenarioError
 from loadtest.mock import MockProcess
-from loadtest.results import read_records
+from loadtest.output.rundir import read_records
 from loadtest.runner import execute
-from loadtest.scenario import Scenario, ScenarioError
 
 OUT = 48  # what the mock generates for every request (its own count)
 

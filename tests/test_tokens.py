@@ -7,14 +7,13 @@ import pytest
 import tiktoken.load
 from tokenizers import Tokenizer
 
-from loadtest import tokens
-from loadtest.checks import EXIT_HARNESS
-from loadtest.hftok import hf_find
+from loadtest.analysis.checks import EXIT_HARNESS
+from loadtest.config.loading import load_scenario
 from loadtest.mock import WORDS
-from loadtest.scenario import load_scenario
-from loadtest.tokens import TokenizerError, count_tokens, get_encoding, token_source, tokenizer_problem
-
-from .conftest import run_cli, write
+from loadtest.workload import tokens
+from loadtest.workload.hftok import hf_find
+from loadtest.workload.tokens import TokenizerError, count_tokens, get_encoding, token_source, tokenizer_problem
+from tests.conftest import run_cli, write
 
 
 @pytest.fixture

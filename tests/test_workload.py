@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from loadtest.driver import RunContext
-from loadtest.scenario import Scenario, ScenarioError, Workload
-from loadtest.synthetic import BLOCK
-from loadtest.tokens import count_tokens, get_encoding
-from loadtest.workload import build_prompts, run_prompts, synthetic_text
-
-from .conftest import write
+from loadtest.config.scenario import Scenario, ScenarioError, Workload
+from loadtest.engine.driver import RunContext
+from loadtest.workload.prompts import build_prompts, run_prompts, synthetic_text
+from loadtest.workload.synthetic import BLOCK
+from loadtest.workload.tokens import count_tokens, get_encoding
+from tests.conftest import write
 
 
 @pytest.mark.parametrize("n", [1, 7, 128, 1000])

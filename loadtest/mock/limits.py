@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..ratelimit import format_duration
+from loadtest.analysis.ratelimit import format_duration
 
 __all__ = ["Bucket", "RateLimiter"]
 

@@ -13,10 +13,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from ..aio import new_loop
-from .server import MockConfig, serve
+from loadtest.config.mock import MockSettings
+from loadtest.mock.server import serve
+from loadtest.transport.loop import new_loop
 
 __all__ = [
     "MockProcess",
@@ -33,7 +34,7 @@ class MockStartError(RuntimeError):
     """The mock could not start (port in use, ...). The message is one line."""
 
 
-def run_mock(config: MockConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+def run_mock(config: MockSettings, host: str = "127.0.0.1", port: int = 0) -> None:
     """Serve until SIGINT/SIGTERM. Prints one ready line with the base URL once listening."""
     loop = new_loop()
     asyncio.set_event_loop(loop)
@@ -74,23 +75,23 @@ class MockProcess:
             self.proc.stdout.close()
 
 
-def mock_args(config: MockConfig) -> list[str]:
+def mock_args(config: MockSettings) -> list[str]:
     args = []
-    for f in fields(MockConfig):
-        value = getattr(config, f.name)
-        flag = "--" + f.name.replace("_", "-")
+    for name in MockSettings.model_fields:
+        value = getattr(config, name)
+        flag = "--" + name.replace("_", "-")
         if isinstance(value, dict):
             for kind, rate in value.items():
                 args += ["--fault", f"{kind}={rate}"]
         elif isinstance(value, bool):
-            args.append(flag if value else "--no-" + f.name.replace("_", "-"))
+            args.append(flag if value else "--no-" + name.replace("_", "-"))
         elif value is not None:
             args += [flag, str(value)]
     return args
 
 
 @contextlib.contextmanager
-def start_mock(config: MockConfig | None = None, port: int = 0, timeout_s: float = 30.0) -> Iterator[MockProcess]:
+def start_mock(config: MockSettings | None = None, port: int = 0, timeout_s: float = 30.0) -> Iterator[MockProcess]:
     """Start ``loadtest mock`` as a child process on 127.0.0.1; stop it on exit."""
     cmd = [
         sys.executable,
@@ -101,7 +102,7 @@ def start_mock(config: MockConfig | None = None, port: int = 0, timeout_s: float
         "127.0.0.1",
         "--port",
         str(port),
-        *mock_args(config or MockConfig()),
+        *mock_args(config or MockSettings()),
     ]
     errlog = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - a file, not a pipe: a chatty child never blocks
     # Its own session: a Ctrl-C at the terminal (SIGINT to the whole process group) must not stop

@@ -27,17 +27,16 @@ import ssl
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from .faults import FaultPlan
-from .generation import Generation, tool_name
-from .limits import RateLimiter
-from .tokenizer import HFTokenizer, tokenize_route, words_encode
+from loadtest.config.mock import MockSettings
+from loadtest.mock.faults import FaultPlan
+from loadtest.mock.generation import Generation, tool_name
+from loadtest.mock.limits import RateLimiter
+from loadtest.mock.tokenizer import HFTokenizer, tokenize_route, words_encode
 
 __all__ = [
     "WORDS",
-    "MockConfig",
     "MockProtocol",
     "MockState",
     "serve",
@@ -70,41 +69,10 @@ WORDS = (
 _MAX_SAMPLES = 200_000
 
 
-@dataclass
-class MockConfig:
-    ttft_ms: float = 20.0
-    itl_ms: float = 5.0
-    jitter_ms: float = 0.0
-    output_tokens: int = 64
-    capacity_tok_s: float | None = None  # shared token rate: streams slow down as concurrency rises
-    usage: bool = True  # False: ignore stream_options.include_usage, like some servers do
-    seed: int = 0
-    faults: dict[str, float] = field(default_factory=dict)  # kind -> rate (faults.py)
-    stall_s: float = 2.0
-    slow_first_byte_s: float = 2.0
-    rpm: float | None = None  # rate limits (limits.py): requests and tokens per minute and per day
-    tpm: float | None = None
-    rpd: float | None = None
-    tpd: float | None = None
-    burst_s: float | None = None  # seconds of its rate a bucket holds; None: the whole period (limits.py)
-    ratelimit_headers: str = "openai"  # openai | cerebras | none
-    ratelimit_minute_s: float = 60.0  # how long the limiter's minute lasts (tests compress time)
-    tls_cert: str | None = None  # PEM certificate (with its key, or the key in tls_key): serve https
-    tls_key: str | None = None
-    tls_client_ca: str | None = None  # require client certificates signed by this CA (mutual TLS)
-    api_key_header: str | None = None  # e.g. api-key (Azure), x-api-key, authorization (Bearer)
-    api_key_env: str | None = None  # the NAME of the variable holding the key the header must carry
-    reasoning_tokens: int = 0  # chat: streamed as delta.reasoning_content before the answer (generation.py)
-    tokens_per_chunk: int = 1  # tokens in one streamed chunk
-    reasoning_field: str = "reasoning_content"  # DeepSeek, SGLang, vLLM < 0.11 | reasoning: vLLM >= 0.11
-    tokenizer: str | None = None  # a tokenizer.json to count and generate with (default: WORDS, counted by spaces)
-    tokenize: str = "all"  # which tokenize routes to serve: all | vllm | llama-server | llama-cpp-python | none
-
-
 class MockState:
     """Shared by all connections of one server process."""
 
-    def __init__(self, config: MockConfig) -> None:
+    def __init__(self, config: MockSettings) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
         self.requests = 0
@@ -228,7 +196,7 @@ def _response(
     ) + body
 
 
-def _output_tokens(body: dict[str, Any], cfg: MockConfig) -> tuple[int, int | None]:
+def _output_tokens(body: dict[str, Any], cfg: MockSettings) -> tuple[int, int | None]:
     """(tokens the mock will generate, reasoning included, the max_tokens asked for)."""
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     n = cfg.output_tokens + cfg.reasoning_tokens  # max_tokens caps both, as on vLLM and OpenAI
@@ -238,7 +206,7 @@ def _output_tokens(body: dict[str, Any], cfg: MockConfig) -> tuple[int, int | No
 
 
 def _generation(
-    body: dict[str, Any], cfg: MockConfig, n_out: int, chat: bool, call_id: str, piece: Callable[[int], str]
+    body: dict[str, Any], cfg: MockSettings, n_out: int, chat: bool, call_id: str, piece: Callable[[int], str]
 ) -> Generation:
     """What the response's n_out tokens are: reasoning first (chat), then content or a tool call;
     ``piece(i)`` is the text of token i."""
@@ -539,7 +507,7 @@ class MockProtocol(asyncio.Protocol):
         state.stream_tokens += n_out
 
 
-async def serve(config: MockConfig, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
+async def serve(config: MockSettings, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
     """Start listening; the caller keeps the loop running. ``server.sockets[0]`` has the port."""
     state = MockState(config)
     loop = asyncio.get_running_loop()

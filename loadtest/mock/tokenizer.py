@@ -15,11 +15,13 @@ which answers ``{"tokens": []}`` when ``content`` is missing); ``POST /extras/to
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
+
+from loadtest.config.mock import TokenizeMode
 
 __all__ = ["TOKENIZE_MODES", "HFTokenizer", "tokenize_route", "words_encode"]
 
-TOKENIZE_MODES = ("all", "vllm", "llama-server", "llama-cpp-python", "none")
+TOKENIZE_MODES: tuple[str, ...] = get_args(TokenizeMode)
 _BOS = 1  # the default words' BOS id (its value matters to no one)
 _MAX_MODEL_LEN = 32768
 
@@ -33,8 +35,8 @@ class HFTokenizer:
     """A ``tokenizer.json``: prompt counts, and the words the mock generates (one token each)."""
 
     def __init__(self, path: str) -> None:
-        from ..hftok import hf_load  # the default mock never loads a tokenizer
-        from ..synthetic import local_words
+        from loadtest.workload.hftok import hf_load  # the default mock never loads a tokenizer
+        from loadtest.workload.synthetic import local_words
 
         self.tok = hf_load(path)
         self.words = local_words(path)

@@ -1,0 +1,62 @@
+"""How the built-in mock server behaves: one model for the scenario's ``target.mock``, the
+``loadtest mock`` command's options and the server itself."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from loadtest.config.faults import FAULTS
+
+__all__ = ["FaultKind", "MockSettings", "TokenizeMode"]
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+TokenizeMode = Literal["all", "vllm", "llama-server", "llama-cpp-python", "none"]  # tokenize routes served
+FaultKind = Literal[FAULTS]  # type: ignore[valid-type] - one list of kinds, in faults.py
+
+
+class MockSettings(BaseModel):
+    """How the built-in mock server behaves (``target.mock`` when ``target.base_url`` is ``mock``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttft_ms: NonNegFloat = 20.0
+    itl_ms: NonNegFloat = 5.0
+    jitter_ms: NonNegFloat = 0.0
+    output_tokens: Annotated[int, Field(ge=1)] = 64
+    capacity_tok_s: PositiveFloat | None = None
+    usage: bool = True
+    seed: int = 0
+    faults: dict[FaultKind, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+    stall_s: NonNegFloat = 2.0
+    slow_first_byte_s: NonNegFloat = 2.0
+    rpm: PositiveFloat | None = None  # rate limits: requests/tokens per minute/day (429 beyond them)
+    tpm: PositiveFloat | None = None
+    rpd: PositiveFloat | None = None
+    tpd: PositiveFloat | None = None
+    # seconds of its rate a bucket holds; None: the whole period (a minute's allowance, as OpenAI documents)
+    burst_s: PositiveFloat | None = None
+    ratelimit_headers: Literal["openai", "cerebras", "none"] = "openai"  # none: 429s with retry-after only
+    ratelimit_minute_s: PositiveFloat = 60.0  # how long the limiter's minute lasts (tests compress time)
+    reasoning_tokens: Annotated[int, Field(ge=0)] = 0  # streamed as reasoning_content before the answer
+    tokens_per_chunk: Annotated[int, Field(ge=1)] = 1  # tokens in one streamed chunk
+    reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"  # reasoning: vLLM >= 0.11
+    tokenizer: Annotated[str, Field(min_length=1)] | None = None  # a tokenizer.json: the mock's words and counts
+    # An auth check as Azure OpenAI and gateways do: this header must carry the value of the variable
+    # named by api_key_env (authorization: "Bearer <value>"), else 401. The value never enters the scenario.
+    api_key_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] | None = None
+    api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    tls_cert: str | None = None  # PEM certificate (with its key, or the key in tls_key): serve https
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # require client certificates signed by this CA (mutual TLS)
+    tokenize: TokenizeMode = "all"
+
+    @model_validator(mode="after")
+    def _key_header_with_its_variable(self) -> MockSettings:
+        if (self.api_key_header is None) != (self.api_key_env is None):
+            raise ValueError("give api_key_header and api_key_env (the NAME of the variable holding the key) together")
+        return self

@@ -1,0 +1,47 @@
+"""The steps of a run: one per load value of the scenario, each with its warmup and its length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from loadtest.config.scenario import Load
+
+__all__ = ["StepPlan", "plan_steps", "step_plan"]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    index: int
+    mode: Literal["concurrency", "rate"]
+    value: float
+    requests: int | None  # measured requests; None when the step is timed
+    duration_s: float | None
+    warmup: int
+    arrival: Literal["constant", "poisson"] = "poisson"
+    max_concurrency: int = 1024
+    pause_s: float = 0.0  # wait before the step (limit discovery lets the server's buckets refill)
+
+    @property
+    def connections(self) -> int:
+        return int(self.value) if self.mode == "concurrency" else self.max_concurrency
+
+
+def step_plan(load: Load, index: int, value: float) -> StepPlan:
+    """Step ``index`` at load ``value`` with the scenario's settings; a limit-discovery step is an
+    open-loop step of ``search.step_duration_s``."""
+    search = load.search
+    return StepPlan(
+        index=index,
+        mode=load.mode,
+        value=value,
+        requests=load.requests if search is None else None,
+        duration_s=load.duration_s if search is None else search.step_duration_s,
+        warmup=load.warmup_requests,
+        arrival=load.arrival,
+        max_concurrency=load.max_concurrency,
+    )
+
+
+def plan_steps(load: Load) -> list[StepPlan]:
+    return [step_plan(load, i, v) for i, v in enumerate(load.values)]

@@ -1,0 +1,299 @@
+"""Steps, arrival processes, workers, warmup and stop conditions. Emits events; never formats output.
+
+Closed loop (``concurrency``): N workers, each sends its next request when the previous one ends.
+Open loop (``rate``): send i is due at ``start + offset_i`` (fixed times, never ``sleep(interval)``),
+its due time is recorded, so schedule lag (sent - due) is measured, not hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+import httpx2
+import numpy as np
+
+from loadtest.analysis.events import Event, RequestDone, StepFinished, StepStarted
+from loadtest.analysis.records import RequestRecord
+from loadtest.config.scenario import Scenario
+from loadtest.config.steps import StepPlan, plan_steps, step_plan
+from loadtest.config.tls import ssl_context
+from loadtest.engine.retry import retry_delay_s
+from loadtest.transport.client import Endpoint, make_endpoint, send
+from loadtest.workload.arrivals import arrival_offsets_ns
+from loadtest.workload.prompts import PromptItem, PromptPool
+
+__all__ = [
+    "Event",
+    "RequestDone",
+    "RunContext",
+    "StepFinished",
+    "StepPlan",
+    "StepStarted",
+    "Stopper",
+    "arrival_offsets_ns",
+    "drive",
+    "plan_steps",
+    "run_steps",
+    "step_plan",
+]
+
+
+@dataclass
+class RunContext:
+    """What every request of a run shares. ``t0`` is the run's perf_counter_ns origin."""
+
+    scenario: Scenario
+    base_url: str
+    api_key: str
+    prompts: PromptPool  # request i of this process gets prompts[i]
+    sink: Callable[[Event], None]
+    t0: int
+    stop: asyncio.Event
+    transport: httpx2.AsyncBaseTransport | None = None  # tests inject httpx2.MockTransport
+    worker: int = 0
+    workers: int = 1  # request ids are worker, worker + workers, ...: unique across processes
+    before_step: Callable[[StepPlan], Awaitable[bool]] | None = None  # e.g. a barrier; False stops the run
+
+    flying: dict[int, RequestRecord] = field(default_factory=dict)  # attempts under way, by request id
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet done (for a progress display)."""
+        return len(self.flying)
+
+    def __post_init__(self) -> None:
+        self._ids = itertools.count(self.worker, self.workers)
+        self._prompt_i = itertools.count()
+        self._jitter = np.random.default_rng(self.scenario.workload.seed * 1009 + self.worker)
+
+    def jitter(self) -> float:
+        """A uniform [0, 1) number for retry jitter (seeded: a run is reproducible)."""
+        return float(self._jitter.random())
+
+    def now(self) -> int:
+        return time.perf_counter_ns() - self.t0
+
+    def new_record(self, step: int, warmup: bool, scheduled_ns: int | None = None) -> RequestRecord:
+        return RequestRecord(
+            id=next(self._ids), step=step, warmup=warmup, worker=self.worker, scheduled_ns=scheduled_ns
+        )
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait ``seconds`` (never less: uvloop may wake a sleep early) unless the run stops first.
+        True when the time passed, False when the run is stopping."""
+        due = self.now() + int(seconds * 1e9)
+        while (left := due - self.now()) > 0 and not self.stop.is_set():
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), left / 1e9)
+        return not self.stop.is_set()
+
+    def next_prompt(self) -> PromptItem:
+        return self.prompts[next(self._prompt_i)]
+
+
+async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
+    """One request: its attempts, each a record, with the retry policy's waits between them."""
+    prompt = ctx.next_prompt()
+    while True:
+        ctx.flying[rec.id] = rec  # until its record is out: a watcher sees it in flight or done, never neither
+        try:
+            await _attempt(ctx, ep, rec, prompt)
+            rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
+            delay = None if ctx.stop.is_set() else retry_delay_s(ctx.scenario.retry, rec, ctx.jitter())
+            rec.final = delay is None
+            ctx.sink(RequestDone(rec))
+        finally:
+            del ctx.flying[rec.id]
+        if delay is None:
+            return
+        if not await ctx.wait(delay):
+            return  # stopping: the request ends with its last attempt (counted failed: no final answer)
+        rec = RequestRecord(
+            id=rec.id,
+            step=rec.step,
+            warmup=rec.warmup,
+            attempt=rec.attempt + 1,
+            worker=rec.worker,
+            first_sent_ns=rec.first_sent_ns,
+        )
+
+
+async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: PromptItem) -> None:
+    t, w = ctx.scenario.target, ctx.scenario.workload
+    try:
+        await send(
+            ep,
+            rec,
+            prompt,
+            model=t.model,
+            api=t.api,
+            stream=w.stream,
+            extra_body=w.extra_body or None,
+            t0=ctx.t0,
+            timeout_s=t.timeout_s,
+            encoding=t.tokenizer,
+        )
+    except asyncio.CancelledError:
+        rec.status, rec.error_class, rec.error = "error", "cancelled", "cancelled by the harness"
+        rec.end_ns = ctx.now()
+        rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
+        ctx.sink(RequestDone(rec))
+        raise
+
+
+async def _closed_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
+    sends = itertools.count()
+    total = step.warmup + step.requests if step.requests is not None else None
+    duration_ns = int(step.duration_s * 1e9) if step.duration_s is not None else None
+    measured_from: list[int] = []  # first measured send, for a timed step
+
+    async def worker() -> None:
+        while not ctx.stop.is_set():
+            i = next(sends)
+            if total is not None and i >= total:
+                return
+            warm = i < step.warmup
+            if duration_ns is not None and not warm:
+                now = ctx.now()
+                if not measured_from:
+                    measured_from.append(now)
+                elif now - measured_from[0] >= duration_ns:
+                    return
+            await _send(ctx, ep, ctx.new_record(step.index, warm))
+
+    await asyncio.gather(*(worker() for _ in range(int(step.value))))
+
+
+async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
+    seed = ctx.scenario.workload.seed + step.index
+    warm = arrival_offsets_ns(step.value, "constant", count=step.warmup) if step.warmup else np.empty(0, np.int64)
+    measured = arrival_offsets_ns(step.value, step.arrival, count=step.requests, duration_s=step.duration_s, seed=seed)
+    lead = int(warm[-1] + 1e9 / step.value) if len(warm) else 0
+    offsets = np.concatenate((warm, measured + lead)).tolist()
+    gate = asyncio.Semaphore(step.max_concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(rec: RequestRecord) -> None:
+        async with gate:  # waiting here shows up as schedule lag: the client, not the server, limited
+            await _send(ctx, ep, rec)
+
+    start = ctx.now()
+    for i, off in enumerate(offsets):
+        due = start + off
+        # uvloop rounds a delay to the nearest ms and may wake up to 0.5 ms early: sleep again until due.
+        while (delay := due - ctx.now()) > 0:
+            await asyncio.sleep(delay / 1e9)
+        if ctx.stop.is_set():
+            break
+        task = asyncio.get_running_loop().create_task(one(ctx.new_record(step.index, i < step.warmup, due)))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+
+
+LOOP_LAG_INTERVAL_S = 0.01
+
+
+async def _sample_loop_lag(samples: list[float]) -> None:
+    """Sleep 10 ms again and again; how late each wake-up comes is the event loop's lag: time the
+    client spent on other work while a token or a send was due."""
+    interval = LOOP_LAG_INTERVAL_S
+    while True:
+        t = time.perf_counter()
+        await asyncio.sleep(interval)
+        samples.append(max(0.0, (time.perf_counter() - t - interval) * 1e3))
+
+
+async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
+    """Run every step in order; each gets a fresh client sized to its concurrency."""
+    t = ctx.scenario.target
+    tls = ssl_context(**t.tls.model_dump())
+    for step in steps:
+        if ctx.stop.is_set() or (ctx.before_step is not None and not await ctx.before_step(step)):
+            break
+        if step.pause_s > 0 and not await ctx.wait(step.pause_s):
+            break
+        ep = make_endpoint(
+            ctx.base_url,
+            ctx.api_key,
+            max_connections=step.connections,
+            timeout_s=t.timeout_s,
+            connect_timeout_s=t.connect_timeout_s,
+            idle_timeout_s=t.idle_timeout_s,
+            headers=t.headers,
+            transport=ctx.transport,
+            http=t.transport,
+            ssl_context=tls,
+            trust_env=t.base_url != "mock",  # the built-in mock is on 127.0.0.1: never through a proxy
+        )
+        started = ctx.now()
+        ctx.sink(StepStarted(step, started))
+        lag: list[float] = []
+        sampler = asyncio.get_running_loop().create_task(_sample_loop_lag(lag))
+        try:
+            match step.mode:
+                case "concurrency":
+                    await _closed_loop(ctx, ep, step)
+                case "rate":
+                    await _open_loop(ctx, ep, step)
+        finally:
+            sampler.cancel()
+            await ep.close()
+        ctx.sink(StepFinished(step, ctx.now(), started, tuple(lag), ctx.worker))
+
+
+class Stopper:
+    """Stops a run the way Ctrl-C does: the first call stops new sends and gives in-flight requests
+    ``grace_s``, a second one cancels them (they are recorded as ``cancelled``). Call it on the
+    loop's thread (``loop.call_soon_threadsafe`` from elsewhere). ``stopped_by`` gets the first signal."""
+
+    def __init__(self, ctx: RunContext, grace_s: float, stopped_by: list[int]) -> None:
+        self.ctx, self.grace_s, self.stopped_by = ctx, grace_s, stopped_by
+        self.task: asyncio.Task[None] | None = None
+
+    def __call__(self, sig: int) -> None:
+        if self.stopped_by:
+            if self.task is not None:
+                self.task.cancel()
+            return
+        self.stopped_by.append(sig)
+        self.ctx.stop.set()
+        if self.task is not None:
+            asyncio.get_running_loop().call_later(self.grace_s, self.task.cancel)
+
+
+async def drive(
+    ctx: RunContext,
+    steps: Iterable[StepPlan],
+    *,
+    grace_s: float,
+    stopped_by: list[int],
+    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+    stopper: Stopper | None = None,
+) -> None:
+    """Run the steps; each of ``signals`` (or a call of ``stopper``) stops the run as ``Stopper`` says."""
+    loop = asyncio.get_running_loop()
+    stopper = stopper if stopper is not None else Stopper(ctx, grace_s, stopped_by)
+    task = loop.create_task(run_steps(ctx, steps))
+    stopper.task = task
+    if stopper.stopped_by:  # stopped before the task existed
+        loop.call_later(stopper.grace_s, task.cancel)
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stopper, sig)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not stopper.stopped_by:
+            raise
+    finally:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,518 @@
+"""``--ray ADDRESS``: each step's load split across N Ray actors, records gathered on the head.
+
+Every actor runs the same driver as a ``--workers`` process (``workers.share_context``: the same
+split of each step, ``shard.py``) on its own thread, event loop and client. The head:
+
+- measures each actor's wall-clock offset against its own (the round trip with the shortest
+  time, NTP-style) and gives each actor a run origin ``t0`` on its own monotonic clock such that
+  its record times read as the head's run timeline. Latencies are differences of one worker's
+  monotonic clock, so the offset only places them on the timeline;
+- holds a barrier per step (a coordinator actor): when every live worker has arrived it names a
+  start time a little in the future, on the head's timeline, and every worker waits for it;
+- drains each actor every ``POLL_S``: new record lines go to ``requests.w<i>.jsonl`` on the head,
+  and merge into ``requests.jsonl`` at the end as a local run's do (``RunFiles.merge_workers``);
+- on a worker's death counts what it had in flight at its last drain as ``worker_lost`` and goes
+  on with the rest (a record it finished after that drain is lost with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from loadtest.analysis.events import Event, RequestDone, event_line
+from loadtest.analysis.records import RequestRecord, record_to_json
+from loadtest.config.scenario import Distributed, Scenario, ScenarioError
+from loadtest.config.secrets import redact_url
+from loadtest.config.steps import StepPlan
+from loadtest.engine.driver import Stopper, drive
+from loadtest.engine.processes import share_context
+from loadtest.engine.sinks import EventSink, RunFiles
+from loadtest.transport.loop import new_loop
+
+__all__ = ["POLL_S", "clock_offset_ns", "connected", "lost_record", "run_ray_workers", "unreachable"]
+
+POLL_S = 0.2  # how often the head collects records
+START_LEAD_NS = 200_000_000  # a step starts this long after the last worker reached the barrier
+DRAIN_TIMEOUT_S = 60.0  # a worker that does not answer for this long is counted lost
+_CLOCK_SAMPLES = 7
+
+# (id, step, warmup, attempt, first_sent_ns, scheduled_ns, sent_ns, stream): an attempt in flight
+Flying = tuple[int, int, bool, int, int | None, int | None, int, bool]
+
+
+def clock_offset_ns(samples: list[tuple[int, int, int]]) -> tuple[int, int]:
+    """The remote clock's offset (remote - local) and its round trip, from ``(local_before,
+    remote, local_after)`` readings: the one with the shortest round trip, assuming the remote
+    read its clock halfway (the error is at most half that round trip)."""
+    before, remote, after = min(samples, key=lambda s: s[2] - s[0])
+    return remote - (before + after) // 2, after - before
+
+
+def lost_record(f: Flying, worker: int, end_ns: int) -> RequestRecord:
+    """The record of an attempt that was in flight on a worker that died."""
+    rid, step, warmup, attempt, first_sent, scheduled, sent, stream = f
+    sent = sent or scheduled or end_ns
+    return RequestRecord(
+        id=rid,
+        step=step,
+        warmup=warmup,
+        attempt=attempt,
+        first_sent_ns=first_sent if first_sent is not None else sent,
+        worker=worker,
+        stream=stream,
+        scheduled_ns=scheduled,
+        sent_ns=sent,
+        end_ns=max(end_ns, sent),
+        status="error",
+        error_class="worker_lost",
+        error="the Ray worker sending this request died",
+    )
+
+
+@ray.remote(num_cpus=0)
+class _Coordinator:
+    """The per-step barrier. Start times are on the head's run timeline: this actor's wall clock
+    minus its offset against the head, minus the head's wall-clock time at the run's origin."""
+
+    def __init__(self, parties: int, head_wall0_ns: int) -> None:
+        self.parties, self.wall0, self.offset = parties, head_wall0_ns, 0
+        self.arrived: dict[int, set[int]] = {}
+        self.released: dict[int, asyncio.Event] = {}
+        self.starts: dict[int, int] = {}
+        self.lost: set[int] = set()
+        self.aborted = False
+
+    async def clock(self) -> int:
+        return time.time_ns()
+
+    async def set_offset(self, offset_ns: int) -> None:
+        self.offset = offset_ns
+
+    async def arrive(self, step: int, worker: int) -> int | None:
+        """Wait until every live worker has arrived at ``step``; its start time, or None: stop."""
+        if self.aborted:
+            return None
+        self.arrived.setdefault(step, set()).add(worker)
+        event = self.released.setdefault(step, asyncio.Event())
+        self._release_ready()
+        await event.wait()
+        return None if self.aborted else self.starts[step]
+
+    async def lose(self, worker: int) -> None:
+        self.lost.add(worker)
+        self._release_ready()
+
+    async def abort(self) -> None:
+        self.aborted = True
+        for event in self.released.values():
+            event.set()
+
+    def _release_ready(self) -> None:
+        live = self.parties - len(self.lost)
+        for step, event in self.released.items():
+            if not event.is_set() and len(self.arrived[step] - self.lost) >= live:
+                self.starts[step] = time.time_ns() - self.offset - self.wall0 + START_LEAD_NS
+                event.set()
+
+
+@ray.remote(max_concurrency=4)
+class _Worker:
+    """One share of the load: the driver on a thread of its own, with its own uvloop loop.
+    The head drains its record lines (and a snapshot of what is in flight) as it goes."""
+
+    def __init__(self) -> None:
+        self.out: deque[tuple[str, str, tuple[int, int] | None]] = deque()
+        self.finished = False
+        self.error: str | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopper: Stopper | None = None
+        self.flying: dict[int, RequestRecord] = {}
+
+    def clock(self) -> int:
+        return time.time_ns()
+
+    def where(self) -> dict[str, Any]:
+        return {"node": ray.util.get_node_ip_address(), "host": socket.gethostname(), "pid": os.getpid()}
+
+    def start(
+        self,
+        i: int,
+        n: int,
+        scenario_json: dict[str, Any],
+        base_url: str,
+        key: str,
+        head_wall0_ns: int,
+        offset_ns: int,
+        grace_s: float,
+        coordinator: Any,
+    ) -> None:
+        # t0 on this host's monotonic clock such that now - t0 reads as the head's run timeline
+        perf, wall = time.perf_counter_ns(), time.time_ns()
+        t0 = perf - ((wall - offset_ns) - head_wall0_ns)
+        scenario = Scenario.model_validate(scenario_json)
+        ready = threading.Event()
+        args = (scenario, i, n, base_url, key, t0, grace_s, coordinator, ready)
+        threading.Thread(target=self._run, args=args, name=f"loadtest-ray-worker-{i}", daemon=True).start()
+        ready.wait()
+
+    def _sink(self, event: Event) -> None:
+        if (out := event_line(event)) is not None:
+            key = (event.record.id, event.record.attempt) if isinstance(event, RequestDone) else None
+            self.out.append((*out, key))
+
+    def _run(
+        self,
+        scenario: Scenario,
+        i: int,
+        n: int,
+        base_url: str,
+        key: str,
+        t0: int,
+        grace_s: float,
+        coordinator: Any,
+        ready: threading.Event,
+    ) -> None:
+        loop = new_loop()
+        asyncio.set_event_loop(loop)
+
+        async def together(step: StepPlan) -> bool:
+            start = await loop.run_in_executor(None, ray.get, coordinator.arrive.remote(step.index, i))
+            return start is not None and await ctx.wait((start - ctx.now()) / 1e9)
+
+        try:
+            ctx, steps = share_context(
+                scenario,
+                i,
+                n,
+                base_url=base_url,
+                key=key,
+                sink=self._sink,
+                t0=t0,
+                before_step=together,
+            )
+            self.flying, self.loop = ctx.flying, loop
+            self.stopper = Stopper(ctx, grace_s, [])
+            ready.set()
+            loop.run_until_complete(drive(ctx, steps, grace_s=grace_s, stopped_by=[], signals=(), stopper=self.stopper))
+        except BaseException as e:  # reported to the head, which warns; the records so far are kept
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            ready.set()
+            loop.close()
+            self.finished = True
+
+    def drain(self) -> dict[str, Any]:
+        """New lines since the last drain, the attempts still in flight after them, and whether the
+        worker is done. In flight is read before the lines: an attempt is in one or the other."""
+        finished = self.finished
+        flying = [
+            (r.id, r.step, r.warmup, r.attempt, r.first_sent_ns, r.scheduled_ns, r.sent_ns, r.stream)
+            for r in list(self.flying.values())
+        ]
+        lines: dict[str, list[str]] = {"requests": [], "steps": []}
+        done: set[tuple[int, int]] = set()
+        for _ in range(len(self.out)):
+            stem, line, key = self.out.popleft()
+            lines[stem].append(line)
+            if key is not None:
+                done.add(key)
+        return {
+            "lines": lines,
+            "flying": [f for f in flying if (f[0], f[3]) not in done],
+            "done": finished,
+            "error": self.error,
+        }
+
+    def stop(self) -> None:
+        """As a first, then a second Ctrl-C: stop sending and give in-flight requests the grace
+        period, then cancel them."""
+        if self.loop is not None and self.stopper is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self.loop.call_soon_threadsafe(self.stopper, signal.SIGTERM)
+
+
+@dataclass
+class _Share:
+    """The head's view of one worker."""
+
+    index: int
+    actor: Any
+    where: dict[str, Any]
+    offset_ns: int
+    rtt_ns: int
+    recorder: EventSink
+    flying: list[Flying] = field(default_factory=list)  # in flight at the last drain
+    live: bool = True
+    died: bool = False
+    lost: int = 0  # requests in flight when it died
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "worker": self.index,
+            **self.where,
+            "clock_offset_ms": self.offset_ns / 1e6,
+            "clock_rtt_ms": self.rtt_ns / 1e6,
+            "died": self.died,
+            "worker_lost": self.lost,
+        }
+
+
+def _measure_offset(actor: Any) -> tuple[int, int]:
+    samples = []
+    for _ in range(_CLOCK_SAMPLES):
+        before = time.time_ns()
+        remote = ray.get(actor.clock.remote())
+        samples.append((before, remote, time.time_ns()))
+    return clock_offset_ns(samples)
+
+
+def unreachable(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why a ``HOST:PORT`` or ``ray://HOST:PORT`` address takes no TCP connection (None when it
+    does, or when the address has another form). Ray itself retries an unreachable GCS for minutes."""
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address)
+    if m is None:
+        return None
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout_s).close()
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
+
+
+def _root_cause(e: BaseException, limit: int = 200) -> str:
+    """The first line of the innermost cause (Ray wraps e.g. an authentication error in a
+    ConnectionError that names only the address), shortened."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+def _short_of_cpus(dist: Distributed, source: str) -> str | None:
+    """What is wrong when the cluster has fewer CPUs than the actors reserve (None when it has enough)."""
+    need = dist.workers * dist.cpus_per_worker
+    have = float(ray.cluster_resources().get("CPU", 0.0))
+    if need <= have:
+        return None
+    return (
+        f"{source}: distributed.workers: {dist.workers} actors x cpus_per_worker {dist.cpus_per_worker:g} "
+        f"need {need:g} CPUs and the Ray cluster has {have:g}; lower distributed.workers or "
+        "distributed.cpus_per_worker (0 places actors regardless of CPUs)"
+    )
+
+
+@contextlib.contextmanager
+def connected(dist: Distributed, source: str, warn: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Ray, connected: an instance already joined (inside a RayJob), a new local one on
+    127.0.0.1 (``local``, stopped afterwards), or the cluster at ``dist.address``. A local Ray
+    short of CPUs for the actors is an error (they would wait forever); a cluster may autoscale,
+    so there it is a warning."""
+    address = dist.address
+    if ray.is_initialized():
+        if warn is not None and (short := _short_of_cpus(dist, source)):
+            warn(short)
+        yield
+        return
+    if (why := unreachable(address)) is not None:
+        raise ScenarioError(f"{source}: distributed.address: cannot connect to Ray at {address!r} ({why})")
+    try:
+        if address == "local":
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",
+            )
+        else:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except (OSError, RuntimeError, ValueError) as e:  # OSError: a socket path too long, a refused connection
+        raise ScenarioError(
+            f"{source}: distributed.address: cannot connect to Ray at {address!r} ({_root_cause(e)})"
+        ) from None
+    try:
+        if short := _short_of_cpus(dist, source):
+            if address == "local":
+                raise ScenarioError(short)
+            if warn is not None:
+                warn(f"{short}; waiting up to {dist.start_timeout_s:g} s (distributed.start_timeout_s) for them")
+        yield
+    finally:
+        ray.shutdown()
+
+
+class _Signals:
+    """SIGINT and SIGTERM during a Ray run: the first stops the run (kept, and passed on to the
+    workers); a second while the actors are still starting gives up waiting (KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.got: list[int] = []
+        self.starting = True
+
+    def __call__(self, sig: int, _frame: object) -> None:
+        if self.starting and self.got:
+            raise KeyboardInterrupt
+        self.got.append(sig)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Signals]:
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                if handler is not None:  # None: a handler not set from Python, nothing to restore
+                    signal.signal(sig, handler)
+
+
+def _placed(actors: list[Any], signals: _Signals, timeout_s: float, source: str) -> list[dict[str, Any]] | None:
+    """Where each actor runs, once all have started; None when a signal came first."""
+    refs = [a.where.remote() for a in actors]
+    deadline = time.monotonic() + timeout_s
+    while not signals.got:
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_S)
+        if len(ready) == len(refs):
+            return ray.get(refs)
+        if time.monotonic() > deadline:
+            raise ScenarioError(
+                f"{source}: distributed.workers: {len(refs) - len(ready)} of {len(refs)} Ray actors were not "
+                f"placed within distributed.start_timeout_s ({timeout_s:g} s; the cluster has "
+                f"{ray.cluster_resources().get('CPU', 0):g} CPUs)"
+            )
+    return None
+
+
+def run_ray_workers(
+    scenario: Scenario,
+    base_url: str,
+    key: str,
+    files: RunFiles,
+    *,
+    t0: int,
+    grace_s: float,
+    warn: Callable[[str], None] | None = None,
+    source: str = "scenario",
+) -> list[int]:
+    """Run the scenario on ``scenario.distributed.workers`` Ray actors (Ray connected: see
+    ``connected``); returns the signals that stopped it (empty when it ran to the end). A signal
+    while the actors start ends the run before it sends anything."""
+    dist = scenario.distributed
+    assert dist is not None
+    n = dist.workers
+    say = warn or (lambda _m: None)
+    head_wall0 = time.time_ns() - (time.perf_counter_ns() - t0)  # the head's wall clock at t0
+    with _Signals().installed() as signals:
+        here = ray.get_runtime_context().get_node_id()
+        coordinator = _Coordinator.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=True)
+        ).remote(n, head_wall0)
+        actors = [
+            _Worker.options(num_cpus=dist.cpus_per_worker, scheduling_strategy="SPREAD").remote() for _ in range(n)
+        ]
+        shares: list[_Share] = []
+        _write_cluster(files, n, shares)
+        try:
+            if (places := _placed(actors, signals, dist.start_timeout_s, source)) is None:
+                return signals.got[:1]
+            coordinator.set_offset.remote(_measure_offset(coordinator)[0])
+            for i, (actor, where) in enumerate(zip(actors, places, strict=True)):
+                offset, rtt = _measure_offset(actor)
+                shares.append(_Share(i, actor, where, offset, rtt, files.recorder(i)))
+            _write_cluster(files, n, shares)
+            if signals.got:
+                return signals.got[:1]
+            if base_url.startswith(("http://127.", "http://localhost")) and len({s.where["node"] for s in shares}) > 1:
+                say(f"target {redact_url(base_url)} is on this host: workers on other nodes cannot reach it")
+            payload = scenario.model_dump(mode="json")
+            ray.get(
+                [
+                    s.actor.start.remote(
+                        s.index, n, payload, base_url, key, head_wall0, s.offset_ns, grace_s, coordinator
+                    )
+                    for s in shares
+                ]
+            )
+            signals.starting = False
+            return _gather(shares, coordinator, t0, signals.got, say)
+        finally:
+            for s in shares:
+                s.recorder.close()
+            files.merge_workers()
+            _write_cluster(files, n, shares)
+            for actor in [*actors, coordinator]:
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+
+
+def _gather(
+    shares: list[_Share], coordinator: Any, t0: int, stopped: list[int], say: Callable[[str], None]
+) -> list[int]:
+    """Drain every live worker until all are done; signals (``stopped``, filled by the handler)
+    are passed on to the workers: the first stops them with a grace period, a second cancels."""
+    forwarded = 0
+    while any(s.live for s in shares):
+        while forwarded < len(stopped):
+            forwarded += 1
+            coordinator.abort.remote()
+            for s in shares:
+                if s.live:
+                    s.actor.stop.remote()
+        pending = {s.index: s.actor.drain.remote() for s in shares if s.live}
+        for s in shares:
+            if s.index not in pending:
+                continue
+            try:
+                batch = ray.get(pending[s.index], timeout=DRAIN_TIMEOUT_S)
+            except (RayActorError, GetTimeoutError) as e:
+                _lose(s, coordinator, time.perf_counter_ns() - t0, say, type(e).__name__)
+                continue
+            for stem, lines in batch["lines"].items():
+                for line in lines:
+                    s.recorder.write(stem, line)
+            s.flying = batch["flying"]
+            if batch["done"]:
+                s.live = False
+                if batch["error"]:
+                    say(f"Ray worker {s.index} ({s.where['host']}) failed: {batch['error']}")
+        if any(s.live for s in shares):
+            time.sleep(POLL_S)
+    return stopped[:1]
+
+
+def _lose(share: _Share, coordinator: Any, now_ns: int, say: Callable[[str], None], why: str) -> None:
+    """A worker died: what it had in flight at its last drain becomes ``worker_lost`` records."""
+    for f in share.flying:
+        share.recorder.write("requests", record_to_json(lost_record(f, share.index, now_ns)))
+    share.live, share.died, share.lost = False, True, len(share.flying)
+    coordinator.lose.remote(share.index)
+    say(
+        f"Ray worker {share.index} ({share.where['host']}, pid {share.where['pid']}) was lost ({why}): "
+        f"{share.lost} requests in flight counted as worker_lost; the run goes on with the rest"
+    )
+
+
+def _write_cluster(files: RunFiles, requested: int, shares: list[_Share]) -> None:
+    """cluster.json: the actors asked for, and each one started (none yet while they are placed)."""
+    workers = [s.describe() for s in shares]
+    files.write(
+        "cluster.json",
+        json.dumps({"engine": "ray", "requested": requested, "workers": workers}, indent=2) + "\n",
+    )

@@ -1,0 +1,167 @@
+"""report.html: one self-contained page (no network, images inline) for one run or a comparison."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from loadtest import __version__
+from loadtest.analysis.summary import Run
+from loadtest.config.loading import scenario_to_yaml
+from loadtest.output.plots import Series, render_plots
+from loadtest.output.rundir import write_atomic
+from loadtest.output.table import answer_metrics
+
+__all__ = [
+    "COLUMNS",
+    "Column",
+    "columns_for",
+    "fmt",
+    "write_report",
+]
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    key: str  # dotted path into a step summary
+    digits: int = 2
+    left: bool = False
+
+    def get(self, step: dict[str, Any]) -> Any:
+        value: Any = step
+        for part in self.key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+
+
+COLUMNS = [
+    Column("step", "index", 0),
+    Column("mode", "mode", 0, left=True),
+    Column("load", "value", 2),
+    Column("duration s", "duration_s", 2),
+    Column("sent", "requests.sent", 0),
+    Column("ok", "requests.ok", 0),
+    Column("failed", "requests.failed", 0),
+    Column("error rate", "error_rate", 4),
+    Column("req/s", "request_throughput", 2),
+    Column("out tok/s", "output_token_throughput", 1),
+    Column("total tok/s", "total_token_throughput", 1),
+    Column("goodput req/s", "goodput", 2),
+    Column("TTFT p50", "ttft_ms.p50", 2),
+    Column("TTFT p90", "ttft_ms.p90", 2),
+    Column("TTFT p99", "ttft_ms.p99", 2),
+    Column("TTFA p50", "ttfa_ms.p50", 2),
+    Column("TTFA p90", "ttfa_ms.p90", 2),
+    Column("TTFA p99", "ttfa_ms.p99", 2),
+    Column("ITL p50", "itl_ms.p50", 3),
+    Column("ITL p99", "itl_ms.p99", 3),
+    Column("TPOT p50", "tpot_ms.p50", 3),
+    Column("TPOT p99", "tpot_ms.p99", 3),
+    Column("E2E p50", "e2e_ms.p50", 1),
+    Column("E2E p99", "e2e_ms.p99", 1),
+    Column("out tokens mean", "output_tokens.mean", 1),
+    Column("reasoning tokens mean", "reasoning_tokens.mean", 1),
+    Column("tokens/chunk mean", "tokens_per_chunk.mean", 2),
+    Column("in flight max", "in_flight.max", 0),
+    Column("loop lag p99", "loop_lag_ms.p99", 2),
+]
+
+
+_ANSWER_METRICS = ("ttfa_ms", "reasoning_tokens", "tokens_per_chunk")
+
+
+def columns_for(summaries: list[dict[str, Any]]) -> list[Column]:
+    """The columns of the step tables: TTFA, reasoning tokens and tokens per chunk only where one of
+    the runs' steps has something to say in them (``report.answer_metrics``)."""
+    shown = answer_metrics([s for summary in summaries for s in summary["steps"]])
+    return [c for c in COLUMNS if c.key.split(".")[0] not in _ANSWER_METRICS or c.key.split(".")[0] in shown]
+
+
+_CAPTIONS = {
+    "throughput": ("Throughput vs load", "Successful requests/s and output tokens/s of each step."),
+    "latency": ("Latency vs load", "TTFT, TPOT and end-to-end latency at p50 (solid), p95 (dashed), p99 (dotted)."),
+    "capacity": (
+        "Capacity curve",
+        "Output tokens/s against per-request latency, one point per step (labels: load): "
+        "past the knee, more load costs latency without buying throughput.",
+    ),
+    "ttft_cdf": ("TTFT distribution", "Cumulative distribution of time to first token, per step."),
+    "itl_cdf": ("ITL distribution", "Cumulative distribution of inter-token gaps, per step."),
+    "timeline": ("Timeline", "Requests in flight, completions/s and errors/s over the run."),
+    "ratelimit": (
+        "Rate limits",
+        "429 answers over time, the remaining requests and tokens the server advertised (the bucket "
+        "draining), and how many attempts requests took (retries). In limit discovery, also the requests "
+        "admitted per second: after the first 429 (dashed) the steady state, whose windows (shaded) "
+        "give the sustainable rate (dotted).",
+    ),
+}
+
+
+def fmt(value: Any, digits: int) -> str:
+    """How a number shows in the page: the value of summary.json, rounded for the eye."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.{digits}f}" if math.isfinite(value) else str(value)
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("loadtest", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+    )
+    env.globals.update(fmt=fmt, json=json.dumps)
+    return env
+
+
+def write_report(
+    runs: list[Run], out_dir: Path, labels: list[str] | None = None, progress: Callable[[str], None] | None = None
+) -> Path:
+    """Render plots/*.png and report.html into ``out_dir``; returns the report's path."""
+    labels = labels or [r.run_dir.name if len(runs) > 1 else r.scenario.name for r in runs]
+    series = [Series(label, run) for label, run in zip(labels, runs, strict=True)]
+    pngs = render_plots(series)
+    plots_dir = out_dir / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for name, png in pngs.items():
+        (plots_dir / f"{name}.png").write_bytes(png)
+    page = (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            title=" vs ".join(labels) if len(runs) > 1 else f"loadtest report: {labels[0]}",
+            tool_version=__version__,
+            columns=columns_for([run.summary for run in runs]),
+            runs=[
+                {
+                    "label": label,
+                    "summary": run.summary,
+                    "scenario_yaml": scenario_to_yaml(run.scenario),
+                    "run_dir": str(run.run_dir),
+                }
+                for label, run in zip(labels, runs, strict=True)
+            ],
+            plots=[
+                {"name": n, "title": _CAPTIONS[n][0], "caption": _CAPTIONS[n][1], "b64": base64.b64encode(png).decode()}
+                for n, png in pngs.items()
+            ],
+        )
+    )
+    path = out_dir / "report.html"
+    write_atomic(path, page)
+    if progress is not None:
+        progress(str(path))
+    return path
