@@ -318,6 +318,10 @@ def mock(
     tokenize: Annotated[
         str, typer.Option(help="Tokenize routes served: all | vllm | llama-server | llama-cpp-python | none")
     ] = "all",
+    slots: Annotated[
+        int | None, typer.Option(help="At most this many requests generate at once; the rest wait in line")
+    ] = None,
+    request_log: Annotated[int, typer.Option(help="Requests GET /mock/requests keeps (bodies, headers, times)")] = 0,
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
     options = {k: v for k, v in locals().items() if k not in ("host", "port", "fault")}

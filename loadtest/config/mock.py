@@ -54,6 +54,10 @@ class MockSettings(BaseModel):
     tls_key: str | None = None
     tls_client_ca: str | None = None  # require client certificates signed by this CA (mutual TLS)
     tokenize: TokenizeMode = "all"
+    # at most this many requests generate at once; the rest wait in line (a server's full batch), their
+    # TTFT growing by the wait. None: every request generates at once
+    slots: Annotated[int, Field(ge=1)] | None = None
+    request_log: Annotated[int, Field(ge=0)] = 0  # the last N requests GET /mock/requests returns (0: none kept)
 
     @model_validator(mode="after")
     def _key_header_with_its_variable(self) -> MockSettings:

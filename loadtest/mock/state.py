@@ -1,0 +1,186 @@
+"""What one mock server process keeps: its settings, counters, the samples it measured, its request log,
+its queue (``slots``), its rate limiter and its tokenizer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from loadtest.config.mock import MockSettings
+from loadtest.mock.faults import FaultPlan
+from loadtest.mock.limits import RateLimiter
+from loadtest.mock.tokenizer import HFTokenizer
+
+__all__ = ["MAX_SAMPLES", "WORDS", "MockState", "prompt_words"]
+
+# never logged: where clients put keys (the configured api_key_header is added)
+_SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization", "cookie"})
+
+# Each is one token alone and inside any run of them, for both o200k_base and cl100k_base
+# (checked by a test), so a tokenizer recount of the generated text equals the token count.
+WORDS = (
+    " the",
+    " of",
+    " and",
+    " to",
+    " in",
+    " is",
+    " that",
+    " for",
+    " it",
+    " as",
+    " with",
+    " on",
+    " was",
+    " be",
+    " by",
+    " at",
+    " this",
+    " are",
+    " from",
+    " or",
+)
+MAX_SAMPLES = 200_000  # of each measured series: a long run's memory stays bounded
+
+
+class MockState:
+    """Shared by all connections of one server process."""
+
+    def __init__(self, config: MockSettings) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.requests = 0
+        self.in_flight = 0
+        self.in_flight_max = 0
+        self.next_token_slot = 0.0  # loop time of the next free slot under capacity_tok_s
+        self.ttft_s: list[float] = []
+        self.itl_s: list[float] = []
+        self.ttfa_s: list[float] = []  # to the first answer chunk (after the reasoning)
+        self.stream_chunks = self.stream_tokens = 0  # of the streams sent to the end
+        self.ids = 0
+        self.faults: dict[str, int] = {}
+        self.fault_plan = FaultPlan(config.faults)
+        self.throttled = 0
+        self.limiter = self._limiter()
+        self.connections = 0  # accepted (TCP) connections: how often a client opened a new one
+        self.unauthorized = 0
+        self.api_key = os.environ.get(config.api_key_env or "", "") if config.api_key_header else None
+        self.tok = HFTokenizer(config.tokenizer) if config.tokenizer else None
+        self.log: deque[dict[str, Any]] = deque(maxlen=config.request_log or 1)
+        self.slots = asyncio.Semaphore(config.slots) if config.slots else None  # FIFO: waiters in arrival order
+        self.running = self.waiting = self.waiting_max = 0
+
+    def record(self, t: float, method: str, path: str, headers: dict[str, str], body: Any) -> None:
+        """Keep a request for ``GET /mock/requests`` (tests read what arrived, and when); secrets left out."""
+        if not self.config.request_log:
+            return
+        hidden = _SECRET_HEADERS | {(self.config.api_key_header or "").lower()}
+        kept = {k: v for k, v in headers.items() if k not in hidden}
+        self.log.append({"t": t, "method": method, "path": path, "headers": kept, "body": body})
+
+    @contextlib.asynccontextmanager
+    async def generating(self) -> AsyncIterator[None]:
+        """Hold one of the ``slots`` while a response is generated; wait in line when all are taken."""
+        if self.slots is None:
+            self.running += 1
+            try:
+                yield
+            finally:
+                self.running -= 1
+            return
+        self.waiting += 1
+        self.waiting_max = max(self.waiting_max, self.waiting)
+        try:
+            await self.slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self.slots.release()
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        return self.tok.prompt_tokens(body) if self.tok is not None else prompt_words(body)
+
+    def piece(self, i: int, k: int) -> str:
+        """Text of generated token ``i`` of answer ``k``."""
+        return self.tok.piece(i, k) if self.tok is not None else WORDS[i % len(WORDS)]
+
+    def _limiter(self) -> RateLimiter | None:
+        c = self.config
+        limits = {
+            ("requests", "minute"): c.rpm,
+            ("tokens", "minute"): c.tpm,
+            ("requests", "day"): c.rpd,
+            ("tokens", "day"): c.tpd,
+        }
+        if not any(limits.values()):
+            return None
+        return RateLimiter(
+            {k: v for k, v in limits.items() if v},
+            burst_s=c.burst_s,
+            dialect=c.ratelimit_headers,
+            minute_s=c.ratelimit_minute_s,
+        )
+
+    def reset(self) -> None:
+        self.requests = 0
+        self.faults = {}
+        self.fault_plan = FaultPlan(self.config.faults)
+        self.throttled = 0
+        self.unauthorized = 0
+        self.limiter = self._limiter()
+        self.connections = 0
+        self.in_flight_max = self.in_flight
+        self.waiting_max = self.waiting
+        self.log.clear()
+        self.ttft_s.clear()
+        self.itl_s.clear()
+        self.ttfa_s.clear()
+        self.stream_chunks = self.stream_tokens = 0
+
+    def stats(self) -> dict[str, Any]:
+        def pct(values: list[float]) -> dict[str, float | None]:
+            if not values:
+                return {"p50": None, "p99": None, "count": 0}
+            s = sorted(values)
+            return {"p50": s[len(s) // 2] * 1e3, "p99": s[min(len(s) - 1, int(len(s) * 0.99))] * 1e3, "count": len(s)}
+
+        return {
+            "connections": self.connections,
+            "throttled": self.throttled,
+            "unauthorized": self.unauthorized,
+            "faults": self.faults,
+            "requests": self.requests,
+            "in_flight": self.in_flight,
+            "in_flight_max": self.in_flight_max,
+            "running": self.running,  # generating now (at most slots)
+            "waiting": self.waiting,  # queued for a slot
+            "waiting_max": self.waiting_max,
+            "ttft_ms": pct(self.ttft_s),
+            "itl_ms": pct(self.itl_s),
+            "ttfa_ms": pct(self.ttfa_s),
+            "stream_chunks": self.stream_chunks,
+            "stream_tokens": self.stream_tokens,
+        }
+
+    def gap(self, base_ms: float) -> float:
+        j = self.config.jitter_ms
+        if j <= 0:
+            return base_ms / 1e3
+        return max(0.0, base_ms + self.rng.uniform(-j, j)) / 1e3
+
+
+def prompt_words(body: dict[str, Any]) -> int:
+    """Prompt tokens, estimated as whitespace-separated words (exact for loadtest's synthetic prompts)."""
+    if isinstance(body.get("messages"), list):
+        return sum(len(str(m.get("content", "")).split()) for m in body["messages"] if isinstance(m, dict))
+    prompt = body.get("prompt", "")
+    return len(prompt.split()) if isinstance(prompt, str) else 0
