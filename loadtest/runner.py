@@ -23,8 +23,8 @@ import httpx2
 from rich.console import Console
 
 from loadtest.analysis.checks import EXIT_HARNESS, EXIT_OK, EXIT_SLO, endpoint_unreachable
-from loadtest.analysis.events import Event, RequestDone, StepFinished
-from loadtest.analysis.metrics import LiveStats
+from loadtest.analysis.events import Event, StepFinished
+from loadtest.analysis.live import LiveStep
 from loadtest.analysis.summary import Run
 from loadtest.config.loading import api_key
 from loadtest.config.scenario import Scenario, ScenarioError
@@ -131,22 +131,6 @@ def _say_tokenizer(summary: dict[str, Any], warn: Callable[[str], None] | None) 
             f"model {summary['target']['model']!r}; set target.tokenizer to its tokenizer.json, its Hugging Face "
             "model id (from the local cache) or server"
         )
-
-
-class _StepReporter:
-    """Keeps live figures of the current step (bounded memory), to print one line when it ends."""
-
-    def __init__(self, on_step: Callable[[dict[str, Any]], None]) -> None:
-        self.on_step = on_step
-        self.live = LiveStats()
-
-    def __call__(self, event: Event) -> None:
-        match event:
-            case StepFinished(step=step):
-                self.on_step(self.live.line(index=step.index, mode=step.mode, value=step.value))
-                self.live = LiveStats()
-            case RequestDone(record=record):
-                self.live.add(record)
 
 
 def execute(
@@ -285,14 +269,16 @@ def _run_here(
 ) -> None:
     """The whole run on this process's event loop."""
     recorder = RunFiles(run_dir).recorder()
-    reporter = _StepReporter(on_step)
-    planner = StepPlanner(scenario)  # the fixed sweep, or limit discovery choosing as it goes
-    progress = LiveProgress(plan_steps(scenario.load), live, lambda: ctx.in_flight) if live is not None else None
+    step = LiveStep()  # fed once per event, first; the planner, the step lines and the display read it
+    planner = StepPlanner(scenario, step)  # the fixed sweep, or limit discovery choosing as it goes
+    progress = LiveProgress(plan_steps(scenario.load), live, lambda: ctx.in_flight, step) if live is not None else None
     watchers = [planner, *observers] + ([progress] if progress is not None else [])
 
     def sink(event: Event) -> None:
         recorder(event)
-        reporter(event)
+        step(event)
+        if isinstance(event, StepFinished) and step.last is not None:
+            on_step(step.last)
         for observe in watchers:
             observe(event)
 

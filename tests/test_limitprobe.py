@@ -16,6 +16,7 @@ import pytest
 
 from loadtest.analysis.events import RequestDone, StepFinished
 from loadtest.analysis.limitsummary import search_result
+from loadtest.analysis.live import LiveStep
 from loadtest.analysis.records import RequestRecord
 from loadtest.config.scenario import Scenario
 from loadtest.engine.planner import StepPlanner
@@ -53,7 +54,8 @@ def record(rid: int, step: int, now: float, ok: bool, headers: dict[str, str], m
 def probe(sc: Scenario, limits: dict[tuple[str, str], float], **limiter: Any) -> tuple[dict[str, Any], float]:
     """(the summary's search, seconds the probe took): each step ends 0.1 s after its last send."""
     lim = RateLimiter(limits, **limiter)
-    planner = StepPlanner(sc)
+    live = LiveStep()
+    planner = StepPlanner(sc, live)
     charge, clock, rid, steps = PROMPT + sc.workload.max_tokens, 0.0, 0, []
     for step in planner.steps():
         clock += step.pause_s
@@ -61,10 +63,14 @@ def probe(sc: Scenario, limits: dict[tuple[str, str], float], **limiter: Any) ->
         for off in offsets:
             ok, wait, headers = lim.admit(clock + off, charge)
             message = "" if ok else lim.refusal("m", charge, wait)
-            planner(RequestDone(record(rid, step.index, clock + off, ok, headers, message, sc.workload.max_tokens)))
+            done = RequestDone(record(rid, step.index, clock + off, ok, headers, message, sc.workload.max_tokens))
+            live(done)
+            planner(done)
             rid += 1
         clock += step.duration_s + 0.1
-        planner(StepFinished(step, int(clock * 1e9)))
+        finished = StepFinished(step, int(clock * 1e9))
+        live(finished)
+        planner(finished)
         assert planner.last is not None
         steps.append(planner.last)
     found = search_result(steps, sc, planner.probe)

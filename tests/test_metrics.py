@@ -9,9 +9,9 @@ import pytest
 
 from loadtest.analysis.checks import evaluate_slos, harness_warnings
 from loadtest.analysis.events import StepFinished, event_line
+from loadtest.analysis.live import LiveStats
 from loadtest.analysis.metrics import (
     GapHistogram,
-    LiveStats,
     StepAccumulator,
     distribution,
     e2e_ms,

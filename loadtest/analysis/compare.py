@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from loadtest.analysis.metrics import StepAccumulator
-from loadtest.analysis.summary import Run
+from loadtest.analysis.stats import weighted_percentile
+from loadtest.analysis.summary import Run, pick
 
 __all__ = ["METRICS", "compare_runs"]
 
@@ -72,16 +73,6 @@ def _draws(windows: int, rng: np.random.Generator, resamples: int) -> Iterator[n
     """Per resample, how many times each of ``windows`` windows was drawn (``windows`` draws)."""
     for _ in range(resamples):
         yield np.bincount(rng.integers(0, windows, windows), minlength=windows)
-
-
-def _weighted_percentile(sorted_values: np.ndarray, weights: np.ndarray, q: float) -> float:
-    """np.percentile's linear interpolation over the multiset holding sorted_values[i] weights[i] times."""
-    cum = np.cumsum(weights)
-    pos = (cum[-1] - 1) * q / 100
-    lo = int(pos)
-    a = sorted_values[np.searchsorted(cum, lo, side="right")]
-    b = sorted_values[np.searchsorted(cum, min(lo + 1, cum[-1] - 1), side="right")]
-    return float(a + (b - a) * (pos - lo))
 
 
 def _throughput_samples(
@@ -121,7 +112,7 @@ def _samples(
         counts = np.diff(np.concatenate(([0], cum)))
         total = int(cum[-1])
         draws = (rng.multinomial(total, counts / total) for _ in range(resamples))
-        return np.array([_weighted_percentile(values, c, q) for c in draws]) / 1e3
+        return np.array([weighted_percentile(values, c, q) for c in draws]) / 1e3
     if metric in ("request_throughput", "output_token_throughput"):
         return _throughput_samples(acc, summary, metric, rng, resamples)
     e2e = np.asarray(acc.e2e)
@@ -139,14 +130,7 @@ def _samples(
     order = np.argsort(np.asarray(values), kind="stable")
     ordered, window = np.asarray(values)[order], window[order]
     k = int(window.max()) + 1
-    return np.array([_weighted_percentile(ordered, c[window], q) for c in _draws(k, rng, resamples)])
-
-
-def _value(summary: dict[str, Any], metric: str) -> float | None:
-    node: Any = summary
-    for part in metric.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+    return np.array([weighted_percentile(ordered, c[window], q) for c in _draws(k, rng, resamples)])
 
 
 def compare_runs(
@@ -161,7 +145,7 @@ def compare_runs(
         if base is None or base["index"] not in baseline.steps or cand["index"] not in candidate.steps:
             continue
         for metric, (label, higher_better) in METRICS.items():
-            b_val, c_val = _value(base, metric), _value(cand, metric)
+            b_val, c_val = pick(base, metric), pick(cand, metric)
             if not b_val or c_val is None:
                 continue
             b = _samples(baseline.steps[base["index"]], base, metric, rng, resamples)

@@ -17,13 +17,12 @@ import numpy as np
 from loadtest.analysis.connstats import ConnectionStats
 from loadtest.analysis.ratelimit import parse_ratelimit
 from loadtest.analysis.records import RequestRecord
-from loadtest.analysis.stats import PERCENTILES, distribution
+from loadtest.analysis.stats import PERCENTILES, distribution, weighted_percentile
 from loadtest.config.scenario import PerRequestSLO
 
 __all__ = [
     "PERCENTILES",
     "GapHistogram",
-    "LiveStats",
     "StepAccumulator",
     "distribution",
     "e2e_ms",
@@ -96,23 +95,23 @@ def step_duration_s(sent_ns: Sequence[int], end_ns: Sequence[int]) -> float:
     return (max(end_ns) - min(sent_ns)) / 1e9
 
 
-def _per_s(amount: float, duration_s: float) -> float:
+def per_s(amount: float, duration_s: float) -> float:
     return amount / duration_s if duration_s > 0 else 0.0
 
 
 def request_throughput(ok_requests: int, duration_s: float) -> float:
     """Successful requests / step duration."""
-    return _per_s(ok_requests, duration_s)
+    return per_s(ok_requests, duration_s)
 
 
 def output_token_throughput(output_tokens_ok: int, duration_s: float) -> float:
     """Sum of output tokens of successful requests / step duration."""
-    return _per_s(output_tokens_ok, duration_s)
+    return per_s(output_tokens_ok, duration_s)
 
 
 def total_token_throughput(input_tokens_ok: int, output_tokens_ok: int, duration_s: float) -> float:
     """Sum of input + output tokens of successful requests / step duration."""
-    return _per_s(input_tokens_ok + output_tokens_ok, duration_s)
+    return per_s(input_tokens_ok + output_tokens_ok, duration_s)
 
 
 def meets_slo(r: RequestRecord, slo: PerRequestSLO) -> bool:
@@ -130,7 +129,7 @@ def meets_slo(r: RequestRecord, slo: PerRequestSLO) -> bool:
 
 def goodput(good_requests: int, duration_s: float) -> float:
     """Goodput = requests meeting every per-request SLO / step duration."""
-    return _per_s(good_requests, duration_s)
+    return per_s(good_requests, duration_s)
 
 
 def in_flight(sent_ns: Sequence[int], end_ns: Sequence[int]) -> dict[str, float]:
@@ -207,16 +206,8 @@ class GapHistogram:
         if self.n == 0 and not self._buf:
             return distribution([])
         values, cum = self.values_cum()
-
-        def order_stat(rank: int) -> float:  # the rank-th smallest gap (0-based)
-            return float(values[np.searchsorted(cum, rank, side="right")])
-
-        pct = {}
-        for q in PERCENTILES:
-            h = (self.n - 1) * q / 100
-            lo = math.floor(h)
-            a, b = order_stat(lo), order_stat(min(lo + 1, self.n - 1))
-            pct[f"p{q}"] = (a + (h - lo) * (b - a)) / 1e3
+        counts = np.diff(cum, prepend=0)
+        pct = {f"p{q}": weighted_percentile(values, counts, q) / 1e3 for q in PERCENTILES}
         mean = self.sum_us / self.n
         var = max(0.0, (self.n * self.sumsq_us - self.sum_us * self.sum_us) / (self.n * self.n))
         return {"mean": mean / 1e3, "stddev": math.sqrt(var) / 1e3, **pct, "max": float(values[-1]) / 1e3}
@@ -392,58 +383,3 @@ def summarize_step(
     for r in records:
         acc.add(r)
     return acc.summary(index=index, mode=mode, value=value)
-
-
-class LiveStats:
-    """What a progress line needs while a step runs, in bounded memory: counts, token sums, the
-    span of the step, and a fixed-size random sample of TTFTs for a live median (the summary's
-    percentiles are exact; this one is an estimate). Deterministic for a seed."""
-
-    RESERVOIR = 4096
-
-    def __init__(self, seed: int = 0) -> None:
-        self.sent = self.ok = self.output_tokens = 0
-        self.errors: Counter[str] = Counter()
-        self.first_sent_ns: int | None = None
-        self.last_end_ns: int | None = None
-        self._ttft: list[float] = []
-        self._seen = 0
-        self._rng = np.random.default_rng(seed)
-
-    def add(self, r: RequestRecord) -> None:
-        if r.warmup:
-            return
-        self.sent += 1
-        self.first_sent_ns = r.sent_ns if self.first_sent_ns is None else min(self.first_sent_ns, r.sent_ns)
-        self.last_end_ns = r.end_ns if self.last_end_ns is None else max(self.last_end_ns, r.end_ns)
-        if r.status != "ok":
-            self.errors[r.error_class or "unknown"] += 1
-            return
-        self.ok += 1
-        self.output_tokens += r.output_tokens or 0
-        if (v := ttft_ms(r)) is not None:
-            self._seen += 1
-            if len(self._ttft) < self.RESERVOIR:
-                self._ttft.append(v)
-            elif (j := int(self._rng.integers(0, self._seen))) < self.RESERVOIR:
-                self._ttft[j] = v  # reservoir sampling: every TTFT so far equally likely to be kept
-
-    @property
-    def duration_s(self) -> float:
-        if self.first_sent_ns is None or self.last_end_ns is None:
-            return 0.0
-        return (self.last_end_ns - self.first_sent_ns) / 1e9
-
-    def line(self, *, index: int, mode: str, value: float) -> dict[str, Any]:
-        """The fields of a step line (a subset of a step summary's keys, same meaning)."""
-        d = self.duration_s
-        return {
-            "index": index,
-            "mode": mode,
-            "value": int(value) if mode == "concurrency" else value,
-            "requests": {"sent": self.sent, "ok": self.ok, "failed": self.sent - self.ok},
-            "errors": dict(self.errors),
-            "request_throughput": _per_s(self.ok, d),
-            "output_token_throughput": _per_s(self.output_tokens, d),
-            "ttft_ms": {"p50": float(np.median(self._ttft)) if self._ttft else None},
-        }

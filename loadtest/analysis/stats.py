@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["PERCENTILES", "distribution"]
+__all__ = ["PERCENTILES", "distribution", "weighted_percentile"]
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -40,3 +40,14 @@ def distribution(values: Sequence[float] | np.ndarray) -> dict[str, float | None
         **{f"p{p}": float(v) for p, v in zip(PERCENTILES, pct, strict=True)},
         "max": top,
     }
+
+
+def weighted_percentile(sorted_values: np.ndarray, counts: np.ndarray, q: float) -> float:
+    """``np.percentile(x, q)`` (linear interpolation) of the multiset holding ``sorted_values[i]``
+    ``counts[i]`` times, without building it: a histogram's or a bootstrap resample's percentile."""
+    cum = np.cumsum(counts)
+    pos = (cum[-1] - 1) * q / 100
+    lo = int(pos)
+    a = sorted_values[np.searchsorted(cum, lo, side="right")]
+    b = sorted_values[np.searchsorted(cum, min(lo + 1, cum[-1] - 1), side="right")]
+    return float(a + (b - a) * (pos - lo))

@@ -21,7 +21,14 @@ from loadtest.config.scenario import Scenario
 from loadtest.config.secrets import redact_url, redacted
 from loadtest.config.steps import StepPlan, plan_steps, step_plan
 
-__all__ = ["Run", "accumulate", "build_summary", "merge_loop_lag"]
+__all__ = ["Run", "accumulate", "build_summary", "merge_loop_lag", "pick"]
+
+
+def pick(node: Any, path: str) -> Any:
+    """The value at a dotted path of a summary (``ttft_ms.p99``); None where a part is missing."""
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 @dataclass

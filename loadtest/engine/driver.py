@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from loadtest.config.scenario import Scenario
 from loadtest.config.steps import StepPlan, plan_steps, step_plan
 from loadtest.config.tls import ssl_context
 from loadtest.engine.retry import retry_delay_s
+from loadtest.engine.signals import STOP_SIGNALS, on_loop
 from loadtest.transport.client import Endpoint, make_endpoint, send
 from loadtest.workload.arrivals import arrival_offsets_ns
 from loadtest.workload.prompts import PromptItem, PromptPool
@@ -275,7 +275,7 @@ async def drive(
     *,
     grace_s: float,
     stopped_by: list[int],
-    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+    signals: tuple[int, ...] = STOP_SIGNALS,
     stopper: Stopper | None = None,
 ) -> None:
     """Run the steps; each of ``signals`` (or a call of ``stopper``) stops the run as ``Stopper`` says."""
@@ -285,15 +285,9 @@ async def drive(
     stopper.task = task
     if stopper.stopped_by:  # stopped before the task existed
         loop.call_later(stopper.grace_s, task.cancel)
-    for sig in signals:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stopper, sig)
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not stopper.stopped_by:
-            raise
-    finally:
-        for sig in signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+    with on_loop(loop, stopper, signals):
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not stopper.stopped_by:
+                raise

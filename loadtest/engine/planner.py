@@ -21,15 +21,15 @@ steps left would measure nothing but that (limit discovery would step its rate d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from loadtest.analysis.checks import CANNOT_CONNECT
 from loadtest.analysis.events import Event, RequestDone, StepFinished
 from loadtest.analysis.limitprobe import SHALLOW, Findings, ProbeSeries, findings, judge
 from loadtest.analysis.limitsummary import step_holds
-from loadtest.analysis.metrics import LiveStats, StepAccumulator
+from loadtest.analysis.live import LiveStep
+from loadtest.analysis.metrics import StepAccumulator
 from loadtest.config.scenario import Scenario, Search
 from loadtest.config.steps import StepPlan, plan_steps, step_plan
 
@@ -41,51 +41,38 @@ _MAX_COOLDOWN_S = 60.0
 class StepPlanner:
     """An iterator of steps and an event observer in one."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, live: LiveStep) -> None:
         self.scenario = scenario
-        # What a step's outcome needs: a full summary for limit discovery (percentiles for SLOs),
-        # counts for an error ceiling, nothing for a plain sweep (no work on the hot path).
-        self._make: Callable[[], StepAccumulator | LiveStats] | None = None
-        if scenario.load.search is not None:
-            self._make = lambda: StepAccumulator(scenario.slo.per_request)
-        elif scenario.load.stop is not None and scenario.load.stop.max_error_rate is not None:
-            self._make = LiveStats
-        self.acc = self._make() if self._make is not None else None
-        self.last: dict[str, Any] | None = None  # the outcome of the step that just finished
-        # every step: how many records it had, and how many of them could not connect
-        self._records = self._connect_failed = 0
-        self.unreachable = False  # the step that just finished: not one request connected
+        self.live = live  # fed before the planner: the step that just finished, its error rate, unreachable
+        # limit discovery needs a full summary of each step (percentiles for SLOs): exact, not live
+        search = scenario.load.search is not None
+        self.acc = StepAccumulator(scenario.slo.per_request) if search else None
+        self.last: dict[str, Any] | None = None  # limit discovery: the summary of the step that just finished
         # limit discovery: every request's charge, admission and advertised remaining
-        self.probe = ProbeSeries(scenario.workload.max_tokens) if scenario.load.search is not None else None
+        self.probe = ProbeSeries(scenario.workload.max_tokens) if search else None
+
+    @property
+    def unreachable(self) -> bool:
+        """The step that just finished: not one request connected."""
+        return self.live.last is not None and bool(self.live.last["unreachable"])
 
     def __call__(self, event: Event) -> None:
-        match event:
-            case RequestDone(record=record):
-                self._records += 1
-                self._connect_failed += record.error_class in CANNOT_CONNECT
-                if self.probe is not None:
-                    self.probe.add(record)
-            case StepFinished():
-                self.unreachable = self._records > 0 and self._connect_failed == self._records
-                self._records = self._connect_failed = 0
-        if self.acc is None or self._make is None:
+        if self.acc is None:
             return
         match event:
             case RequestDone(record=record):
                 self.acc.add(record)
+                if self.probe is not None:
+                    self.probe.add(record)
             case StepFinished(step=step):
-                if isinstance(self.acc, LiveStats):
-                    line = self.acc.line(index=step.index, mode=step.mode, value=step.value)
-                    sent = line["requests"]["sent"]
-                    self.last = {**line, "error_rate": line["requests"]["failed"] / sent if sent else 0.0}
-                else:
-                    self.last = self.acc.summary(index=step.index, mode=step.mode, value=step.value)
-                self.acc = self._make()
+                self.last = self.acc.summary(index=step.index, mode=step.mode, value=step.value)
+                self.acc = StepAccumulator(self.scenario.slo.per_request)
 
     def _error_ceiling_passed(self) -> bool:
         stop = self.scenario.load.stop
         limit = stop.max_error_rate if stop is not None else None
-        return limit is not None and self.last is not None and self.last["error_rate"] > limit
+        last = self.live.last
+        return limit is not None and last is not None and last["error_rate"] > limit
 
     def steps(self) -> Iterator[StepPlan]:
         search = self.scenario.load.search

@@ -25,6 +25,7 @@ from loadtest.config.scenario import Scenario
 from loadtest.config.steps import StepPlan
 from loadtest.engine.driver import RunContext, drive
 from loadtest.engine.shard import worker_scenario, worker_steps
+from loadtest.engine.signals import handled
 from loadtest.engine.sinks import RunFiles
 from loadtest.transport.loop import new_loop
 from loadtest.workload.prompts import run_prompts
@@ -130,8 +131,7 @@ def run_local_workers(
                 os.kill(p.pid, signal.SIGTERM)
         barrier.abort()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with handled(on_signal):
         for p in procs:
             p.start()
         while any(p.is_alive() for p in procs):
@@ -139,9 +139,6 @@ def run_local_workers(
                 p.join(0.2)
                 if p.exitcode not in (None, 0) and not barrier.broken:
                     barrier.abort()  # a dead worker must not leave the others waiting at the next step
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
     files.merge_workers()
     for p in procs:
         if p.exitcode not in (0, None) and not stopped and warn is not None:

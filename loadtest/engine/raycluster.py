@@ -43,7 +43,9 @@ from loadtest.config.secrets import redact_url
 from loadtest.config.steps import StepPlan
 from loadtest.engine.driver import Stopper, drive
 from loadtest.engine.processes import share_context
+from loadtest.engine.signals import handled
 from loadtest.engine.sinks import EventSink, RunFiles
+from loadtest.transport.errors import first_line
 from loadtest.transport.loop import new_loop
 
 __all__ = ["POLL_S", "clock_offset_ns", "connected", "lost_record", "run_ray_workers", "unreachable"]
@@ -296,16 +298,6 @@ def unreachable(address: str, timeout_s: float = 5.0) -> str | None:
     return None
 
 
-def _root_cause(e: BaseException, limit: int = 200) -> str:
-    """The first line of the innermost cause (Ray wraps e.g. an authentication error in a
-    ConnectionError that names only the address), shortened."""
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = str(e).strip()
-    first = text.splitlines()[0] if text else type(e).__name__
-    return first if len(first) <= limit else first[: limit - 3] + "..."
-
-
 def _short_of_cpus(dist: Distributed, source: str) -> str | None:
     """What is wrong when the cluster has fewer CPUs than the actors reserve (None when it has enough)."""
     need = dist.workers * dist.cpus_per_worker
@@ -346,7 +338,7 @@ def connected(dist: Distributed, source: str, warn: Callable[[str], None] | None
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except (OSError, RuntimeError, ValueError) as e:  # OSError: a socket path too long, a refused connection
         raise ScenarioError(
-            f"{source}: distributed.address: cannot connect to Ray at {address!r} ({_root_cause(e)})"
+            f"{source}: distributed.address: cannot connect to Ray at {address!r} ({first_line(e)})"
         ) from None
     try:
         if short := _short_of_cpus(dist, source):
@@ -374,13 +366,8 @@ class _Signals:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[_Signals]:
-        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with handled(self):
             yield self
-        finally:
-            for sig, handler in previous.items():
-                if handler is not None:  # None: a handler not set from Python, nothing to restore
-                    signal.signal(sig, handler)
 
 
 def _placed(actors: list[Any], signals: _Signals, timeout_s: float, source: str) -> list[dict[str, Any]] | None:

@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+from loadtest.analysis.stats import distribution
 from loadtest.config.mock import MockSettings
 from loadtest.mock.faults import FaultPlan
 from loadtest.mock.limits import RateLimiter
@@ -148,10 +149,8 @@ class MockState:
 
     def stats(self) -> dict[str, Any]:
         def pct(values: list[float]) -> dict[str, float | None]:
-            if not values:
-                return {"p50": None, "p99": None, "count": 0}
-            s = sorted(values)
-            return {"p50": s[len(s) // 2] * 1e3, "p99": s[min(len(s) - 1, int(len(s) * 0.99))] * 1e3, "count": len(s)}
+            d = distribution(values)  # the definitions every summary uses (linear interpolation)
+            return {"p50": _ms(d["p50"]), "p99": _ms(d["p99"]), "count": len(values)}
 
         return {
             "connections": self.connections,
@@ -176,6 +175,10 @@ class MockState:
         if j <= 0:
             return base_ms / 1e3
         return max(0.0, base_ms + self.rng.uniform(-j, j)) / 1e3
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
 
 
 def prompt_words(body: dict[str, Any]) -> int:

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from loadtest.analysis.summary import pick
+
 __all__ = ["KEY_METRICS", "append_history", "history_line", "plot_history", "read_history"]
 
 KEY_METRICS = {
@@ -21,13 +23,6 @@ KEY_METRICS = {
 }
 
 
-def _get(step: dict[str, Any], key: str) -> Any:
-    node: Any = step
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
 def history_line(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return {
         "started_at": summary["started_at"],
@@ -36,7 +31,7 @@ def history_line(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "slo_passed": summary["slo"]["passed"],
         "tool_version": summary["tool_version"],
         "steps": [
-            {"mode": s["mode"], "value": s["value"], **{k: _get(s, k) for k in KEY_METRICS}} for s in summary["steps"]
+            {"mode": s["mode"], "value": s["value"], **{k: pick(s, k) for k in KEY_METRICS}} for s in summary["steps"]
         ],
     }
 

@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 
 from loadtest import __version__
-from loadtest.analysis.summary import Run
+from loadtest.analysis.summary import Run, pick
 from loadtest.config.loading import scenario_to_yaml
 from loadtest.output.plots import Series, render_plots
 from loadtest.output.rundir import write_atomic
@@ -36,10 +36,7 @@ class Column:
     left: bool = False
 
     def get(self, step: dict[str, Any]) -> Any:
-        value: Any = step
-        for part in self.key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        return value
+        return pick(step, self.key)
 
 
 COLUMNS = [

@@ -16,8 +16,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from loadtest.analysis.events import Event, RequestDone, StepFinished, StepStarted
-from loadtest.analysis.metrics import LiveStats
+from loadtest.analysis.events import Event, StepStarted
+from loadtest.analysis.live import LiveStep
 from loadtest.config.steps import StepPlan
 
 __all__ = ["LiveProgress", "sweep_fraction"]
@@ -40,11 +40,9 @@ def sweep_fraction(steps: list[StepPlan], current: int, done: int, elapsed_s: fl
 
 
 class LiveProgress:
-    def __init__(self, steps: list[StepPlan], console: Console, in_flight: Callable[[], int]) -> None:
+    def __init__(self, steps: list[StepPlan], console: Console, in_flight: Callable[[], int], live: LiveStep) -> None:
         self.steps, self.console, self.in_flight = steps, console, in_flight
-        self.current: StepPlan | None = None
-        self.stats = LiveStats()
-        self.done = 0
+        self.live_step = live  # fed before this display: the step under way and its figures
         self.started = self.step_started = time.monotonic()
         self.live = Live(self, console=console, refresh_per_second=4, transient=True)
 
@@ -56,32 +54,25 @@ class LiveProgress:
         self.live.__exit__(None, None, None)
 
     def __call__(self, event: Event) -> None:
-        match event:
-            case StepStarted(step=step):
-                self.current, self.stats, self.done = step, LiveStats(), 0
-                self.step_started = time.monotonic()
-            case RequestDone(record=record):
-                self.done += 1
-                self.stats.add(record)
-            case StepFinished():
-                self.current = None
+        if isinstance(event, StepStarted):
+            self.step_started = time.monotonic()
 
     def __rich__(self) -> RenderableType:
-        step = self.current
+        step, done = self.live_step.current, self.live_step.done
         if step is None:
             return Text("between steps...", style="dim")
         now = time.monotonic()
         in_step = now - self.step_started
         known = step.index < len(self.steps)  # limit discovery chooses its steps as it goes
-        frac = sweep_fraction(self.steps, step.index, self.done, in_step) if known else 0.0
+        frac = sweep_fraction(self.steps, step.index, done, in_step) if known else 0.0
         elapsed = now - self.started
         eta = elapsed * (1 - frac) / frac if frac > 0.01 else None
-        line = self.stats.line(index=step.index, mode=step.mode, value=step.value)
+        line = self.live_step.stats.line(index=step.index, mode=step.mode, value=step.value)
         unit = "concurrency" if step.mode == "concurrency" else "req/s"
         if step.duration_s is not None:
             progress = f"{max(0.0, step.duration_s - in_step):.0f} s left"
         else:
-            progress = f"{self.done}/{step.warmup + (step.requests or 0)} requests"
+            progress = f"{done}/{step.warmup + (step.requests or 0)} requests"
         grid = Table.grid(padding=(0, 2))
         p50 = line["ttft_ms"]["p50"]
         grid.add_row(

@@ -33,6 +33,7 @@ from loadtest.analysis.ratelimit import retry_after_s
 from loadtest.analysis.records import RequestRecord
 from loadtest.config.secrets import scrub, secret_values
 from loadtest.transport.aiotrace import CURRENT_PHASES, aiohttp_transport
+from loadtest.transport.errors import root_cause
 from loadtest.transport.h1 import H1Body, H1Transport
 from loadtest.transport.netconn import env_proxy_url, origin
 from loadtest.transport.outputs import Side, delta_output, message_output, set_reasoning
@@ -139,15 +140,6 @@ def _ratelimit(headers: httpx2.Headers) -> dict[str, str] | None:
     return found or None
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    """The original exception under the transport's wrappers."""
-    seen = {id(exc)}
-    while (nxt := exc.__cause__ or exc.__context__) is not None and id(nxt) not in seen:
-        seen.add(id(nxt))
-        exc = nxt
-    return exc
-
-
 def _transport_error_class(root: BaseException, phases: Phases, *, got_status: bool) -> str:
     """Classify by the original error and by how far the request got.
 
@@ -240,7 +232,7 @@ async def send(
     except _HTTPError as e:
         _fail(rec, t0, classify_status(e.status), f"HTTP {e.status}: {e}", secret)
     except httpx2.TransportError as e:
-        root = _root_cause(e)
+        root = root_cause(e)
         kind = _transport_error_class(root, phases, got_status=rec.http_status is not None)
         _fail(rec, t0, kind, f"{root.__class__.__name__}: {root}", secret)
     except _StreamError as e:
@@ -350,8 +342,6 @@ async def _exchange(
 ) -> tuple[str, str] | None:
     """Fill ``rec`` from one exchange; returns the output and reasoning texts when the endpoint
     itself is to count them (``target.tokenizer: server``)."""
-    chat = api == "chat"
-    loads = orjson.loads
     request = ep.request(api, orjson.dumps(_body(item, model, api, stream, extra_body)))
     request.extensions[PHASES_EXTENSION] = phases
     CURRENT_PHASES.set(phases)  # for aiohttp's trace hooks, which run in this task
@@ -364,72 +354,90 @@ async def _exchange(
         if resp.status_code >= 400:
             rec.retry_after_s = retry_after_s(resp.headers)
             raise _HTTPError(resp.status_code, _error_message(await resp.aread()))
-        if not stream:
-            obj = loads(await resp.aread())
-            body = resp.stream
-            end = body.read_ns if isinstance(body, H1Body) else _NS()
-            rec.end_ns = rec.first_token_ns = rec.last_token_ns = end - t0
-            rec.first_answer_ns = rec.first_token_ns  # the reasoning came in the same body
-            text, reasoning = message_output(obj, chat)
-            return _counts(rec, obj.get("usage"), item, lambda: text, reasoning, encoding)
-        pieces: list[str] = []
-        side = Side([], [])
-        answering = not chat  # completions: every piece is the answer
-        times = rec.chunk_times_ns
-        usage = None
-        done = False
-        tail = b""
-        # An identity-encoded body is read straight from the transport's stream (httpx2's decoder and
-        # chunker layers cost a few microseconds per chunk); a compressed one goes through aiter_bytes.
-        encoding_hdr = resp.headers.get("content-encoding", "identity").lower()
-        chunks = resp.stream if encoding_hdr == "identity" else resp.aiter_bytes()
-        # h1 stamps each read as it arrives (several events in one read share its time); otherwise
-        # the time is taken as the piece reaches this loop
-        arrival = chunks if isinstance(chunks, H1Body) else None
-        async for raw in chunks:  # type: ignore[union-attr]
-            t = (arrival.read_ns if arrival is not None else _NS()) - t0
-            lines = (tail + raw).split(b"\n")
-            tail = lines.pop()
-            for line in lines:
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    done = True
-                    continue  # read to the end so the connection goes back to the pool
-                obj = loads(data)
-                choices = obj.get("choices")
-                if not choices:
-                    if obj.get("usage"):
-                        usage = obj["usage"]
-                    if "error" in obj:
-                        err = obj["error"]
-                        raise _StreamError(err.get("message", "") if isinstance(err, dict) else str(err))
-                    continue
-                if obj.get("usage"):  # some servers put usage on the last content chunk
-                    usage = obj["usage"]
-                c0 = choices[0]
-                if chat:  # this runs once per streamed chunk: a lone content piece of the answer goes first
-                    delta = c0.get("delta")
-                    piece = delta.get("content") if delta else None
-                    if piece and answering and len(delta) == 1:
-                        times.append(t)
-                        pieces.append(piece)
-                    elif delta and delta_output(delta, t, rec, pieces, side):  # reasoning, tool calls, the rest
-                        times.append(t)
-                        answering = rec.first_answer_ns is not None
-                    continue
-                piece = c0.get("text")
-                if piece:
-                    times.append(t)
-                    pieces.append(piece)
-        rec.end_ns = (arrival.read_ns if arrival is not None else _NS()) - t0
-        if times:
-            rec.first_token_ns, rec.last_token_ns = times[0], times[-1]
-            if not chat:
-                rec.first_answer_ns = times[0]
-        if not done:
-            raise httpx2.RemoteProtocolError("stream ended without [DONE]")
-        return _counts(rec, usage, item, lambda: side.output(pieces), "".join(side.reasoning), encoding)
+        read = _read_stream if stream else _read_whole
+        return await read(resp, rec, item, api == "chat", t0, encoding)
     finally:
         await resp.aclose()
+
+
+async def _read_whole(
+    resp: httpx2.Response, rec: RequestRecord, item: PromptItem, chat: bool, t0: int, encoding: str
+) -> tuple[str, str] | None:
+    """A response that is not streamed: every token arrives with the last byte."""
+    obj = orjson.loads(await resp.aread())
+    body = resp.stream
+    end = body.read_ns if isinstance(body, H1Body) else _NS()
+    rec.end_ns = rec.first_token_ns = rec.last_token_ns = end - t0
+    rec.first_answer_ns = rec.first_token_ns  # the reasoning came in the same body
+    text, reasoning = message_output(obj, chat)
+    return _counts(rec, obj.get("usage"), item, lambda: text, reasoning, encoding)
+
+
+async def _read_stream(
+    resp: httpx2.Response, rec: RequestRecord, item: PromptItem, chat: bool, t0: int, encoding: str
+) -> tuple[str, str] | None:
+    """A streamed response, event by event, each stamped with the read that carried it. (Long: the loop
+    runs once per streamed event, so it stays in one piece, with the common case first.)"""
+    loads = orjson.loads
+    pieces: list[str] = []
+    side = Side([], [])
+    answering = not chat  # completions: every piece is the answer
+    times = rec.chunk_times_ns
+    usage = None
+    done = False
+    tail = b""
+    # An identity-encoded body is read straight from the transport's stream (httpx2's decoder and
+    # chunker layers cost a few microseconds per chunk); a compressed one goes through aiter_bytes.
+    encoding_hdr = resp.headers.get("content-encoding", "identity").lower()
+    chunks = resp.stream if encoding_hdr == "identity" else resp.aiter_bytes()
+    # h1 stamps each read as it arrives (several events in one read share its time); otherwise
+    # the time is taken as the piece reaches this loop
+    arrival = chunks if isinstance(chunks, H1Body) else None
+    async for raw in chunks:  # type: ignore[union-attr]
+        t = (arrival.read_ns if arrival is not None else _NS()) - t0
+        lines = (tail + raw).split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                done = True
+                continue  # read to the end so the connection goes back to the pool
+            obj = loads(data)
+            choices = obj.get("choices")
+            if obj.get("usage"):  # a usage-only chunk, or usage on the last content chunk (some servers)
+                usage = obj["usage"]
+            if not choices:
+                _raise_stream_error(obj)
+                continue
+            c0 = choices[0]
+            if chat:  # this runs once per streamed chunk: a lone content piece of the answer goes first
+                delta = c0.get("delta")
+                piece = delta.get("content") if delta else None
+                if piece and answering and len(delta) == 1:
+                    times.append(t)
+                    pieces.append(piece)
+                elif delta and delta_output(delta, t, rec, pieces, side):  # reasoning, tool calls, the rest
+                    times.append(t)
+                    answering = rec.first_answer_ns is not None
+                continue
+            piece = c0.get("text")
+            if piece:
+                times.append(t)
+                pieces.append(piece)
+    rec.end_ns = (arrival.read_ns if arrival is not None else _NS()) - t0
+    if times:
+        rec.first_token_ns, rec.last_token_ns = times[0], times[-1]
+        if not chat:
+            rec.first_answer_ns = times[0]
+    if not done:
+        raise httpx2.RemoteProtocolError("stream ended without [DONE]")
+    return _counts(rec, usage, item, lambda: side.output(pieces), "".join(side.reasoning), encoding)
+
+
+def _raise_stream_error(obj: dict[str, Any]) -> None:
+    """An ``error`` object in the stream (a server failing mid-answer) fails the request."""
+    if "error" in obj:
+        err = obj["error"]
+        raise _StreamError(err.get("message", "") if isinstance(err, dict) else str(err))
