@@ -128,7 +128,7 @@ def compare_transports() -> list[dict[str, Any]]:
             (
                 "loadtest: prebuilt request on the SDK's aiohttp client, orjson",
                 lambda: make_endpoint(
-                    url, "x", max_connections=CONCURRENCY, timeout_s=60, connect_timeout_s=5, http="aiohttp"
+                    url, "x", max_connections=CONCURRENCY, timeout_s=60, connect_timeout_s=5, stack="aiohttp"
                 ),
                 loadtest_send,
             ),

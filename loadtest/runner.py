@@ -6,7 +6,6 @@ summary of what completed is written, marked ``partial``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import multiprocessing as mp
@@ -30,7 +29,7 @@ from loadtest.config.loading import api_key
 from loadtest.config.scenario import Scenario, ScenarioError
 from loadtest.config.secrets import shown_base_url
 from loadtest.config.steps import plan_steps
-from loadtest.engine.driver import RunContext, drive
+from loadtest.engine.driver import RunContext, RunPlan, Sinks, drive
 from loadtest.engine.planner import StepPlanner
 from loadtest.engine.processes import run_local_workers
 from loadtest.mock import start_mock
@@ -283,16 +282,7 @@ def _run_here(
             observe(event)
 
     loop = new_loop()
-    ctx = RunContext(
-        scenario=scenario,
-        base_url=base_url,
-        api_key=key,
-        prompts=prompts,
-        sink=sink,
-        t0=t0,
-        stop=asyncio.Event(),
-        transport=transport,
-    )
+    ctx = RunContext(RunPlan(scenario, base_url, key, t0, transport), prompts, Sinks(sink))
     try:
         with progress if progress is not None else contextlib.nullcontext():
             loop.run_until_complete(drive(ctx, planner.steps(), grace_s=grace_s, stopped_by=stopped_by))

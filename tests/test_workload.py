@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from loadtest.config.scenario import Scenario, ScenarioError, Workload
-from loadtest.engine.driver import RunContext
+from loadtest.engine.driver import RunContext, RunPlan, Sinks
 from loadtest.workload.prompts import build_prompts, run_prompts, synthetic_text
 from loadtest.workload.synthetic import BLOCK
 from loadtest.workload.tokens import count_tokens, get_encoding
@@ -42,7 +41,7 @@ def test_synthetic_pool_is_deterministic_with_mean_and_stddev() -> None:
 def _requests_prompts(scenario: Scenario, n: int) -> list[str]:
     """The prompt texts of a run's first ``n`` requests, as the driver hands them out."""
     pool, _ = run_prompts(scenario, "", "")
-    ctx = RunContext(scenario, "", "", pool, lambda e: None, 0, asyncio.Event())
+    ctx = RunContext(RunPlan(scenario, "", "", 0), pool, Sinks(lambda e: None))
     return [ctx.next_prompt().messages[-1]["content"] for _ in range(n)]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.analysis.checks import CANNOT_CONNECT
+from loadtest.analysis.checks import endpoint_unreachable
 from loadtest.analysis.events import Event, RequestDone, StepFinished, StepStarted
 from loadtest.analysis.metrics import per_s, ttft_ms
 from loadtest.analysis.records import RequestRecord
@@ -84,7 +84,6 @@ class LiveStep:
         self.current: StepPlan | None = None
         self.stats = LiveStats()
         self.done = 0  # records of the current step, warmup included
-        self._connect_failed = 0
         self.last: dict[str, Any] | None = None
 
     def __call__(self, event: Event) -> None:
@@ -93,12 +92,11 @@ class LiveStep:
                 self.current = step
             case RequestDone(record=record):
                 self.done += 1
-                self._connect_failed += record.error_class in CANNOT_CONNECT
                 self.stats.add(record)
             case StepFinished(step=step):
                 line = self.stats.line(index=step.index, mode=step.mode, value=step.value)
                 sent = line["requests"]["sent"]
                 line["error_rate"] = line["requests"]["failed"] / sent if sent else 0.0
-                line["unreachable"] = self.done > 0 and self._connect_failed == self.done
+                line["unreachable"] = endpoint_unreachable(line)
                 self.last = line
-                self.current, self.stats, self.done, self._connect_failed = None, LiveStats(), 0, 0
+                self.current, self.stats, self.done = None, LiveStats(), 0

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx2
 import numpy as np
@@ -32,6 +32,9 @@ __all__ = [
     "Event",
     "RequestDone",
     "RunContext",
+    "RunPlan",
+    "RunState",
+    "Sinks",
     "StepFinished",
     "StepPlan",
     "StepStarted",
@@ -44,72 +47,94 @@ __all__ = [
 ]
 
 
-@dataclass
-class RunContext:
-    """What every request of a run shares. ``t0`` is the run's perf_counter_ns origin."""
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run is, fixed before it starts. ``t0`` is the run's perf_counter_ns origin."""
 
     scenario: Scenario
     base_url: str
     api_key: str
-    prompts: PromptPool  # request i of this process gets prompts[i]
-    sink: Callable[[Event], None]
     t0: int
-    stop: asyncio.Event
     transport: httpx2.AsyncBaseTransport | None = None  # tests inject httpx2.MockTransport
     worker: int = 0
     workers: int = 1  # request ids are worker, worker + workers, ...: unique across processes
-    before_step: Callable[[StepPlan], Awaitable[bool]] | None = None  # e.g. a barrier; False stops the run
 
-    flying: dict[int, RequestRecord] = field(default_factory=dict)  # attempts under way, by request id
+
+@dataclass(frozen=True)
+class Sinks:
+    """Where the driver's output goes: every event, and a hook before each step (e.g. a barrier)."""
+
+    events: Callable[[Event], None]
+    before_step: Callable[[StepPlan], Awaitable[bool]] | None = None  # False stops the run
+
+
+class RunState:
+    """What changes while a run goes: the prompts handed out, request ids, the retry jitter's RNG,
+    the attempts under way, and whether the run is stopping."""
+
+    def __init__(self, plan: RunPlan, prompts: PromptPool) -> None:
+        self.prompts = prompts  # request i of this process gets prompts[i]
+        self.stop = asyncio.Event()
+        self.flying: dict[int, RequestRecord] = {}  # attempts under way, by request id
+        self._ids = itertools.count(plan.worker, plan.workers)
+        self._prompt_i = itertools.count()
+        self._jitter = np.random.default_rng(plan.scenario.workload.seed * 1009 + plan.worker)
+
+
+class RunContext:
+    """A run as the driver sees it: its plan, its state and its sinks, and the few operations on them."""
+
+    def __init__(self, plan: RunPlan, prompts: PromptPool, sinks: Sinks) -> None:
+        self.plan, self.sinks = plan, sinks
+        self.state = RunState(plan, prompts)
 
     @property
     def in_flight(self) -> int:
         """Requests sent and not yet done (for a progress display)."""
-        return len(self.flying)
+        return len(self.state.flying)
 
-    def __post_init__(self) -> None:
-        self._ids = itertools.count(self.worker, self.workers)
-        self._prompt_i = itertools.count()
-        self._jitter = np.random.default_rng(self.scenario.workload.seed * 1009 + self.worker)
+    def emit(self, event: Event) -> None:
+        self.sinks.events(event)
 
     def jitter(self) -> float:
         """A uniform [0, 1) number for retry jitter (seeded: a run is reproducible)."""
-        return float(self._jitter.random())
+        return float(self.state._jitter.random())
 
     def now(self) -> int:
-        return time.perf_counter_ns() - self.t0
+        return time.perf_counter_ns() - self.plan.t0
 
     def new_record(self, step: int, warmup: bool, scheduled_ns: int | None = None) -> RequestRecord:
         return RequestRecord(
-            id=next(self._ids), step=step, warmup=warmup, worker=self.worker, scheduled_ns=scheduled_ns
+            id=next(self.state._ids), step=step, warmup=warmup, worker=self.plan.worker, scheduled_ns=scheduled_ns
         )
 
     async def wait(self, seconds: float) -> bool:
         """Wait ``seconds`` (never less: uvloop may wake a sleep early) unless the run stops first.
         True when the time passed, False when the run is stopping."""
+        stop = self.state.stop
         due = self.now() + int(seconds * 1e9)
-        while (left := due - self.now()) > 0 and not self.stop.is_set():
+        while (left := due - self.now()) > 0 and not stop.is_set():
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), left / 1e9)
-        return not self.stop.is_set()
+                await asyncio.wait_for(stop.wait(), left / 1e9)
+        return not stop.is_set()
 
     def next_prompt(self) -> PromptItem:
-        return self.prompts[next(self._prompt_i)]
+        return self.state.prompts[next(self.state._prompt_i)]
 
 
 async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
     """One request: its attempts, each a record, with the retry policy's waits between them."""
     prompt = ctx.next_prompt()
     while True:
-        ctx.flying[rec.id] = rec  # until its record is out: a watcher sees it in flight or done, never neither
+        ctx.state.flying[rec.id] = rec  # until its record is out: a watcher sees it in flight or done, never neither
         try:
             await _attempt(ctx, ep, rec, prompt)
             rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
-            delay = None if ctx.stop.is_set() else retry_delay_s(ctx.scenario.retry, rec, ctx.jitter())
+            delay = None if ctx.state.stop.is_set() else retry_delay_s(ctx.plan.scenario.retry, rec, ctx.jitter())
             rec.final = delay is None
-            ctx.sink(RequestDone(rec))
+            ctx.emit(RequestDone(rec))
         finally:
-            del ctx.flying[rec.id]
+            del ctx.state.flying[rec.id]
         if delay is None:
             return
         if not await ctx.wait(delay):
@@ -125,7 +150,7 @@ async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
 
 
 async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: PromptItem) -> None:
-    t, w = ctx.scenario.target, ctx.scenario.workload
+    t, w = ctx.plan.scenario.target, ctx.plan.scenario.workload
     try:
         await send(
             ep,
@@ -135,7 +160,7 @@ async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: Pr
             api=t.api,
             stream=w.stream,
             extra_body=w.extra_body or None,
-            t0=ctx.t0,
+            t0=ctx.plan.t0,
             timeout_s=t.timeout_s,
             encoding=t.tokenizer,
         )
@@ -143,7 +168,7 @@ async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: Pr
         rec.status, rec.error_class, rec.error = "error", "cancelled", "cancelled by the harness"
         rec.end_ns = ctx.now()
         rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
-        ctx.sink(RequestDone(rec))
+        ctx.emit(RequestDone(rec))
         raise
 
 
@@ -153,8 +178,8 @@ async def _closed_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
     duration_ns = int(step.duration_s * 1e9) if step.duration_s is not None else None
     measured_from: list[int] = []  # first measured send, for a timed step
 
-    async def worker() -> None:
-        while not ctx.stop.is_set():
+    async def sender() -> None:  # one of the step's concurrent senders: the next request when one ends
+        while not ctx.state.stop.is_set():
             i = next(sends)
             if total is not None and i >= total:
                 return
@@ -167,11 +192,11 @@ async def _closed_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
                     return
             await _send(ctx, ep, ctx.new_record(step.index, warm))
 
-    await asyncio.gather(*(worker() for _ in range(int(step.value))))
+    await asyncio.gather(*(sender() for _ in range(int(step.value))))
 
 
 async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
-    seed = ctx.scenario.workload.seed + step.index
+    seed = ctx.plan.scenario.workload.seed + step.index
     warm = arrival_offsets_ns(step.value, "constant", count=step.warmup) if step.warmup else np.empty(0, np.int64)
     measured = arrival_offsets_ns(step.value, step.arrival, count=step.requests, duration_s=step.duration_s, seed=seed)
     lead = int(warm[-1] + 1e9 / step.value) if len(warm) else 0
@@ -189,7 +214,7 @@ async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
         # uvloop rounds a delay to the nearest ms and may wake up to 0.5 ms early: sleep again until due.
         while (delay := due - ctx.now()) > 0:
             await asyncio.sleep(delay / 1e9)
-        if ctx.stop.is_set():
+        if ctx.state.stop.is_set():
             break
         task = asyncio.get_running_loop().create_task(one(ctx.new_record(step.index, i < step.warmup, due)))
         tasks.add(task)
@@ -213,28 +238,29 @@ async def _sample_loop_lag(samples: list[float]) -> None:
 
 async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
     """Run every step in order; each gets a fresh client sized to its concurrency."""
-    t = ctx.scenario.target
+    t = ctx.plan.scenario.target
     tls = ssl_context(**t.tls.model_dump())
     for step in steps:
-        if ctx.stop.is_set() or (ctx.before_step is not None and not await ctx.before_step(step)):
+        before = ctx.sinks.before_step
+        if ctx.state.stop.is_set() or (before is not None and not await before(step)):
             break
         if step.pause_s > 0 and not await ctx.wait(step.pause_s):
             break
         ep = make_endpoint(
-            ctx.base_url,
-            ctx.api_key,
+            ctx.plan.base_url,
+            ctx.plan.api_key,
             max_connections=step.connections,
             timeout_s=t.timeout_s,
             connect_timeout_s=t.connect_timeout_s,
             idle_timeout_s=t.idle_timeout_s,
             headers=t.headers,
-            transport=ctx.transport,
-            http=t.transport,
+            transport=ctx.plan.transport,
+            stack=t.transport,
             ssl_context=tls,
             trust_env=t.base_url != "mock",  # the built-in mock is on 127.0.0.1: never through a proxy
         )
         started = ctx.now()
-        ctx.sink(StepStarted(step, started))
+        ctx.emit(StepStarted(step, started))
         lag: list[float] = []
         sampler = asyncio.get_running_loop().create_task(_sample_loop_lag(lag))
         try:
@@ -246,7 +272,7 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
         finally:
             sampler.cancel()
             await ep.close()
-        ctx.sink(StepFinished(step, ctx.now(), started, tuple(lag), ctx.worker))
+        ctx.emit(StepFinished(step, ctx.now(), started, tuple(lag), ctx.plan.worker))
 
 
 class Stopper:
@@ -264,7 +290,7 @@ class Stopper:
                 self.task.cancel()
             return
         self.stopped_by.append(sig)
-        self.ctx.stop.set()
+        self.ctx.state.stop.set()
         if self.task is not None:
             asyncio.get_running_loop().call_later(self.grace_s, self.task.cancel)
 

@@ -23,7 +23,7 @@ from typing import Any
 from loadtest.analysis.events import Event
 from loadtest.config.scenario import Scenario
 from loadtest.config.steps import StepPlan
-from loadtest.engine.driver import RunContext, drive
+from loadtest.engine.driver import RunContext, RunPlan, Sinks, drive
 from loadtest.engine.shard import worker_scenario, worker_steps
 from loadtest.engine.signals import handled
 from loadtest.engine.sinks import RunFiles
@@ -51,16 +51,9 @@ def share_context(
     mine = worker_scenario(scenario, i)
     prompts, _ = run_prompts(mine, base_url, key)
     ctx = RunContext(
-        scenario=mine,
-        base_url=base_url,
-        api_key=key,
-        prompts=prompts,
-        sink=sink,
-        t0=t0,
-        stop=asyncio.Event(),
-        worker=i,
-        workers=n,
-        before_step=before_step,
+        RunPlan(scenario=mine, base_url=base_url, api_key=key, t0=t0, worker=i, workers=n),
+        prompts,
+        Sinks(sink, before_step),
     )
     return ctx, worker_steps(mine, n, i)
 

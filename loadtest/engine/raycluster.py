@@ -209,7 +209,7 @@ class _Worker:
                 t0=t0,
                 before_step=together,
             )
-            self.flying, self.loop = ctx.flying, loop
+            self.flying, self.loop = ctx.state.flying, loop
             self.stopper = Stopper(ctx, grace_s, [])
             ready.set()
             loop.run_until_complete(drive(ctx, steps, grace_s=grace_s, stopped_by=[], signals=(), stopper=self.stopper))

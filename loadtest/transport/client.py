@@ -54,7 +54,7 @@ class Endpoint:
     """The SDK client of a step and what the hot path reuses from it for every request."""
 
     sdk: AsyncOpenAI
-    http: httpx2.AsyncClient
+    client: httpx2.AsyncClient  # the SDK's HTTP client: requests are sent on it directly
     urls: dict[str, httpx2.URL]  # api -> absolute URL, parsed once
     headers: httpx2.Headers  # the HTTP client's and the SDK's default headers, auth included
     timeout: dict[str, float | None]  # the request extension httpx2's transports read
@@ -62,7 +62,7 @@ class Endpoint:
     secrets: tuple[str, ...] = ()  # never in an error text: the key, header values, the URL's credentials
 
     def request(self, api: str, body: bytes) -> httpx2.Request:
-        """What ``http.build_request`` makes, without re-merging headers and re-parsing the URL each time."""
+        """What ``client.build_request`` makes, without re-merging headers and re-parsing the URL each time."""
         return httpx2.Request(
             "POST", self.urls[api], headers=self.headers, content=body, extensions={"timeout": self.timeout}
         )
@@ -81,25 +81,26 @@ def make_endpoint(
     idle_timeout_s: float | None = None,
     headers: dict[str, str] | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
-    http: Literal["h1", "aiohttp"] = "h1",
+    stack: Literal["h1", "aiohttp"] = "h1",
     ssl_context: ssl.SSLContext | None = None,
     trust_env: bool = True,
 ) -> Endpoint:
     """An ``AsyncOpenAI`` that never retries, on an HTTP client sized to the step's concurrency.
 
-    ``http``: the transport under it: loadtest's own HTTP/1.1 (``h1.py``) or the SDK's aiohttp
-    one. ``transport`` replaces either (tests pass ``httpx2.MockTransport``). ``ssl_context``: how
-    https is verified (``target.tls``); ``trust_env``: take proxies from the environment.
+    ``stack`` (``target.transport``): the HTTP transport under it: loadtest's own HTTP/1.1
+    (``h1.py``) or the SDK's aiohttp one. ``transport`` replaces either (tests pass
+    ``httpx2.MockTransport``). ``ssl_context``: how https is verified (``target.tls``);
+    ``trust_env``: take proxies from the environment.
     """
     if transport is None:
-        if http == "h1":
+        if stack == "h1":
             transport = H1Transport(max_connections=max_connections, ssl_context=ssl_context, trust_env=trust_env)
         else:
             proxy = env_proxy_url(*origin(base_url)) if trust_env else None
             transport = aiohttp_transport(max_connections=max_connections, ssl_context=ssl_context, proxy_url=proxy)
     # read = the per-read (idle) timeout: the longest silence while a response is awaited
     timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s, read=idle_timeout_s or timeout_s)
-    http = httpx2.AsyncClient(
+    client = httpx2.AsyncClient(
         limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         timeout=timeout,
         transport=transport,
@@ -110,18 +111,18 @@ def make_endpoint(
         base_url=base_url,
         api_key=api_key,
         max_retries=0,
-        http_client=http,
+        http_client=client,
         timeout=timeout,
         default_headers=headers or None,
     )
     base = httpx2.URL(base_url)  # a query (Azure's ?api-version=) stays after the API's path
     root = str(base.copy_with(query=None)).rstrip("/")
-    hdrs = httpx2.Headers(http.headers)
+    hdrs = httpx2.Headers(client.headers)
     hdrs.update(sdk.auth_headers)
     # default_headers holds the SDK's sentinels (Omit) for headers it leaves out: keep real values only.
     hdrs.update({k: v for k, v in sdk.default_headers.items() if isinstance(v, str)})
     urls = {api: httpx2.URL(f"{root}/{path}", params=base.params) for api, path in _PATHS.items()}
-    return Endpoint(sdk, http, urls, hdrs, timeout.as_dict(), api_key, secret_values(base_url, api_key, headers))
+    return Endpoint(sdk, client, urls, hdrs, timeout.as_dict(), api_key, secret_values(base_url, api_key, headers))
 
 
 _PATHS = {"chat": "chat/completions", "completions": "completions"}
@@ -319,12 +320,12 @@ async def _count_on_server(ep: Endpoint, rec: RequestRecord, text: str, reasonin
     """The endpoint's count of the output (and of the reasoning, when usage did not give it); if its
     tokenize route fails, tiktoken's (and the record says so)."""
     base = str(ep.sdk.base_url)
-    n = await count_on_server(ep.http, ep.headers, ep.timeout, base, text) if text else 0
+    n = await count_on_server(ep.client, ep.headers, ep.timeout, base, text) if text else 0
     if n is None:
         rec.tokens_source, n = "tiktoken", count_tokens(text)
     rec.output_tokens = n
     if reasoning and not rec.reasoning_tokens:
-        r = await count_on_server(ep.http, ep.headers, ep.timeout, base, reasoning)
+        r = await count_on_server(ep.client, ep.headers, ep.timeout, base, reasoning)
         rec.reasoning_tokens = r if r is not None else count_tokens(reasoning)
 
 
@@ -347,7 +348,7 @@ async def _exchange(
     CURRENT_PHASES.set(phases)  # for aiohttp's trace hooks, which run in this task
     phases.issued = _NS()  # "issued": TTFT and E2E count from here, a new connection's handshake inside
     rec.sent_ns = phases.issued - t0
-    resp = await ep.http.send(request, stream=True)
+    resp = await ep.client.send(request, stream=True)
     try:
         rec.http_status = resp.status_code
         rec.ratelimit = _ratelimit(resp.headers)
