@@ -324,6 +324,7 @@ def mock(
     request_log: Annotated[int, typer.Option(help="Requests GET /mock/requests keeps (bodies, headers, times)")] = 0,
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
+    # (Long only in its signature: one typer option per MockSettings field; the body is ten lines.)
     options = {k: v for k, v in locals().items() if k not in ("host", "port", "fault")}
     with _user_errors():
         if port < 0 or port > 65535:

@@ -132,6 +132,30 @@ def _say_tokenizer(summary: dict[str, Any], warn: Callable[[str], None] | None) 
         )
 
 
+@dataclass(frozen=True)
+class _Options:
+    """How the caller wants the run driven and shown (execute's keyword arguments)."""
+
+    on_step: Callable[[dict[str, Any]], None]
+    grace_s: float
+    transport: httpx2.AsyncBaseTransport | None
+    warn: Callable[[str], None] | None
+    observers: Sequence[Callable[[Event], None]]
+    live: Console | None
+    report: bool
+
+
+@dataclass
+class _Measured:
+    """What the load phase leaves: where, since when, against what, and whether a signal stopped it."""
+
+    run_dir: Path
+    started: datetime
+    base_url: str
+    stopped_by: list[int]
+    route: str | None  # the tokenize route that answered (target.tokenizer: server)
+
+
 def execute(
     scenario: Scenario,
     source: str,
@@ -147,89 +171,84 @@ def execute(
 ) -> RunOutcome:
     """Run a scenario into a new run directory under ``out_parent``. ``live``: a terminal console
     to draw live progress on (one process only; with workers the step lines come at the end)."""
+    opts = _Options(on_step, grace_s, transport, warn, tuple(observers), live, report)
     key = api_key(scenario, source)  # fail before anything is written when the variable is missing
     _route_through_proxy(scenario, source, warn)
     _check_tokenizers(scenario, source)
-    dist = scenario.distributed
-    cluster = _ray_backend(source) if dist is not None else None
-    workers = scenario.workers
-    here = workers == 1 and cluster is None
+    cluster = _ray_backend(source) if scenario.distributed is not None else None
+    measured = _measure(scenario, source, out_parent, key, cluster, opts)
+    run = _write_results(scenario, measured, opts)
+    if scenario.workers > 1 or cluster is not None:
+        for s in run.summary["steps"]:
+            on_step(s)
+    return _outcome(scenario, source, run, measured)
+
+
+def _measure(
+    scenario: Scenario, source: str, out_parent: Path, key: str, cluster: ModuleType | None, opts: _Options
+) -> _Measured:
+    """The load phase: a new run directory, the endpoint (the built-in mock started), the steps sent
+    here, by worker processes or by Ray actors."""
+    here = scenario.workers == 1 and cluster is None
     by_server = scenario.target.tokenizer == "server"  # counted by the endpoint: built once it is up
     prompts, route = _prompts(scenario, "", key, source) if here and not by_server else (CyclePool([]), None)
+    dist = scenario.distributed
     # Ray first: a cluster that cannot be reached is a one-line error before anything is written
-    session = cluster.connected(dist, source, warn) if cluster and dist else contextlib.nullcontext()
+    session = cluster.connected(dist, source, opts.warn) if cluster and dist else contextlib.nullcontext()
     with session:
         started = datetime.now(timezone.utc)
         run_dir = new_run_dir(out_parent, scenario.name, started)
         write_scenario(run_dir, scenario)
         stopped_by: list[int] = []
-
         with _endpoint(scenario) as base_url:
             if by_server:  # with workers, each builds its own; this finds the route early, once
                 built, route = _prompts(scenario, base_url, key, source)
                 prompts = built if here else prompts
             t0 = time.perf_counter_ns()
-            if cluster is not None or workers > 1:  # shares of each step: Ray actors or local processes
-                run_shares = (
-                    functools.partial(cluster.run_ray_workers, source=source)
-                    if cluster is not None
-                    else run_local_workers
-                )
+            if here:
+                _run_here(scenario, base_url, key, prompts, run_dir, t0, stopped_by, opts)
+            else:  # shares of each step: Ray actors or local processes
+                run_shares = functools.partial(cluster.run_ray_workers, source=source) if cluster else run_local_workers
                 try:
                     stopped_by = run_shares(
-                        scenario,
-                        base_url,
-                        key,
-                        RunFiles(run_dir),
-                        t0=t0,
-                        grace_s=grace_s,
-                        warn=warn,
+                        scenario, base_url, key, RunFiles(run_dir), t0=t0, grace_s=opts.grace_s, warn=opts.warn
                     )
                 except KeyboardInterrupt:  # a second Ctrl-C while Ray was still starting the actors
                     stopped_by = [signal.SIGINT]
-            else:
-                _run_here(
-                    scenario,
-                    base_url,
-                    key,
-                    prompts,
-                    run_dir,
-                    t0,
-                    grace_s,
-                    transport,
-                    stopped_by,
-                    on_step,
-                    observers,
-                    live,
-                )
+    return _Measured(run_dir, started, base_url, stopped_by, route)
 
-    (run_dir / "requests.jsonl").touch()  # a run stopped before its first request: no records, still a run
+
+def _write_results(scenario: Scenario, m: _Measured, opts: _Options) -> Run:
+    """Summary, report and history, all recomputed from the records on disk."""
+    (m.run_dir / "requests.jsonl").touch()  # a run stopped before its first request: no records, still a run
     run = analyze(
-        run_dir,
+        m.run_dir,
         scenario,
-        started_at=started.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        partial=bool(stopped_by),
-        base_url=shown_base_url(scenario, base_url),
-        warn=warn,
+        started_at=m.started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        partial=bool(m.stopped_by),
+        base_url=shown_base_url(scenario, m.base_url),
+        warn=opts.warn,
     )
+    if m.route is not None:
+        run.summary["tokenizer"]["route"] = m.route
+    _say_tokenizer(run.summary, opts.warn)
+    write_summary(m.run_dir, run.summary)
+    if opts.report:
+        _render_report_elsewhere(m.run_dir, opts.warn)
+    append_history(run.summary, m.run_dir)
+    return run
+
+
+def _outcome(scenario: Scenario, source: str, run: Run, m: _Measured) -> RunOutcome:
+    """The exit code: interrupted, the endpoint never reached, or the SLOs' verdict."""
     summary = run.summary
-    if route is not None:
-        summary["tokenizer"]["route"] = route
-    _say_tokenizer(summary, warn)
-    write_summary(run_dir, summary)
-    if report:
-        _render_report_elsewhere(run_dir, warn)
-    append_history(summary, run_dir)
-    if workers > 1 or cluster is not None:
-        for s in summary["steps"]:
-            on_step(s)
-    if stopped_by:
-        return RunOutcome(run, _SIGNAL_EXIT.get(stopped_by[0], 130), "interrupted; partial results")
+    if m.stopped_by:
+        return RunOutcome(run, _SIGNAL_EXIT.get(m.stopped_by[0], 130), "interrupted; partial results")
     sent = sum(s["requests"]["sent"] for s in summary["steps"])
     if sent and all(endpoint_unreachable(s) for s in summary["steps"] if s["requests"]["sent"]):
         msg = (
             f"{source}: target.base_url: endpoint unreachable ({sent} of {sent} "
-            f"requests failed to connect to {shown_base_url(scenario, base_url)})"
+            f"requests failed to connect to {shown_base_url(scenario, m.base_url)})"
         )
         return RunOutcome(run, EXIT_HARNESS, msg)
     return RunOutcome(run, EXIT_OK if summary["slo"]["passed"] else EXIT_SLO)
@@ -259,33 +278,30 @@ def _run_here(
     prompts: PromptPool,
     run_dir: Path,
     t0: int,
-    grace_s: float,
-    transport: httpx2.AsyncBaseTransport | None,
     stopped_by: list[int],
-    on_step: Callable[[dict[str, Any]], None],
-    observers: Sequence[Callable[[Event], None]],
-    live: Console | None,
+    opts: _Options,
 ) -> None:
     """The whole run on this process's event loop."""
     recorder = RunFiles(run_dir).recorder()
     step = LiveStep()  # fed once per event, first; the planner, the step lines and the display read it
     planner = StepPlanner(scenario, step)  # the fixed sweep, or limit discovery choosing as it goes
+    live = opts.live
     progress = LiveProgress(plan_steps(scenario.load), live, lambda: ctx.in_flight, step) if live is not None else None
-    watchers = [planner, *observers] + ([progress] if progress is not None else [])
+    watchers = [planner, *opts.observers] + ([progress] if progress is not None else [])
 
     def sink(event: Event) -> None:
         recorder(event)
         step(event)
         if isinstance(event, StepFinished) and step.last is not None:
-            on_step(step.last)
+            opts.on_step(step.last)
         for observe in watchers:
             observe(event)
 
     loop = new_loop()
-    ctx = RunContext(RunPlan(scenario, base_url, key, t0, transport), prompts, Sinks(sink))
+    ctx = RunContext(RunPlan(scenario, base_url, key, t0, opts.transport), prompts, Sinks(sink))
     try:
         with progress if progress is not None else contextlib.nullcontext():
-            loop.run_until_complete(drive(ctx, planner.steps(), grace_s=grace_s, stopped_by=stopped_by))
+            loop.run_until_complete(drive(ctx, planner.steps(), grace_s=opts.grace_s, stopped_by=stopped_by))
     finally:
         loop.close()
         recorder.close()
