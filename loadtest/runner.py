@@ -23,7 +23,7 @@ import httpx2
 from rich.console import Console
 
 from loadtest.analysis.checks import EXIT_HARNESS, EXIT_OK, EXIT_SLO, endpoint_unreachable
-from loadtest.analysis.events import Event, RequestDone, StepFinished
+from loadtest.analysis.events import Event, RequestDone, StepFinished, StepStarted
 from loadtest.analysis.metrics import LiveStats
 from loadtest.analysis.summary import Run
 from loadtest.config.loading import api_key
@@ -33,10 +33,12 @@ from loadtest.config.steps import plan_steps
 from loadtest.engine.driver import RunContext, drive
 from loadtest.engine.planner import StepPlanner
 from loadtest.engine.processes import run_local_workers
+from loadtest.engine.servermetrics import MetricsUnavailable, start_scraper
 from loadtest.mock import start_mock
 from loadtest.output.history import append_history
 from loadtest.output.progress import LiveProgress
 from loadtest.output.rundir import RunFiles, analyze, new_run_dir, write_scenario, write_summary
+from loadtest.output.servermetrics import ServerMetricsFile
 from loadtest.transport.loop import new_loop
 from loadtest.transport.netconn import ProxyUnsupported, proxy_route
 from loadtest.workload.prompts import CyclePool, PromptPool, run_prompts
@@ -133,6 +135,37 @@ def _say_tokenizer(summary: dict[str, Any], warn: Callable[[str], None] | None) 
         )
 
 
+def _watch_server(
+    scenario: Scenario,
+    base_url: str,
+    key: str,
+    run_dir: Path,
+    t0: int,
+    source: str,
+    warn: Callable[[str], None] | None,
+    stack: contextlib.ExitStack,
+) -> list[Callable[[Event], None]]:
+    """Start scraping the server's metrics into server_metrics.jsonl (stopped when ``stack`` closes);
+    the observer that asks for a scrape as each step starts and ends (none when nothing is scraped)."""
+    if scenario.server_metrics.enabled is False:
+        return []
+    out = ServerMetricsFile(run_dir)
+    stack.callback(out.close)
+    try:
+        scraper = start_scraper(scenario, base_url, key, out, t0=t0, warn=warn)
+    except MetricsUnavailable as e:
+        raise ScenarioError(f"{source}: server_metrics: {e}") from None
+    if scraper is None:
+        return []
+    stack.callback(scraper.stop)
+
+    def at_step_edges(event: Event) -> None:
+        if isinstance(event, StepStarted | StepFinished):
+            scraper.poke()
+
+    return [at_step_edges]
+
+
 class _StepReporter:
     """Keeps live figures of the current step (bounded memory), to print one line when it ends."""
 
@@ -181,11 +214,12 @@ def execute(
         write_scenario(run_dir, scenario)
         stopped_by: list[int] = []
 
-        with _endpoint(scenario) as base_url:
+        with _endpoint(scenario) as base_url, contextlib.ExitStack() as stack:
             if by_server:  # with workers, each builds its own; this finds the route early, once
                 built, route = _prompts(scenario, base_url, key, source)
                 prompts = built if here else prompts
             t0 = time.perf_counter_ns()
+            edges = _watch_server(scenario, base_url, key, run_dir, t0, source, warn, stack)
             if cluster is not None or workers > 1:  # shares of each step: Ray actors or local processes
                 run_shares = (
                     functools.partial(cluster.run_ray_workers, source=source)
@@ -216,7 +250,7 @@ def execute(
                     transport,
                     stopped_by,
                     on_step,
-                    observers,
+                    [*observers, *edges],
                     live,
                 )
 

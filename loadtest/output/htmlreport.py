@@ -72,6 +72,11 @@ COLUMNS = [
     Column("tokens/chunk mean", "tokens_per_chunk.mean", 2),
     Column("in flight max", "in_flight.max", 0),
     Column("loop lag p99", "loop_lag_ms.p99", 2),
+    Column("server running mean", "server.running.mean", 2),
+    Column("server waiting mean", "server.waiting.mean", 2),
+    Column("server waiting max", "server.waiting.max", 0),
+    Column("server KV max", "server.kv_cache_usage.max", 3),
+    Column("server TTFT mean s", "server.ttft_s.mean", 3),
 ]
 
 
@@ -81,8 +86,12 @@ _ANSWER_METRICS = ("ttfa_ms", "reasoning_tokens", "tokens_per_chunk")
 def columns_for(summaries: list[dict[str, Any]]) -> list[Column]:
     """The columns of the step tables: TTFA, reasoning tokens and tokens per chunk only where one of
     the runs' steps has something to say in them (``report.answer_metrics``)."""
-    shown = answer_metrics([s for summary in summaries for s in summary["steps"]])
-    return [c for c in COLUMNS if c.key.split(".")[0] not in _ANSWER_METRICS or c.key.split(".")[0] in shown]
+    steps = [s for summary in summaries for s in summary["steps"]]
+    shown = answer_metrics(steps)
+    if any(s.get("server") for s in steps):  # the server's metrics were scraped: its columns, where it has them
+        shown |= {c.key for c in COLUMNS if c.key.startswith("server.") and any(c.get(s) is not None for s in steps)}
+    hidden = (*_ANSWER_METRICS, "server")
+    return [c for c in COLUMNS if c.key.split(".")[0] not in hidden or c.key.split(".")[0] in shown or c.key in shown]
 
 
 _CAPTIONS = {
@@ -95,7 +104,12 @@ _CAPTIONS = {
     ),
     "ttft_cdf": ("TTFT distribution", "Cumulative distribution of time to first token, per step."),
     "itl_cdf": ("ITL distribution", "Cumulative distribution of inter-token gaps, per step."),
-    "timeline": ("Timeline", "Requests in flight, completions/s and errors/s over the run."),
+    "timeline": (
+        "Timeline",
+        "Requests in flight, completions/s and errors/s over the run; when the server's metrics were "
+        "scraped, under them the requests it was running (solid) and holding waiting (dashed), and its KV "
+        "cache usage (dotted, right axis), as it reported them.",
+    ),
     "ratelimit": (
         "Rate limits",
         "429 answers over time, the remaining requests and tokens the server advertised (the bucket "
