@@ -10,16 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from loadtest.analysis.promtext import parse_metrics
+from loadtest.config.loading import load_scenario
 from loadtest.config.scenario import Scenario, ScenarioError
 from loadtest.mock import MockProcess
 from loadtest.output.plots import Series, timeline
 from loadtest.output.rundir import load_run, read_records
 from loadtest.runner import execute
-from tests.conftest import mock_stats
+from tests.conftest import mock_stats, write
 
 
 def value(scrape: dict, name: str, sample: str | None = None) -> float | None:
-    for f in scrape.get("families", []):
+    for f in parse_metrics(scrape["text"]):
         if f["name"] == name:
             return sum(s[2] for s in f["samples"] if sample is None or s[0] == sample)
     return None
@@ -44,7 +46,7 @@ def test_scraped_queue_matches_the_mock_and_the_report_shows_it(
     run = outcome.run_dir
     lines = [json.loads(x) for x in (run / "server_metrics.jsonl").read_text().splitlines()]
     assert lines[0]["status"] == "ok" and lines[0]["url"] == mock.base_url.removesuffix("/v1") + "/metrics"
-    scrapes = [x for x in lines[1:] if "families" in x]
+    scrapes = [x for x in lines[1:] if "text" in x]
     assert len(scrapes) >= 10 and all(x["t_ns"] >= 0 for x in scrapes)
     running = [value(x, "vllm:num_requests_running") for x in scrapes]
     waiting = [value(x, "vllm:num_requests_waiting") for x in scrapes]
@@ -105,3 +107,20 @@ def test_a_target_without_metrics_runs_clean_with_one_line(
     outcome = execute(Scenario.model_validate(tree), "bare.yaml", tmp_path, on_step=lambda s: None, report=False)
     assert not (outcome.run_dir / "server_metrics.jsonl").exists()
     assert outcome.summary["server_metrics"]["status"] == "off"
+
+
+def test_a_model_name_from_a_variable_is_kept_out_of_the_scrapes(
+    mock_server: Callable[..., MockProcess], tmp_path: Path
+) -> None:
+    """vLLM labels every metric with the served model's name: when the scenario's model came from a
+    variable (a secret like any other), it is [redacted] in server_metrics.jsonl too."""
+    mock = mock_server(ttft_ms=1, itl_ms=0, output_tokens=4)
+    path = write(
+        tmp_path / "m.yaml",
+        f"name: m\ntarget: {{base_url: '{mock.base_url}', model: '${{LT_SM_MODEL}}'}}\nload: {{requests: 3}}\n",
+    )
+    sc = load_scenario(path, env={"LT_SM_MODEL": "mock-model"})  # the mock's metrics carry model_name="mock-model"
+    outcome = execute(sc, str(path), tmp_path / "out", on_step=lambda s: None, report=False)
+    text = (outcome.run_dir / "server_metrics.jsonl").read_text()
+    assert "mock-model" not in text and 'model_name=\\"[redacted]\\"' in text
+    assert outcome.summary["steps"][0]["server"]["running"] is not None  # still read as vLLM's

@@ -146,7 +146,9 @@ def get(url: str) -> tuple[str, str]:
 
 
 def test_mock_metrics_match_its_own_stats(mock_server: Callable[..., MockProcess]) -> None:
-    mock = mock_server(slots=2, ttft_ms=5, itl_ms=100, output_tokens=10)  # a second a request: time to look
+    mock = mock_server(
+        slots=2, ttft_ms=5, itl_ms=250, output_tokens=10
+    )  # 5 + 9 x 250 = 2,255 ms a request: time to look
     root = mock.base_url.removesuffix("/v1")
 
     def complete(text: str) -> None:
@@ -155,11 +157,12 @@ def test_mock_metrics_match_its_own_stats(mock_server: Callable[..., MockProcess
         with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as r:
             r.read()
 
-    threads = [threading.Thread(target=complete, args=(f"prompt number {i} here",)) for i in range(6)]
+    prompts = ["prompt number 0 here", "prompt number 1 here", "prompt number 2 here", "prompt number 0 here"]
+    threads = [threading.Thread(target=complete, args=(p,)) for p in prompts]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 10
-    while mock_stats(mock.base_url)["waiting"] < 4:  # six sent, two slots: four wait (polled, never slept)
+    while mock_stats(mock.base_url)["waiting"] < 2:  # four sent, two slots: two wait (polled, never slept)
         assert time.monotonic() < deadline
     before = mock_stats(mock.base_url)
     ctype, text = get(root + "/metrics")
@@ -170,20 +173,23 @@ def test_mock_metrics_match_its_own_stats(mock_server: Callable[..., MockProcess
     assert ctype.startswith("text/plain") and "version=0.0.4" in ctype
     fams = {f["name"]: f["samples"] for f in parse_metrics(text)}
     assert fams["vllm:num_requests_running"][0][2] == stats["running"] == 2
-    assert fams["vllm:num_requests_waiting"][0][2] == stats["waiting"] == 4
+    assert fams["vllm:num_requests_waiting"][0][2] == stats["waiting"] == 2
     assert fams["vllm:kv_cache_usage_perc"][0][2] == 1.0  # both slots taken
     assert fams["vllm:num_requests_running"][0][1] == {"engine": "0", "model_name": "mock-model"}
-    complete("prompt number 0 here")  # the same prompt again: a prefix-cache hit of its 4 tokens
     fams = {f["name"]: f["samples"] for f in parse_metrics(get(root + "/metrics")[1])}
     stats = mock_stats(mock.base_url)
     ttft = {s[1].get("le", s[0]): s[2] for s in fams["vllm:time_to_first_token_seconds"]}
-    assert ttft["vllm:time_to_first_token_seconds_count"] == stats["requests"] == 7
-    assert ttft["0.005"] == 0 and ttft["+Inf"] == 7  # every TTFT is at least the 5 ms the mock waits
-    assert fams["vllm:prompt_tokens"][0][2] == 7 * 4 and fams["vllm:generation_tokens"][0][2] == 7 * 10
-    assert fams["vllm:prefix_cache_queries"][0][2] == 28 and fams["vllm:prefix_cache_hits"][0][2] == 4
+    assert ttft["vllm:time_to_first_token_seconds_count"] == stats["requests"] == 4
+    assert ttft["0.005"] == 0 and ttft["+Inf"] == 4  # every TTFT is at least the 5 ms the mock waits
+    assert (
+        ttft["1.0"] == 2 and ttft["2.5"] == 4
+    )  # two waited a whole answer (2.26 s) for a slot: TTFT counts from arrival
+    assert fams["vllm:prompt_tokens"][0][2] == 4 * 4 and fams["vllm:generation_tokens"][0][2] == 4 * 10
+    # 4 prompts of 4 words; the repeated one is a prefix-cache hit of its 4 tokens
+    assert fams["vllm:prefix_cache_queries"][0][2] == 16 and fams["vllm:prefix_cache_hits"][0][2] == 4
     assert fams["vllm:num_preemptions"][0][2] == 0
     queue = {s[1].get("le", s[0]): s[2] for s in fams["vllm:request_queue_time_seconds"]}
-    assert queue["vllm:request_queue_time_seconds_count"] == 7
+    assert queue["vllm:request_queue_time_seconds_count"] == 4 and queue["2.0"] == 2  # two never waited
 
 
 def test_mock_without_metrics_answers_404(mock_server: Callable[..., MockProcess]) -> None:

@@ -1,7 +1,8 @@
 """A server's metrics over a window of the run: what ``server_metrics.jsonl``'s scrapes say about a step.
 
-Pure: the scrapes (plain dicts, as written) in, numbers out. Each scrape is ``{"t_ns", "families"}`` on
-the run's timeline (ns since the run's t0, like the request records). Over a window ``[s, e]``:
+Pure: the scrapes (plain dicts, as written) in, numbers out. Each scrape is ``{"t_ns", "text"}`` (the kept
+lines of the server's answer, parsed here) on the run's timeline (ns since the run's t0, like the
+request records). Over a window ``[s, e]``:
 
 - gauges (running, waiting, KV cache usage): the time-weighted mean and the max, each scrape's value
   held until the next scrape (requests counted: summed over label sets; a usage ratio: averaged);
@@ -20,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.analysis.promtext import ENGINES, KINDS, detect_engine
+from loadtest.analysis.promtext import ENGINES, KINDS, detect_engine, parse_metrics
 
-__all__ = ["ServerSeries", "server_window"]
+__all__ = ["ServerSeries", "parsed", "server_window"]
 
 _QUANTILES = (0.5, 0.9, 0.99)
 
@@ -38,17 +39,32 @@ def _buckets(samples: list[list[Any]]) -> dict[str, float]:
     """A histogram's cumulative bucket counts by bound (and ``_sum``, ``_count``), summed over label sets."""
     out: dict[str, float] = {}
     for name, labels, value in samples:
-        key = labels.get("le") if name.endswith("_bucket") else "_sum" if name.endswith("_sum") else "_count"
-        if key is not None and (name.endswith(("_bucket", "_sum", "_count"))):
+        if name.endswith("_bucket"):
+            key = labels.get("le")
+        else:
+            key = "_sum" if name.endswith("_sum") else "_count" if name.endswith("_count") else None
+        if key is not None:
             out[key] = out.get(key, 0.0) + value
     return out
+
+
+def parsed(scrape: dict[str, Any]) -> dict[str, Any] | None:
+    """A scrape with its ``families`` (parsing its kept ``text``); None for a failed or unreadable one."""
+    if "families" in scrape:
+        return scrape
+    if not isinstance(scrape.get("text"), str):
+        return None
+    try:
+        return {"t_ns": scrape["t_ns"], "families": parse_metrics(scrape["text"])}
+    except ValueError:
+        return None
 
 
 class ServerSeries:
     """The scrapes of a run as one time series per known key (and per ``extra`` family name)."""
 
     def __init__(self, scrapes: list[dict[str, Any]], extra: tuple[str, ...] = ()) -> None:
-        scrapes = sorted((s for s in scrapes if "families" in s), key=lambda s: s["t_ns"])
+        scrapes = sorted((p for s in scrapes if (p := parsed(s)) is not None), key=lambda s: s["t_ns"])
         self.t_ns = np.asarray([s["t_ns"] for s in scrapes], dtype=np.int64)
         names = {f["name"] for s in scrapes for f in s["families"]}
         self.engine = detect_engine(names)

@@ -71,8 +71,8 @@ def in_flight_mean(sent: np.ndarray, end: np.ndarray, a: int, b: int) -> float:
     return float(np.clip(np.minimum(end, b) - np.maximum(sent, a), 0, None).sum()) / (b - a)
 
 
-def _first_reaching(sent: np.ndarray, end: np.ndarray, target: float) -> int | None:
-    """When the requests in flight first reach ``target`` (None: never); at its peak when never."""
+def _first_reaching(sent: np.ndarray, end: np.ndarray, target: float) -> int:
+    """When the requests in flight first reach ``target``; when they first reach their peak if never."""
     times = np.concatenate((sent, end))
     deltas = np.concatenate((np.ones(len(sent), np.int64), -np.ones(len(end), np.int64)))
     order = np.lexsort((deltas, times))  # at equal times an end comes before a start
@@ -92,8 +92,7 @@ def steady_bounds(a: dict[str, np.ndarray], mode: str, value: float) -> tuple[in
         target = float(value)
     else:
         target = max(1.0, value * float(np.median(e2e)) / 1e9) if len(e2e) else 1.0
-    reached = _first_reaching(a["sent"], a["end"], target)
-    start = max(int(a["sent"][measured].min()), reached if reached is not None else 0)
+    start = max(int(a["sent"][measured].min()), _first_reaching(a["sent"], a["end"], target))
     end = int(a["sent"][measured].max())
     return (start, end, target) if end > start else None
 

@@ -30,11 +30,10 @@ def add_time_views(
     for step in summary["steps"]:
         tl = timelines.steps.get(step["index"])
         a = tl.arrays() if tl is not None else None
-        measured = a is not None and bool((a["warm"] == 0).any())
-        if not measured or a is None:
+        keep = a["warm"] == 0 if a is not None else None
+        if a is None or keep is None or not keep.any():  # no measured request
             step["server"], step["steady"], step["windows"] = None, None, []
             continue
-        keep = a["warm"] == 0
         first, last = int(a["sent"][keep].min()), int(a["end"][keep].max())
         step["server"] = server_window(series, first, last, extra)
         steady, s0, s1 = steady_view(a, step["mode"], step["value"])

@@ -5,14 +5,16 @@ connection pool never wait for it, and it runs the same whether the load comes f
 worker processes or Ray actors. The first scrape, before the load starts, is the probe: a server
 without metrics (404, 501, refused, JSON instead of Prometheus text, none of the known metrics) turns
 scraping off with one line of notice (``enabled: true``: an error instead). Then every ``interval_s``,
-and at once when poked (a step starting or ending), one GET; each kept line of the answer (the known
-metric families only: ``analysis/promtext.py``) is parsed and handed to the sink with its time on the
-run's timeline. A late or failed scrape is recorded as such and never fails the run.
+and at once when poked (a step starting or ending), one GET; the lines of the known metric families
+(``analysis/promtext.py``) are picked out of the answer and handed to the sink with its time on the
+run's timeline, to be parsed when the run is analysed (parsing costs ~30x more than picking, and
+would hold the GIL the load's event loop needs). A late or failed scrape is recorded as such and
+never fails the run.
 
 What is sent: the target's own auth (its key as a bearer token, its ``headers``) only when the metrics
 URL has the target's scheme, host and port (llama-server with ``--api-key`` wants the key on
-``/metrics``; vLLM and SGLang ask none), nothing to any other host. Nothing but the parsed metric
-families is kept: no response header, no error text that could carry the URL's credentials.
+``/metrics``; vLLM and SGLang ask none), nothing to any other host. Nothing but the lines of
+the known metric families is kept: no response header, no error text that could carry the URL's credentials.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import httpx2
 
 from loadtest.analysis.promtext import parse_metrics, prefilter, wanted_names
 from loadtest.config.scenario import Scenario
-from loadtest.config.secrets import redact_url, shown_base_url
+from loadtest.config.secrets import redact_url, redacted, scrub, secret_values, shown_base_url
 from loadtest.config.tls import ssl_context
 from loadtest.transport.scrape import MetricsAnswer, MetricsClient, default_metrics_url, same_origin
 
@@ -58,19 +60,31 @@ def _reason(answer: MetricsAnswer) -> str | None:
     return None
 
 
+def _no_metrics(kept: str) -> str | None:
+    """Why the kept lines of an answer hold no metrics (None: they parse into some)."""
+    try:
+        families = parse_metrics(kept)
+    except ValueError:
+        return "not Prometheus text"
+    return None if families else "none of the known metrics (vLLM, SGLang, llama.cpp, TGI)"
+
+
 class Scraper:
     """Scrapes ``fetch`` on a thread of its own; ``t0``: the run's perf_counter_ns origin."""
 
     def __init__(self, fetch: Callable[[], MetricsAnswer], sink: Sink, *, t0: int, interval_s: float,
-                 extra: tuple[str, ...] = (), close: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 extra: tuple[str, ...] = (), close: Callable[[], None] | None = None,
+                 hide: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.fetch, self.sink, self.t0, self.interval_s, self.close = fetch, sink, t0, interval_s, close
+        self.hide = hide  # secrets a label may carry (a model name from a variable): [redacted] in what is kept
         self.wanted = wanted_names(extra)
         self.scrapes = self.failures = 0
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
 
-    def scrape(self) -> str | None:
-        """One scrape, written to the sink; the reason it gave no metrics (None: it did)."""
+    def scrape(self, probe: bool = False) -> str | None:
+        """One scrape, written to the sink; the reason it gave no metrics (None: it did). Its kept lines
+        are parsed later (``loadtest report`` too), off the load's process time; a ``probe`` parses them now."""
         t = time.perf_counter_ns()
         try:
             answer = self.fetch()
@@ -85,13 +99,8 @@ class Scraper:
         done = time.perf_counter_ns()
         line: dict[str, Any] = {"t_ns": (t + done) // 2 - self.t0, "took_ms": (done - t) / 1e6}
         if reason is None:
-            try:
-                families = parse_metrics(prefilter(answer.text, self.wanted))
-            except ValueError:
-                reason = "not Prometheus text"
-            else:
-                reason = None if families else "none of the known metrics (vLLM, SGLang, llama.cpp, TGI)"
-                line["families"] = families
+            line["text"] = scrub(prefilter(answer.text, self.wanted), self.hide)
+            reason = _no_metrics(line["text"]) if probe else None
         if reason is not None:
             line["error"] = reason
             self.failures += 1
@@ -127,6 +136,16 @@ class Scraper:
             self.close()
 
 
+def _secrets(scenario: Scenario, base_url: str, api_key: str) -> tuple[str, ...]:
+    """What must not be kept from an answer: the target's secrets, and its model when it came from a
+    variable (vLLM labels every metric with the served model's name)."""
+    t = scenario.target
+    values = list(secret_values(base_url, api_key if t.api_key_env is not None else "", t.headers))
+    if redacted(scenario).target.model != t.model:
+        values.append(t.model)
+    return tuple(values)
+
+
 def _shown_url(scenario: Scenario, base_url: str) -> str:
     """The metrics URL as files and messages show it: without credentials; the default one of a
     ``base_url`` that came from a variable as that variable's reference (``${BASE_URL}/metrics``)."""
@@ -153,11 +172,19 @@ def start_scraper(
         ssl_context=ssl_context(**t.tls.model_dump()),
         trust_env=t.base_url != "mock",
     )
-    scraper = Scraper(client.get, sink, t0=t0, interval_s=sm.interval_s, extra=tuple(sm.metrics), close=client.close)
+    scraper = Scraper(
+        client.get,
+        sink,
+        t0=t0,
+        interval_s=sm.interval_s,
+        extra=tuple(sm.metrics),
+        close=client.close,
+        hide=_secrets(scenario, base_url, api_key),
+    )
     status = {"status": "ok", "url": shown, "reason": None, "interval_s": sm.interval_s}
     probe: list[dict[str, Any]] = []
     scraper.sink = probe.append  # the status line goes first: hold the probe's scrape until it is known
-    reason = scraper.scrape()
+    reason = scraper.scrape(probe=True)
     scraper.sink = sink
     if reason is not None:
         client.close()

@@ -2,9 +2,10 @@
 
 The first line says whether they could be read: ``{"status": "ok" | "unavailable", "url", "reason",
 "interval_s"}`` (the URL without credentials). Then one line per scrape: ``{"t_ns", "took_ms",
-"families": [{"name", "type", "samples": [[name, labels, value], ...]}]}`` with ``t_ns`` on the run's
-timeline (ns since the run's t0, like the request records: the middle of the scrape), or
-``{"t_ns", "error"}`` for a scrape that failed. Only the families loadtest keeps are written.
+"text"}`` with ``t_ns`` on the run's timeline (ns since the run's t0, like the request records: the
+middle of the scrape) and ``text`` the lines of the answer that belong to the metric families loadtest
+keeps (Prometheus text, parsed when the run is read), or ``{"t_ns", "took_ms", "error"}`` for a scrape
+that failed.
 """
 
 from __future__ import annotations
