@@ -197,3 +197,19 @@ def test_mock_without_metrics_answers_404(mock_server: Callable[..., MockProcess
     with pytest.raises(urllib.error.HTTPError) as e:
         get(mock.base_url.removesuffix("/v1") + "/metrics")
     assert e.value.code == 404
+
+
+def test_extra_families_named_with_or_without_total() -> None:
+    def text(stop: int, length: int) -> str:
+        return (
+            "# TYPE vllm:request_success_total counter\n"
+            f'vllm:request_success_total{{finished_reason="stop"}} {stop}\n'
+            f'vllm:request_success_total{{finished_reason="length"}} {length}\n'
+        )
+
+    extra = ("vllm:request_success_total",)  # as exposed; matched as family vllm:request_success
+    kept = [prefilter(VLLM + text(a, b), wanted_names(extra)) for a, b in ((3, 1), (10, 2))]
+    series = ServerSeries([{"t_ns": 0, "text": kept[0]}, {"t_ns": S, "text": kept[1]}], extra)  # as written
+    w = server_window(series, 0, S, extra)
+    assert w is not None and w["extra"]["vllm:request_success_total"]["increase"] == (10 + 2) - (3 + 1)
+    assert w["running"]["mean"] == 7.0  # the known ones beside it

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["ENGINES", "KINDS", "Family", "detect_engine", "parse_metrics", "prefilter", "wanted_names"]
+__all__ = ["ENGINES", "KINDS", "Family", "detect_engine", "family_name", "parse_metrics", "prefilter", "wanted_names"]
 
 Kind = Literal["gauge_sum", "gauge_mean", "counter", "histogram"]
 
@@ -81,7 +81,8 @@ Family = dict[str, Any]  # {"name", "type", "samples": [[sample name, labels, va
 
 def wanted_names(extra: list[str] | tuple[str, ...] = ()) -> tuple[str, ...]:
     """Every family name loadtest keeps: the known ones of every engine, ``sglang_`` spellings, ``extra``."""
-    names = {n for table in ENGINES.values() for names in table.values() for n in names} | set(extra)
+    names = {n for table in ENGINES.values() for names in table.values() for n in names}
+    names |= {family_name(n) for n in extra}
     names |= {"sglang_" + n.removeprefix("sglang:") for n in names if n.startswith("sglang:")}
     return tuple(sorted(names))
 
@@ -94,15 +95,17 @@ def prefilter(text: str, wanted: tuple[str, ...]) -> str:
     return "\n".join(keep) + "\n" if keep else ""
 
 
-def _name(family: str) -> str:
-    return "sglang:" + family.removeprefix("sglang_") if family.startswith("sglang_") else family
+def family_name(name: str) -> str:
+    """The name a family is matched by: without ``_total``, ``sglang_`` read as ``sglang:``."""
+    name = "sglang:" + name.removeprefix("sglang_") if name.startswith("sglang_") else name
+    return name.removesuffix("_total")
 
 
 def parse_metrics(text: str) -> list[Family]:
     """Parsed families (``ValueError`` on text that is not Prometheus exposition), ``_created`` dropped."""
     out = []
     for f in text_string_to_metric_families(text):
-        name = _name(f.name).removesuffix("_total")
+        name = family_name(f.name)
         if name.endswith("_created"):
             continue
         samples = [[s.name, dict(s.labels), float(s.value)] for s in f.samples if not s.name.endswith("_created")]

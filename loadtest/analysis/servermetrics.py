@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.analysis.promtext import ENGINES, KINDS, detect_engine, parse_metrics
+from loadtest.analysis.promtext import ENGINES, KINDS, detect_engine, family_name, parse_metrics
 
 __all__ = ["ServerSeries", "parsed", "server_window"]
 
@@ -76,10 +76,11 @@ class ServerSeries:
         for key, name in self.names.items():
             if name is not None:
                 self._add(key, KINDS[key], name, by_name)
-        for name in extra:
+        for given in extra:
+            name = family_name(given)
             types = {fams[name]["type"] for fams in by_name if name in fams}
             kind = "histogram" if "histogram" in types else "counter" if "counter" in types else "gauge_sum"
-            self._add(f"extra:{name}", kind, name, by_name)
+            self._add(f"extra:{given}", kind, name, by_name)
 
     def _add(self, key: str, kind: str, name: str, by_name: list[dict[str, dict[str, Any]]]) -> None:
         if kind == "histogram":
