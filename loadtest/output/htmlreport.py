@@ -21,6 +21,7 @@ from loadtest.output.table import answer_metrics
 
 __all__ = [
     "COLUMNS",
+    "SERVER_COLUMNS",
     "Column",
     "columns_for",
     "fmt",
@@ -72,6 +73,9 @@ COLUMNS = [
     Column("tokens/chunk mean", "tokens_per_chunk.mean", 2),
     Column("in flight max", "in_flight.max", 0),
     Column("loop lag p99", "loop_lag_ms.p99", 2),
+]
+# the server's own view of each step (README "Server metrics"), where its metrics were read and have them
+SERVER_COLUMNS = [
     Column("server running mean", "server.running.mean", 2),
     Column("server waiting mean", "server.waiting.mean", 2),
     Column("server waiting max", "server.waiting.max", 0),
@@ -85,13 +89,12 @@ _ANSWER_METRICS = ("ttfa_ms", "reasoning_tokens", "tokens_per_chunk")
 
 def columns_for(summaries: list[dict[str, Any]]) -> list[Column]:
     """The columns of the step tables: TTFA, reasoning tokens and tokens per chunk only where one of
-    the runs' steps has something to say in them (``report.answer_metrics``)."""
+    the runs' steps has something to say in them (``report.answer_metrics``); the server's where its
+    metrics have them."""
     steps = [s for summary in summaries for s in summary["steps"]]
     shown = answer_metrics(steps)
-    if any(s.get("server") for s in steps):  # the server's metrics were scraped: its columns, where it has them
-        shown |= {c.key for c in COLUMNS if c.key.startswith("server.") and any(c.get(s) is not None for s in steps)}
-    hidden = (*_ANSWER_METRICS, "server")
-    return [c for c in COLUMNS if c.key.split(".")[0] not in hidden or c.key.split(".")[0] in shown or c.key in shown]
+    columns = [c for c in COLUMNS if c.key.split(".")[0] not in _ANSWER_METRICS or c.key.split(".")[0] in shown]
+    return columns + [c for c in SERVER_COLUMNS if any(c.get(s) is not None for s in steps)]
 
 
 _CAPTIONS = {
