@@ -322,6 +322,7 @@ def mock(
         int | None, typer.Option(help="At most this many requests generate at once; the rest wait in line")
     ] = None,
     request_log: Annotated[int, typer.Option(help="Requests GET /mock/requests keeps (bodies, headers, times)")] = 0,
+    metrics: Annotated[str, typer.Option(help="GET /metrics: vllm (vLLM's names) | none (404)")] = "vllm",
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
     # (Long only in its signature: one typer option per MockSettings field; the body is ten lines.)

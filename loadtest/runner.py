@@ -22,7 +22,7 @@ import httpx2
 from rich.console import Console
 
 from loadtest.analysis.checks import EXIT_HARNESS, EXIT_OK, EXIT_SLO, endpoint_unreachable
-from loadtest.analysis.events import Event, StepFinished
+from loadtest.analysis.events import Event, StepFinished, StepStarted
 from loadtest.analysis.live import LiveStep
 from loadtest.analysis.summary import Run
 from loadtest.config.loading import api_key
@@ -32,10 +32,12 @@ from loadtest.config.steps import plan_steps
 from loadtest.engine.driver import RunContext, RunPlan, Sinks, drive
 from loadtest.engine.planner import StepPlanner
 from loadtest.engine.processes import run_local_workers
+from loadtest.engine.servermetrics import MetricsUnavailable, start_scraper
 from loadtest.mock import start_mock
 from loadtest.output.history import append_history
 from loadtest.output.progress import LiveProgress
 from loadtest.output.rundir import RunFiles, analyze, new_run_dir, write_scenario, write_summary
+from loadtest.output.servermetrics import ServerMetricsFile
 from loadtest.transport.loop import new_loop
 from loadtest.transport.netconn import ProxyUnsupported, proxy_route
 from loadtest.workload.prompts import CyclePool, PromptPool, run_prompts
@@ -132,6 +134,37 @@ def _say_tokenizer(summary: dict[str, Any], warn: Callable[[str], None] | None) 
         )
 
 
+def _watch_server(
+    scenario: Scenario,
+    base_url: str,
+    key: str,
+    run_dir: Path,
+    t0: int,
+    source: str,
+    warn: Callable[[str], None] | None,
+    stack: contextlib.ExitStack,
+) -> list[Callable[[Event], None]]:
+    """Start scraping the server's metrics into server_metrics.jsonl (stopped when ``stack`` closes);
+    the observer that asks for a scrape as each step starts and ends (none when nothing is scraped)."""
+    if scenario.server_metrics.enabled is False:
+        return []
+    out = ServerMetricsFile(run_dir)
+    stack.callback(out.close)
+    try:
+        scraper = start_scraper(scenario, base_url, key, out, t0=t0, warn=warn)
+    except MetricsUnavailable as e:
+        raise ScenarioError(f"{source}: server_metrics: {e}") from None
+    if scraper is None:
+        return []
+    stack.callback(scraper.stop)
+
+    def at_step_edges(event: Event) -> None:
+        if isinstance(event, StepStarted | StepFinished):
+            scraper.poke()
+
+    return [at_step_edges]
+
+
 @dataclass(frozen=True)
 class _Options:
     """How the caller wants the run driven and shown (execute's keyword arguments)."""
@@ -200,13 +233,14 @@ def _measure(
         run_dir = new_run_dir(out_parent, scenario.name, started)
         write_scenario(run_dir, scenario)
         stopped_by: list[int] = []
-        with _endpoint(scenario) as base_url:
+        with _endpoint(scenario) as base_url, contextlib.ExitStack() as stack:
             if by_server:  # with workers, each builds its own; this finds the route early, once
                 built, route = _prompts(scenario, base_url, key, source)
                 prompts = built if here else prompts
             t0 = time.perf_counter_ns()
+            edges = _watch_server(scenario, base_url, key, run_dir, t0, source, opts.warn, stack)
             if here:
-                _run_here(scenario, base_url, key, prompts, run_dir, t0, stopped_by, opts)
+                _run_here(scenario, base_url, key, prompts, run_dir, t0, stopped_by, opts, edges)
             else:  # shares of each step: Ray actors or local processes
                 run_shares = functools.partial(cluster.run_ray_workers, source=source) if cluster else run_local_workers
                 try:
@@ -280,14 +314,16 @@ def _run_here(
     t0: int,
     stopped_by: list[int],
     opts: _Options,
+    edges: Sequence[Callable[[Event], None]] = (),
 ) -> None:
-    """The whole run on this process's event loop."""
+    """The whole run on this process's event loop; ``edges``: observers of step starts and ends (the
+    server-metrics scraper's)."""
     recorder = RunFiles(run_dir).recorder()
     step = LiveStep()  # fed once per event, first; the planner, the step lines and the display read it
     planner = StepPlanner(scenario, step)  # the fixed sweep, or limit discovery choosing as it goes
     live = opts.live
     progress = LiveProgress(plan_steps(scenario.load), live, lambda: ctx.in_flight, step) if live is not None else None
-    watchers = [planner, *opts.observers] + ([progress] if progress is not None else [])
+    watchers = [planner, *opts.observers, *edges] + ([progress] if progress is not None else [])
 
     def sink(event: Event) -> None:
         recorder(event)

@@ -180,6 +180,7 @@ def test_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
         "report.html",
         "requests.jsonl",
         "scenario.yaml",
+        "server_metrics.jsonl",  # the mock's /metrics, read by the run's main process
         "steps.jsonl",
         "summary.csv",
         "summary.json",

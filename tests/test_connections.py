@@ -46,6 +46,7 @@ def run(
         "target": {"base_url": base_url, "transport": transport, "timeout_s": 10},
         "workload": {"prompt": {"synthetic": {"input_tokens": 16}}, "max_tokens": 8},
         "load": {"concurrency": [4], "requests": 40},
+        "server_metrics": {"enabled": False},  # its scrapes would be connections (and proxy visits) of their own
     }
     for k, v in sections.items():
         tree[k] = v if k == "load" else {**tree.get(k, {}), **v}

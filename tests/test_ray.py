@@ -71,6 +71,7 @@ def test_ray_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> No
         "cluster.json",
         "requests.jsonl",
         "scenario.yaml",
+        "server_metrics.jsonl",  # scraped by the driver, beside the actors' load
         "steps.jsonl",
         "summary.csv",
         "summary.json",

@@ -17,6 +17,7 @@ from loadtest.analysis.limitprobe import ProbeSeries
 from loadtest.analysis.limitsummary import search_result
 from loadtest.analysis.metrics import StepAccumulator, distribution
 from loadtest.analysis.records import RequestRecord
+from loadtest.analysis.servermetrics import ServerSeries
 from loadtest.config.scenario import Scenario
 from loadtest.config.secrets import redact_url, redacted
 from loadtest.config.steps import StepPlan, plan_steps, step_plan
@@ -41,6 +42,7 @@ class Run:
     steps: dict[int, StepAccumulator]
     health: list[dict[str, Any]]
     probe: ProbeSeries | None = None  # limit discovery: every request's admission and advertised remaining
+    server: ServerSeries | None = None  # the server's metrics as scraped through the run (server_metrics.jsonl)
 
 
 def merge_loop_lag(lines: list[dict[str, Any]]) -> dict[str, float | None]:

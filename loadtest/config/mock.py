@@ -58,6 +58,9 @@ class MockSettings(BaseModel):
     # TTFT growing by the wait. None: every request generates at once
     slots: Annotated[int, Field(ge=1)] | None = None
     request_log: Annotated[int, Field(ge=0)] = 0  # the last N requests GET /mock/requests returns (0: none kept)
+    # GET /metrics: Prometheus text with vLLM's names (mock/metrics.py); none: 404, as SGLang without
+    # --enable-metrics (a server without metrics)
+    metrics: Literal["vllm", "none"] = "vllm"
 
     @model_validator(mode="after")
     def _key_header_with_its_variable(self) -> MockSettings:

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from loadtest.config.mock import MockSettings
+from loadtest.config.servermetrics import ServerMetrics
 
 __all__ = [
     "SLO",
@@ -37,6 +38,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "Search",
+    "ServerMetrics",
     "StepSLO",
     "Stop",
     "SyntheticPrompt",
@@ -197,6 +199,7 @@ class Load(_Strict):
     workers: Annotated[int, Field(ge=1, le=256)] = 1  # processes sharing each step's load
     search: Search | None = None
     stop: Stop | None = None
+    window_s: PositiveFloat = 5.0  # each step's time series (summary `windows`) in slices this long
 
     @field_validator("concurrency", "rate", mode="before")
     @classmethod
@@ -323,6 +326,7 @@ class Scenario(_Strict):
     slo: SLO = Field(default_factory=SLO)
     retry: RetryPolicy | None = None
     distributed: Distributed | None = None
+    server_metrics: ServerMetrics = Field(default_factory=ServerMetrics)
 
     @field_validator("distributed")
     @classmethod

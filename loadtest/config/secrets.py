@@ -6,7 +6,8 @@ What is secret (docs/DESIGN.md §8: Azure OpenAI and most gateways take the key 
 - ``base_url``'s userinfo (``user:pass@``) and the values of its query string;
 - whatever ``${VAR}`` expansion put into ``target.base_url`` and ``target.model``: shown as the
   reference written in the file (``${BASE_URL}``), never as the value;
-- the key read from ``target.api_key_env`` (it never enters the scenario in the first place).
+- the key read from ``target.api_key_env`` (it never enters the scenario in the first place);
+- ``server_metrics.url``'s userinfo and query values, as ``base_url``'s.
 
 Every file of a run directory, ``loadtest validate`` and every message show the scenario through
 :func:`redacted`; a request's error text goes through :func:`scrub`.
@@ -93,7 +94,10 @@ def redacted(scenario: S) -> S:
             "headers": {name: header(name) for name in t.headers},
         }
     )
-    return scenario.model_copy(update={"target": target})
+    update: dict[str, Any] = {"target": target}
+    if (sm := scenario.server_metrics).url is not None:  # its credentials, like base_url's
+        update["server_metrics"] = sm.model_copy(update={"url": redact_url(sm.url)})
+    return scenario.model_copy(update=update)
 
 
 def shown_base_url(scenario: Scenario, actual: str) -> str:

@@ -28,6 +28,7 @@ class Conn(Protocol):
     """The connection a completion is written to (server.py's protocol)."""
 
     extra: bytes  # header lines (rate limits) for the response being written
+    received: float  # when the request had arrived whole (now()): server-side TTFT counts from it
 
     def send(self, data: bytes, close: bool = False) -> None: ...
 
@@ -118,6 +119,7 @@ async def complete(
     """Answer one (chat) completion request; ``fault`` may strike halfway (faults.py)."""
     start = now()
     answer = _answer(state, body, chat)
+    state.metrics.admitted(body, answer.usage["prompt_tokens"])
     clock = _Clock(state)
     due = clock.due(start + state.gap(state.config.ttft_ms))
     if body.get("stream"):
@@ -125,6 +127,8 @@ async def complete(
         await _stream(conn, state, answer, clock, start, due, close, fault, include_usage)
     else:
         await _whole(conn, state, answer, clock.after(due, answer.n_out - 1), start, close, fault)
+        state.metrics.ttft.observe(due - conn.received)  # its first token was due then
+    state.metrics.generation_tokens += answer.n_out
 
 
 async def _whole(
@@ -215,6 +219,8 @@ async def _stream(
         conn.send(b"".join(pieces))
         if conn.closed():
             return
+        if last_sent is None:
+            state.metrics.ttft.observe(t - conn.received)
         if len(state.itl_s) < MAX_SAMPLES:
             if last_sent is None:
                 state.ttft_s.append(t - start)

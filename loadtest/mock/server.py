@@ -13,6 +13,7 @@ secrets, body), ``POST /mock/reset``, and the tokenize routes of vLLM, llama-ser
 (``tokenizer.py``). With ``api_key_header`` the ``/v1/`` routes want the key (the value of the variable
 ``api_key_env``, read by the mock process itself) in that header, as Azure OpenAI and gateways do; else 401.
 With ``slots`` at most that many requests generate at once and the rest wait in line (``state.py``).
+``GET /metrics`` is Prometheus text with vLLM's names (``metrics.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 from loadtest.config.mock import MockSettings
 from loadtest.mock.completion import complete, output_tokens
+from loadtest.mock.metrics import CONTENT_TYPE, render
 from loadtest.mock.state import WORDS, MockState
 from loadtest.mock.tokenizer import tokenize_route, words_encode
 from loadtest.mock.wire import error, now, response
@@ -158,6 +160,8 @@ class MockProtocol(asyncio.Protocol):
         if method == "GET" and path == "/v1/models":
             body = {"object": "list", "data": [{"id": "mock-model", "object": "model", "owned_by": "loadtest"}]}
             return response("200 OK", json.dumps(body).encode())
+        if method == "GET" and path == "/metrics" and state.config.metrics == "vllm":  # no key asked, as vLLM's
+            return response("200 OK", render(state), CONTENT_TYPE.encode())
         if method == "GET" and path == "/mock/stats":
             return response("200 OK", json.dumps(state.stats()).encode())
         if method == "GET" and path == "/mock/requests":

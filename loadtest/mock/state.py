@@ -15,7 +15,9 @@ from loadtest.analysis.stats import distribution
 from loadtest.config.mock import MockSettings
 from loadtest.mock.faults import FaultPlan
 from loadtest.mock.limits import RateLimiter
+from loadtest.mock.metrics import MockMetrics
 from loadtest.mock.tokenizer import HFTokenizer
+from loadtest.mock.wire import now
 
 __all__ = ["MAX_SAMPLES", "WORDS", "MockState", "prompt_words"]
 
@@ -75,6 +77,7 @@ class MockState:
         self.log: deque[dict[str, Any]] = deque(maxlen=config.request_log or 1)
         self.slots = asyncio.Semaphore(config.slots) if config.slots else None  # FIFO: waiters in arrival order
         self.running = self.waiting = self.waiting_max = 0
+        self.metrics = MockMetrics()  # GET /metrics (metrics.py); like a server's, never reset
 
     def record(self, t: float, method: str, path: str, headers: dict[str, str], body: Any) -> None:
         """Keep a request for ``GET /mock/requests`` (tests read what arrived, and when); secrets left out."""
@@ -88,6 +91,7 @@ class MockState:
     async def generating(self) -> AsyncIterator[None]:
         """Hold one of the ``slots`` while a response is generated; wait in line when all are taken."""
         if self.slots is None:
+            self.metrics.queue.observe(0.0)
             self.running += 1
             try:
                 yield
@@ -96,10 +100,12 @@ class MockState:
             return
         self.waiting += 1
         self.waiting_max = max(self.waiting_max, self.waiting)
+        queued = now()
         try:
             await self.slots.acquire()
         finally:
             self.waiting -= 1
+        self.metrics.queue.observe(now() - queued)
         self.running += 1
         try:
             yield

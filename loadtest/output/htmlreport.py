@@ -21,6 +21,7 @@ from loadtest.output.table import answer_metrics
 
 __all__ = [
     "COLUMNS",
+    "SERVER_COLUMNS",
     "Column",
     "columns_for",
     "fmt",
@@ -70,6 +71,14 @@ COLUMNS = [
     Column("in flight max", "in_flight.max", 0),
     Column("loop lag p99", "loop_lag_ms.p99", 2),
 ]
+# the server's own view of each step (README "Server metrics"), where its metrics were read and have them
+SERVER_COLUMNS = [
+    Column("server running mean", "server.running.mean", 2),
+    Column("server waiting mean", "server.waiting.mean", 2),
+    Column("server waiting max", "server.waiting.max", 0),
+    Column("server KV max", "server.kv_cache_usage.max", 3),
+    Column("server TTFT mean s", "server.ttft_s.mean", 3),
+]
 
 
 _ANSWER_METRICS = ("ttfa_ms", "reasoning_tokens", "tokens_per_chunk")
@@ -77,9 +86,12 @@ _ANSWER_METRICS = ("ttfa_ms", "reasoning_tokens", "tokens_per_chunk")
 
 def columns_for(summaries: list[dict[str, Any]]) -> list[Column]:
     """The columns of the step tables: TTFA, reasoning tokens and tokens per chunk only where one of
-    the runs' steps has something to say in them (``report.answer_metrics``)."""
-    shown = answer_metrics([s for summary in summaries for s in summary["steps"]])
-    return [c for c in COLUMNS if c.key.split(".")[0] not in _ANSWER_METRICS or c.key.split(".")[0] in shown]
+    the runs' steps has something to say in them (``report.answer_metrics``); the server's where its
+    metrics have them."""
+    steps = [s for summary in summaries for s in summary["steps"]]
+    shown = answer_metrics(steps)
+    columns = [c for c in COLUMNS if c.key.split(".")[0] not in _ANSWER_METRICS or c.key.split(".")[0] in shown]
+    return columns + [c for c in SERVER_COLUMNS if any(c.get(s) is not None for s in steps)]
 
 
 _CAPTIONS = {
@@ -92,7 +104,12 @@ _CAPTIONS = {
     ),
     "ttft_cdf": ("TTFT distribution", "Cumulative distribution of time to first token, per step."),
     "itl_cdf": ("ITL distribution", "Cumulative distribution of inter-token gaps, per step."),
-    "timeline": ("Timeline", "Requests in flight, completions/s and errors/s over the run."),
+    "timeline": (
+        "Timeline",
+        "Requests in flight, completions/s and errors/s over the run; when the server's metrics were "
+        "scraped, under them the requests it was running (solid) and holding waiting (dashed), and its KV "
+        "cache usage (dotted, right axis), as it reported them.",
+    ),
     "ratelimit": (
         "Rate limits",
         "429 answers over time, the remaining requests and tokens the server advertised (the bucket "

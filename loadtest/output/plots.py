@@ -20,6 +20,7 @@ __all__ = [
     "Series",
     "capacity",
     "has_ratelimit_data",
+    "has_server_data",
     "itl_cdf",
     "latency",
     "ratelimit",
@@ -177,11 +178,35 @@ def _rate(times: np.ndarray, grid: np.ndarray, window: float) -> np.ndarray:
     return (hi - np.searchsorted(times, grid - window / 2, side="left")) / window
 
 
+def has_server_data(series: list[Series]) -> bool:
+    return any(x.run.server is not None and len(x.run.server) for x in series)
+
+
+def _server_axes(ax: Axes, kv: Axes, x: Series, t0: float, i: int) -> None:
+    """The server's own running and waiting requests (solid, dashed) and KV cache usage (dotted, right
+    axis) as scraped, each value held until the next scrape."""
+    server = x.run.server
+    if server is None or not len(server):
+        return
+    t = server.t_ns / 1e9 - t0
+    for key, style, axis in (("running", "-", ax), ("waiting", "--", ax), ("kv_cache_usage", ":", kv)):
+        v = server.values.get(key)
+        if v is not None and not np.isnan(v).all():
+            scale = 100.0 if key == "kv_cache_usage" else 1.0
+            what = "KV cache %" if key == "kv_cache_usage" else key
+            axis.step(t, v * scale, style, where="post", color=_color(i), label=f"{x.label} server {what}")
+
+
 def timeline(series: list[Series]) -> Figure:
     """In-flight requests, completions/s and errors/s over the run (measured and warmup alike are
-    absent: only measured requests are in the accumulators)."""
-    fig = Figure(figsize=(12, 7))
-    ax1, ax2, ax3 = fig.subplots(3, 1, sharex=True)
+    absent: only measured requests are in the accumulators), and under them the server's running and
+    waiting requests and KV cache usage when its metrics were scraped."""
+    server = has_server_data(series)
+    fig = Figure(figsize=(12, 9.5 if server else 7))
+    axes = fig.subplots(4 if server else 3, 1, sharex=True)
+    ax1, ax2, ax3 = axes[:3]
+    ax4 = axes[3] if server else None
+    kv = ax4.twinx() if ax4 is not None else None
     for i, x in enumerate(series):
         accs = list(x.run.steps.values())
         if not accs or not any(len(a.sent_ns) for a in accs):
@@ -199,15 +224,22 @@ def timeline(series: list[Series]) -> Figure:
         ax1.plot(grid - t0, inflight, color=_color(i), label=x.label)
         ax2.plot(grid - t0, _rate(end, grid, window), color=_color(i), label=f"{x.label} ({window:.1f} s window)")
         ax3.plot(grid - t0, _rate(failed, grid, window), color=_color(i), label=x.label)
+        if ax4 is not None and kv is not None:
+            _server_axes(ax4, kv, x, t0, i)
         for h in x.run.health:
             if h.get("worker", 0) == 0 and h.get("started_ns"):
-                for ax in (ax1, ax2, ax3):
+                for ax in axes:
                     ax.axvline(h["started_ns"] / 1e9 - t0, color=_color(i), alpha=0.25, linestyle=":")
-    for ax, title in ((ax1, "requests in flight"), (ax2, "completions/s"), (ax3, "errors/s")):
+    titles = ["requests in flight", "completions/s", "errors/s", "server: requests"]
+    for ax, title in zip(axes, titles, strict=False):
         ax.set_ylabel(title)
         ax.grid(True, alpha=0.3)
         _legend(ax, fontsize="small", loc="upper right")
-    ax3.set_xlabel("seconds since the first measured send (dotted: step starts)")
+    if kv is not None:
+        kv.set_ylabel("server: KV cache usage %")
+        kv.set_ylim(0, 105)
+        _legend(kv, fontsize="small", loc="upper left")
+    axes[-1].set_xlabel("seconds since the first measured send (dotted: step starts)")
     return fig
 
 

@@ -23,10 +23,14 @@ from typing import IO, Any
 from loadtest.analysis.events import Event, event_line
 from loadtest.analysis.limitprobe import ProbeSeries
 from loadtest.analysis.records import RequestRecord, record_from_json
+from loadtest.analysis.servermetrics import ServerSeries
+from loadtest.analysis.steady import Timelines
 from loadtest.analysis.summary import Run, accumulate, build_summary
+from loadtest.analysis.timeviews import add_time_views, server_status
 from loadtest.config.loading import load_scenario, scenario_to_yaml
 from loadtest.config.scenario import Scenario, ScenarioError
 from loadtest.config.steps import plan_steps
+from loadtest.output.servermetrics import read_server_metrics
 from loadtest.workload.tokens import tokenizer_info
 
 __all__ = [
@@ -233,7 +237,8 @@ def analyze(
     """Everything a report needs, from the records on disk (the source of truth), in one pass."""
     health = read_step_health(run_dir)
     probe = ProbeSeries(scenario.workload.max_tokens) if scenario.load.search is not None else None
-    records = read_run_records(run_dir, warn)
+    timelines = Timelines()  # each step over time: steady window, time slices
+    records = timelines.tee(read_run_records(run_dir, warn))
     steps = accumulate(scenario, probe.tee(records) if probe is not None else records)
     tokenizer = tokenizer_info(
         scenario.target.tokenizer,
@@ -251,7 +256,12 @@ def analyze(
         tokenizer=tokenizer,
         environment=_environment(),
     )
-    return Run(run_dir, scenario, summary, steps, health, probe)
+    header, scrapes = read_server_metrics(run_dir)
+    extra = tuple(scenario.server_metrics.metrics)
+    series = ServerSeries(scrapes, extra) if scrapes else None
+    summary["server_metrics"] = server_status(header, series)
+    add_time_views(summary, timelines, series, window_s=scenario.load.window_s, extra=extra)
+    return Run(run_dir, scenario, summary, steps, health, probe, server=series)
 
 
 def load_run(run_dir: Path, warn: Any = None) -> Run:
