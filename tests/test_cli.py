@@ -157,12 +157,17 @@ def test_interrupt_keeps_what_was_measured(tmp_path: Path, workers: int, sig: si
         assert jsonl is not None, "run never wrote records"
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
+        stats = mock_stats(mock.base_url)
     assert proc.returncode == code, err
     summary = json.loads((jsonl.parent / "summary.json").read_text())
-    lines = jsonl.read_text().splitlines()
+    records = list(read_records(jsonl))
+    ok, failed = (sum(1 for x in records if x.status == s) for s in ("ok", "error"))
     (step,) = summary["steps"]
     assert summary["partial"] is True
-    assert step["requests"]["sent"] == len(lines) and step["requests"]["ok"] + step["requests"]["failed"] == len(lines)
+    # every request the server received is a line of requests.jsonl, and each of those is ok or an error
+    assert stats["requests"] == len(records) == ok + failed
+    assert stats["stream_tokens"] == 16 * ok  # the ok ones are the streams the server sent to the end
+    assert step["requests"] == {"sent": len(records), "ok": ok, "failed": failed}
 
 
 def test_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
@@ -277,4 +282,6 @@ def test_ctrl_c_at_a_terminal_lets_the_built_in_mock_finish_what_is_in_flight(tm
     assert proc.returncode == 130, err
     run = only_run_dir(tmp_path / "out")
     (step,) = json.loads((run / "summary.json").read_text())["steps"]
-    assert step["errors"] == {} and step["requests"]["ok"] == step["requests"]["sent"] >= 4
+    records = list(read_records(run / "requests.jsonl"))
+    assert len(records) >= 4 and [x.error_class for x in records if x.status != "ok"] == []  # none broken
+    assert step["errors"] == {} and step["requests"] == {"sent": len(records), "ok": len(records), "failed": 0}
