@@ -18,6 +18,10 @@ from loadtest.mock import MockProcess, MockSettings, start_mock
 from loadtest.output.rundir import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
+# Tests that start Ray (a local instance, or the module's head) run on one worker of the parallel
+# pass (`make test`: pytest-xdist's --dist loadgroup), one after the other: Ray instances started
+# side by side would contend for the two cores and their ports.
+RAY_GROUP = pytest.mark.xdist_group("ray")
 
 
 @pytest.fixture

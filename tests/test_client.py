@@ -220,6 +220,7 @@ async def test_real_transport_server_hangs_up_mid_stream() -> None:
     assert rec.error_class == "stream_broken" and rec.http_status == 200 and len(rec.chunk_times_ns) == 1
 
 
+@pytest.mark.timing
 async def test_real_transport_stalled_server_times_out() -> None:
     server, url = await _raw_server(b"", close=False)
     try:

@@ -19,7 +19,18 @@ import pytest
 from loadtest.engine.raycluster import clock_offset_ns, lost_record, unreachable
 from loadtest.mock import MockSettings, start_mock
 from loadtest.output.rundir import read_records
-from tests.conftest import ROOT, check_shared_by_two_workers, free_port, mock_stats, only_run_dir, run_cli, write
+from tests.conftest import (
+    RAY_GROUP,
+    ROOT,
+    check_shared_by_two_workers,
+    free_port,
+    mock_stats,
+    only_run_dir,
+    run_cli,
+    write,
+)
+
+pytestmark = RAY_GROUP  # one worker of `make test`'s parallel pass runs every Ray test, one at a time
 
 # The test cluster's token authentication (Ray's default): the head and the client share the token.
 RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -42,6 +53,7 @@ def test_lost_record_is_a_failed_attempt_of_its_worker() -> None:
     assert unsent.sent_ns == 2_000 and unsent.end_ns == 2_000  # not sent yet: due time, never negative
 
 
+@pytest.mark.timing
 def test_ray_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
     with start_mock(MockSettings(ttft_ms=20, itl_ms=2, output_tokens=16)) as mock:
         sc = write(
