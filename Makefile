@@ -50,10 +50,17 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
+# Tests run in two passes: those that only wait on I/O on TEST_WORKERS processes (pytest-xdist; the
+# tests that start Ray share one worker: tests/conftest.py RAY_GROUP), then those marked `timing`
+# (latency, lag, throughput, rates) one at a time with nothing else running. Both passes always run;
+# the target fails if either does.
+TEST_WORKERS ?= 3
 test: $(STAMP) browser
 	$(BIN)/ruff check loadtest tests bench
 	$(BIN)/ruff format --check loadtest tests bench
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not timing"; parallel=$$?; \
+	$(BIN)/pytest -q -p no:xdist -m timing; timing=$$?; \
+	test $$parallel = 0 -a $$timing = 0 || { echo "make test: parallel pass exit $$parallel, timing pass exit $$timing"; exit 1; }
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run --reps $(or $(REPS),3)

@@ -34,7 +34,7 @@ from loadtest.analysis.records import RequestRecord
 from loadtest.config.secrets import scrub, secret_values
 from loadtest.transport.aiotrace import CURRENT_PHASES, aiohttp_transport
 from loadtest.transport.errors import root_cause
-from loadtest.transport.h1 import H1Body, H1Transport
+from loadtest.transport.h1 import BODY_EXTENSION, H1Body, H1Transport
 from loadtest.transport.netconn import env_proxy_url, origin
 from loadtest.transport.outputs import Side, delta_output, message_output, set_reasoning
 from loadtest.transport.phases import PHASES_EXTENSION, Phases
@@ -366,7 +366,7 @@ async def _read_whole(
 ) -> tuple[str, str] | None:
     """A response that is not streamed: every token arrives with the last byte."""
     obj = orjson.loads(await resp.aread())
-    body = resp.stream
+    body = resp.extensions.get(BODY_EXTENSION)  # resp.stream is httpx2's wrapper around h1's body
     end = body.read_ns if isinstance(body, H1Body) else _NS()
     rec.end_ns = rec.first_token_ns = rec.last_token_ns = end - t0
     rec.first_answer_ns = rec.first_token_ns  # the reasoning came in the same body
@@ -390,7 +390,8 @@ async def _read_stream(
     # An identity-encoded body is read straight from the transport's stream (httpx2's decoder and
     # chunker layers cost a few microseconds per chunk); a compressed one goes through aiter_bytes.
     encoding_hdr = resp.headers.get("content-encoding", "identity").lower()
-    chunks = resp.stream if encoding_hdr == "identity" else resp.aiter_bytes()
+    h1_body = resp.extensions.get(BODY_EXTENSION)  # resp.stream is httpx2's wrapper around it
+    chunks = (h1_body or resp.stream) if encoding_hdr == "identity" else resp.aiter_bytes()
     # h1 stamps each read as it arrives (several events in one read share its time); otherwise
     # the time is taken as the piece reaches this loop
     arrival = chunks if isinstance(chunks, H1Body) else None
