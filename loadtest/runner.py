@@ -39,7 +39,7 @@ from loadtest.output.progress import LiveProgress
 from loadtest.output.rundir import RunFiles, analyze, new_run_dir, write_scenario, write_summary
 from loadtest.transport.loop import new_loop
 from loadtest.transport.netconn import ProxyUnsupported, proxy_route
-from loadtest.workload.prompts import CyclePool, PromptPool, run_prompts
+from loadtest.workload.prompts import CyclePool, PromptPool, fix_run_nonces, run_prompts
 from loadtest.workload.tokens import TokenizerError, token_source, tokenizer_problem
 
 __all__ = [
@@ -165,6 +165,7 @@ def execute(
     """Run a scenario into a new run directory under ``out_parent``. ``live``: a terminal console
     to draw live progress on (one process only; with workers the step lines come at the end)."""
     key = api_key(scenario, source)  # fail before anything is written when the variable is missing
+    scenario = fix_run_nonces(scenario)  # recorded in scenario.yaml; the same for every worker
     _route_through_proxy(scenario, source, warn)
     _check_tokenizers(scenario, source)
     dist = scenario.distributed
