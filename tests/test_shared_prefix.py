@@ -19,7 +19,7 @@ from loadtest.config.loading import load_scenario
 from loadtest.config.scenario import Scenario, ScenarioError, SharedPrefixSpec
 from loadtest.engine.shard import worker_scenario
 from loadtest.mock import MockProcess
-from loadtest.output.rundir import read_records
+from loadtest.output.rundir import load_run, read_records
 from loadtest.runner import execute
 from loadtest.workload.prompts import build_prompts, fix_run_nonces
 from loadtest.workload.tokens import count_tokens
@@ -177,6 +177,7 @@ def test_warm_groups_ttft_is_lower_by_the_prefill_of_the_prefix(
         first.setdefault(r.group, r.id)
     assert all(r.cached_tokens == (0 if first[r.group] == r.id else 1024) for r in records)  # the server agrees
     assert groups["cold"]["cached_share"] == 0.0 and groups["warm"]["cached_share"] == pytest.approx(1024 / 1056)
+    assert load_run(outcome.run_dir).summary["steps"][0]["prefix_groups"] == groups  # `loadtest report` agrees
 
 
 def test_dataset_build_replays_byte_for_byte(mock_server: Callable[..., MockProcess], tmp_path: Path) -> None:

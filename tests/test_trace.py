@@ -4,7 +4,6 @@ become shared prompt blocks. Checked at the mock: its request log's receive time
 from __future__ import annotations
 
 import json
-import math
 import re
 import urllib.request
 from collections.abc import Callable
@@ -17,7 +16,7 @@ import pytest
 from loadtest.config.loading import load_scenario
 from loadtest.config.scenario import Scenario, ScenarioError, Trace
 from loadtest.mock import MockProcess
-from loadtest.output.rundir import read_records
+from loadtest.output.rundir import load_run, read_records
 from loadtest.runner import execute
 from loadtest.workload.prompts import build_prompts
 from loadtest.workload.tokens import count_tokens
@@ -205,4 +204,7 @@ def test_trace_replay_at_speedup_2_keeps_times_and_shares_prefixes(
             common = int(diff[0]) if len(diff) else m
             want_common = expected_common(pairs[i][1], pairs[j][1])
             assert want_common <= common < want_common + 16, (i, j, common, want_common)
-    assert math.isclose(len({tuple(r["hash_ids"][:1]) for r in rows}), 1)  # every row opens with block 0
+    assert len({r["hash_ids"][0] for r in rows}) == 1  # every row opens with block 0: all share a prefix
+    again = load_run(outcome.run_dir)  # `loadtest report`: from scenario.yaml and requests.jsonl alone
+    assert again.scenario.load.trace is not None and again.scenario.load.trace.run_nonce is not None
+    assert again.summary["steps"][0]["requests"] == step["requests"]

@@ -386,7 +386,8 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _trace_prompts(self) -> Scenario:
-        if self.load.trace is not None and "prompt" in self.workload.model_fields_set:
+        default = Workload.model_fields["prompt"].get_default(call_default_factory=True)
+        if self.load.trace is not None and self.workload.prompt != default:  # a run's scenario.yaml: the default
             raise ValueError("load.trace supplies the prompts: remove workload.prompt")
         return self
 

@@ -27,8 +27,8 @@ __all__ = ["SharedPrefixPool", "group_weights", "new_run_nonce"]
 
 
 def new_run_nonce() -> str:
-    """A fresh run nonce: 16 hex digits (64 bits)."""
-    return secrets.token_hex(8)
+    """A fresh run nonce: 16 hex digits, the first a letter (YAML never reads it as a number)."""
+    return "abcdef"[secrets.randbelow(6)] + secrets.token_hex(8)[1:]
 
 
 def group_weights(spec: SharedPrefixSpec) -> np.ndarray:
