@@ -66,9 +66,12 @@ def test_eviction_is_lru_and_a_shared_head_outlives_its_tails() -> None:
     head = WORDS[:32]
     a, b = head + WORDS[100:132], head + WORDS[200:232]  # 2 shared blocks, then 2 of each's own
     cache.insert(cache.chain(a), 0.0)
-    cache.insert(cache.chain(b), 0.0)  # 6 blocks wanted: a's tail (its 2 own blocks) goes, the head stays
+    cache.insert(cache.chain(WORDS[300:332]), 0.0)  # 2 unrelated blocks: a's tail goes, not its head
+    assert cache.lookup(cache.chain([*b, "x"]), 65, now=1.0) == 32  # b finds the head a left
+    assert cache.lookup(cache.chain([*a, "x"]), 65, now=1.0) == 32  # a's own blocks are gone
+    cache.insert(cache.chain(b), 0.0)  # touches the head again: the unrelated blocks are the oldest now
+    assert cache.lookup(cache.chain(WORDS[300:333]), 33, now=1.0) == 0
     assert cache.lookup(cache.chain([*b, "x"]), 65, now=1.0) == 64
-    assert cache.lookup(cache.chain([*a, "x"]), 65, now=1.0) == 32  # the head only
     assert len(cache.blocks) == 4
 
 

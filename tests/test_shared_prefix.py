@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from loadtest.analysis.groups import GroupStats, first_sends
+from loadtest.analysis.metrics import StepAccumulator
 from loadtest.analysis.records import RequestRecord
 from loadtest.config.loading import load_scenario
 from loadtest.config.scenario import Scenario, ScenarioError, SharedPrefixSpec
@@ -122,14 +123,15 @@ def _record(i: int, group: int, sent_ms: int, ttft_ms: float, *, step: int = 0, 
 
 
 def test_cold_is_the_first_send_of_its_group_across_the_run() -> None:
-    step0, step1 = GroupStats(), GroupStats()
+    acc0, step1 = StepAccumulator(), GroupStats()  # step 0 through the step's accumulator, as a run reads it
+    step0 = acc0.groups
     for r in (
         _record(0, 0, 5, 30.0, warmup=True),  # group 0's first send: a warmup request, so no measured cold for 0
         _record(1, 1, 20, 32.0, input_tokens=100, cached_tokens=0),  # group 1 cold
         _record(2, 1, 10_000, 11.0, input_tokens=100, cached_tokens=80),  # finished first, sent later: warm
         _record(3, 0, 40, 12.0, input_tokens=100, cached_tokens=90),
     ):
-        step0.add(r)
+        acc0.add(r)
     step1.add(_record(4, 1, 90_000, 10.0, step=1))  # a later step: group 1 is warm already
     step1.add(_record(5, 2, 90_001, 40.0, step=1))  # group 2 appears: cold
     first = first_sends([step1, step0])
