@@ -9,7 +9,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/demo.yaml
 
-.PHONY: install browser demo test lint sweep report bench soak bench-compare stress-ratelimit nightly clean
+.PHONY: install browser demo test lint sweep report bench soak bench-compare stress-ratelimit nightly clean \
+	shared-prefix trace-replay
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no python3 (>= 3.10) found"; exit 2; }
@@ -25,6 +26,13 @@ demo: $(STAMP)
 
 stress-ratelimit: $(STAMP)
 	$(BIN)/loadtest run scenarios/ratelimit-stress.yaml
+
+# Traffic shapes against the mock's prefix cache: shared-prefix groups (cold vs warm TTFT), a Mooncake trace
+shared-prefix: $(STAMP)
+	$(BIN)/loadtest run scenarios/shared-prefix.yaml
+
+trace-replay: $(STAMP)
+	$(BIN)/loadtest run scenarios/trace-replay.yaml
 
 # Run, gate on SLOs, compare with a baseline run; JUnit files for CI. Exit non-zero on either failure.
 NIGHTLY := $(if $(filter command line environment,$(origin SCENARIO)),$(SCENARIO),scenarios/nightly.yaml)

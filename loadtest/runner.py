@@ -40,7 +40,7 @@ from loadtest.output.rundir import RunFiles, analyze, new_run_dir, write_scenari
 from loadtest.output.servermetrics import ServerMetricsFile
 from loadtest.transport.loop import new_loop
 from loadtest.transport.netconn import ProxyUnsupported, proxy_route
-from loadtest.workload.prompts import CyclePool, PromptPool, run_prompts
+from loadtest.workload.prompts import CyclePool, PromptPool, fix_run_nonces, run_prompts
 from loadtest.workload.tokens import TokenizerError, token_source, tokenizer_problem
 
 __all__ = [
@@ -206,6 +206,7 @@ def execute(
     to draw live progress on (one process only; with workers the step lines come at the end)."""
     opts = _Options(on_step, grace_s, transport, warn, tuple(observers), live, report)
     key = api_key(scenario, source)  # fail before anything is written when the variable is missing
+    scenario = fix_run_nonces(scenario)  # recorded in scenario.yaml; the same for every worker
     _route_through_proxy(scenario, source, warn)
     _check_tokenizers(scenario, source)
     cluster = _ray_backend(source) if scenario.distributed is not None else None

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from loadtest.analysis.connstats import ConnectionStats
+from loadtest.analysis.groups import GroupStats
 from loadtest.analysis.ratelimit import parse_ratelimit
 from loadtest.analysis.records import RequestRecord
 from loadtest.analysis.stats import PERCENTILES, distribution, weighted_percentile
@@ -248,8 +249,10 @@ class StepAccumulator:
         self.logical_e2e, self.attempts = array("d"), array("d")
         self.connections = ConnectionStats()
         self.ttfa, self.reasoning_tokens, self.tokens_per_chunk = array("d"), array("d"), array("d")
+        self.groups = GroupStats()  # shared-prefix groups: summarized with the run's first sends (summary.py)
 
     def add(self, r: RequestRecord) -> None:
+        self.groups.add(r)  # warmup too: a warmup request may be the one that warmed its group
         if r.warmup:
             self.warmup += 1
             return

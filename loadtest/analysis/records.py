@@ -50,6 +50,8 @@ class RequestRecord:
     # without reasoning; whole body when not streaming)
     first_answer_ns: int | None = None
     reasoning_tokens: int | None = None  # of output_tokens: usage.completion_tokens_details, else counted
+    group: int | None = None  # shared-prefix group of the prompt (workload.prompt.shared_prefix)
+    cached_tokens: int | None = None  # of input_tokens: usage.prompt_tokens_details.cached_tokens (server's cache)
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))

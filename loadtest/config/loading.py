@@ -137,10 +137,12 @@ def load_scenario(
     except ValidationError as e:
         raise ScenarioError(_format_validation(e, source)) from None
     scenario.target._written = written if isinstance(written, dict) else None
-    # A prompt file is relative to the scenario file, not to the working directory.
+    # A prompt (or trace) file is relative to the scenario file, not to the working directory.
     prompt = scenario.workload.prompt
     if isinstance(prompt, FilePrompt):
         prompt.file = _relative_to(path, prompt.file)
+    if (trace := scenario.load.trace) is not None:
+        trace.path = _relative_to(path, trace.path)
     tls = scenario.target.tls
     for name in ("ca_file", "client_cert", "client_key"):
         if (value := getattr(tls, name)) is not None:

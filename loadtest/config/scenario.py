@@ -23,6 +23,7 @@ from pydantic import (
 
 from loadtest.config.mock import MockSettings
 from loadtest.config.servermetrics import ServerMetrics
+from loadtest.config.traffic import Ramp, SharedPrefixPrompt, SharedPrefixSpec, Trace
 
 __all__ = [
     "SLO",
@@ -34,11 +35,14 @@ __all__ = [
     "MockSettings",
     "PerRequestSLO",
     "PercentileBounds",
+    "Ramp",
     "RetryPolicy",
     "Scenario",
     "ScenarioError",
     "Search",
     "ServerMetrics",
+    "SharedPrefixPrompt",
+    "SharedPrefixSpec",
     "StepSLO",
     "Stop",
     "SyntheticPrompt",
@@ -46,6 +50,7 @@ __all__ = [
     "Target",
     "TextPrompt",
     "Tls",
+    "Trace",
     "Workload",
 ]
 
@@ -135,21 +140,25 @@ class SyntheticPrompt(_Strict):
 
 def _prompt_kind(v: Any) -> str | None:
     if isinstance(v, dict):
-        keys = [k for k in ("text", "file", "synthetic") if k in v]
+        keys = [k for k in ("text", "file", "synthetic", "shared_prefix") if k in v]
         return keys[0] if len(keys) == 1 else None
     if isinstance(v, BaseModel):
-        return {TextPrompt: "text", FilePrompt: "file", SyntheticPrompt: "synthetic"}.get(type(v))
+        kinds = {TextPrompt: "text", FilePrompt: "file", SyntheticPrompt: "synthetic"}
+        return {**kinds, SharedPrefixPrompt: "shared_prefix"}.get(type(v))
     return None
 
 
 Prompt = Annotated[
     Annotated[TextPrompt, Tag("text")]
     | Annotated[FilePrompt, Tag("file")]
-    | Annotated[SyntheticPrompt, Tag("synthetic")],
+    | Annotated[SyntheticPrompt, Tag("synthetic")]
+    | Annotated[SharedPrefixPrompt, Tag("shared_prefix")],
     Discriminator(
         _prompt_kind,
         custom_error_type="prompt_kind",
-        custom_error_message="expected exactly one of {text: ...}, {file: ...}, {synthetic: {input_tokens: N}}",
+        custom_error_message=(
+            "expected exactly one of {text: ...}, {file: ...}, {synthetic: {input_tokens: N}}, {shared_prefix: {...}}"
+        ),
     ),
 ]
 
@@ -191,7 +200,10 @@ class Stop(_Strict):
 class Load(_Strict):
     concurrency: list[Annotated[int, Field(ge=1)]] | None = None
     rate: list[PositiveFloat] | None = None
-    arrival: Literal["constant", "poisson"] = "poisson"
+    arrival: Literal["constant", "poisson", "gamma"] = "poisson"
+    burstiness: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0  # gamma's shape: 1 Poisson, <1 burstier
+    ramp: Ramp | None = None  # one step whose rate (or concurrency) rises along a line, then holds
+    trace: Trace | None = None  # replay a timestamped JSONL: one open-loop step per speedup
     requests: Annotated[int, Field(ge=1)] | None = None
     duration_s: PositiveFloat | None = None
     warmup_requests: Annotated[int, Field(ge=0)] = 0
@@ -208,6 +220,8 @@ class Load(_Strict):
 
     @model_validator(mode="after")
     def _one_mode_one_stop(self) -> Load:
+        if self.ramp is not None or self.trace is not None:
+            return self._shaped()
         if self.concurrency is not None and self.rate is not None:
             raise ValueError("give either concurrency (closed loop) or rate (open loop), not both")
         if self.search is not None:
@@ -228,12 +242,44 @@ class Load(_Strict):
             self.requests = 100
         return self
 
+    def _shaped(self) -> Load:
+        """A ramp or a trace: the steps come from it, not from concurrency/rate lists."""
+        what = "load.ramp" if self.ramp is not None else "load.trace"
+        if self.ramp is not None and self.trace is not None:
+            raise ValueError("give either ramp or trace, not both")
+        if self.concurrency is not None or self.rate is not None or self.search is not None:
+            raise ValueError(f"{what} sets the load itself: remove concurrency/rate/search")
+        if self.workers > 1:
+            raise ValueError(f"{what} runs in one process: remove workers")
+        if self.requests is not None and self.duration_s is not None:
+            raise ValueError("give either requests or duration_s per step, not both")
+        if self.trace is not None:
+            if self.warmup_requests:
+                raise ValueError("load.trace replays the trace's rows as they are: remove warmup_requests")
+            return self  # without requests/duration_s: every row
+        ramp = self.ramp
+        assert ramp is not None
+        whole = ramp.start == int(ramp.start) and ramp.to == int(ramp.to)
+        if ramp.of == "concurrency" and (ramp.start < 1 or ramp.to <= ramp.start or not whole):
+            raise ValueError("a concurrency ramp goes up, from a whole number of users (at least 1) to a larger one")
+        if self.requests is None and self.duration_s is None:
+            self.requests = 100
+        return self
+
     @property
-    def mode(self) -> Literal["concurrency", "rate"]:
+    def mode(self) -> Literal["concurrency", "rate", "trace"]:
+        if self.trace is not None:
+            return "trace"
+        if self.ramp is not None:
+            return self.ramp.of
         return "concurrency" if self.concurrency is not None else "rate"  # search: open loop
 
     @property
     def values(self) -> list[float]:
+        if self.trace is not None:
+            return list(self.trace.speedup)
+        if self.ramp is not None:
+            return [self.ramp.to]
         return list(self.concurrency if self.concurrency is not None else self.rate or [])
 
 
@@ -338,7 +384,16 @@ class Scenario(_Strict):
             raise ValueError("give the number of workers here (distributed.workers), not as load.workers")
         if load.search is not None or load.stop is not None:
             raise ValueError("load.search and load.stop run in one process: remove distributed")
+        if load.ramp is not None or load.trace is not None:
+            raise ValueError("load.ramp and load.trace run in one process: remove distributed")
         return v
+
+    @model_validator(mode="after")
+    def _trace_prompts(self) -> Scenario:
+        default = Workload.model_fields["prompt"].get_default(call_default_factory=True)
+        if self.load.trace is not None and self.workload.prompt != default:  # a run's scenario.yaml: the default
+            raise ValueError("load.trace supplies the prompts: remove workload.prompt")
+        return self
 
     @property
     def workers(self) -> int:

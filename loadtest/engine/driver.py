@@ -2,7 +2,8 @@
 
 Closed loop (``concurrency``): N workers, each sends its next request when the previous one ends.
 Open loop (``rate``): send i is due at ``start + offset_i`` (fixed times, never ``sleep(interval)``),
-its due time is recorded, so schedule lag (sent - due) is measured, not hidden.
+its due time is recorded, so schedule lag (sent - due) is measured, not hidden. A trace step is an
+open-loop step whose offsets come from the trace; a ramp moves the rate (or the users) along a line.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from loadtest.config.tls import ssl_context
 from loadtest.engine.retry import retry_delay_s
 from loadtest.engine.signals import STOP_SIGNALS, on_loop
 from loadtest.transport.client import Endpoint, make_endpoint, send
-from loadtest.workload.arrivals import arrival_offsets_ns
+from loadtest.workload.arrivals import arrival_offsets_ns, ramp_starts_s
 from loadtest.workload.prompts import PromptItem, PromptPool
+from loadtest.workload.trace import TracePool
 
 __all__ = [
     "Event",
@@ -151,6 +153,7 @@ async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
 
 async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: PromptItem) -> None:
     t, w = ctx.plan.scenario.target, ctx.plan.scenario.workload
+    rec.group = prompt.group
     try:
         await send(
             ep,
@@ -177,8 +180,13 @@ async def _closed_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
     total = step.warmup + step.requests if step.requests is not None else None
     duration_ns = int(step.duration_s * 1e9) if step.duration_s is not None else None
     measured_from: list[int] = []  # first measured send, for a timed step
+    n = int(step.value)
+    # load.ramp of concurrency: users join one by one along the line; else all at once
+    starts = ramp_starts_s(int(step.ramp_from), n, step.ramp_s) if step.ramp_s is not None else [0.0] * n
 
-    async def sender() -> None:  # one of the step's concurrent senders: the next request when one ends
+    async def sender(start_s: float) -> None:  # one of the step's concurrent senders: the next request when one ends
+        if start_s > 0 and not await ctx.wait(start_s):
+            return
         while not ctx.state.stop.is_set():
             i = next(sends)
             if total is not None and i >= total:
@@ -192,15 +200,35 @@ async def _closed_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
                     return
             await _send(ctx, ep, ctx.new_record(step.index, warm))
 
-    await asyncio.gather(*(sender() for _ in range(int(step.value))))
+    await asyncio.gather(*(sender(s) for s in starts))
+
+
+def _offsets_ns(ctx: RunContext, step: StepPlan) -> list[int]:
+    """Due times of an open-loop step's sends: warmup at a constant rate, then the arrival process
+    (its ramp, if any); a trace step's come from the trace (its value is the speedup)."""
+    if step.mode == "trace":
+        if not isinstance(ctx.state.prompts, TracePool):
+            raise TypeError("a trace step needs the trace's prompts (build_prompts with trace=)")
+        return ctx.state.prompts.offsets_ns(step.value, step.requests, step.duration_s)
+    seed = ctx.plan.scenario.workload.seed + step.index
+    warm_rate = step.ramp_from or step.value
+    warm = arrival_offsets_ns(warm_rate, "constant", count=step.warmup) if step.warmup else np.empty(0, np.int64)
+    ramp = (step.ramp_from, step.ramp_s) if step.ramp_from is not None and step.ramp_s is not None else None
+    measured = arrival_offsets_ns(
+        step.value,
+        step.arrival,
+        count=step.requests,
+        duration_s=step.duration_s,
+        seed=seed,
+        burstiness=step.burstiness,
+        ramp=ramp,
+    )
+    lead = int(warm[-1] + 1e9 / warm_rate) if len(warm) else 0
+    return np.concatenate((warm, measured + lead)).tolist()
 
 
 async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
-    seed = ctx.plan.scenario.workload.seed + step.index
-    warm = arrival_offsets_ns(step.value, "constant", count=step.warmup) if step.warmup else np.empty(0, np.int64)
-    measured = arrival_offsets_ns(step.value, step.arrival, count=step.requests, duration_s=step.duration_s, seed=seed)
-    lead = int(warm[-1] + 1e9 / step.value) if len(warm) else 0
-    offsets = np.concatenate((warm, measured + lead)).tolist()
+    offsets = _offsets_ns(ctx, step)
     gate = asyncio.Semaphore(step.max_concurrency)
     tasks: set[asyncio.Task[None]] = set()
 
@@ -267,7 +295,7 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
             match step.mode:
                 case "concurrency":
                     await _closed_loop(ctx, ep, step)
-                case "rate":
+                case "rate" | "trace":
                     await _open_loop(ctx, ep, step)
         finally:
             sampler.cancel()

@@ -1,6 +1,7 @@
 """One completion, answered whole or streamed, at the times the mock's settings say.
 
-Token i is due at ``start + ttft + gaps`` (fixed deadlines, so the mock never drifts); a shared token
+Token i is due at ``start + ttft (+ the prefill of uncached prompt tokens: prefixcache.py) + gaps`` (fixed
+deadlines, so the mock never drifts); a shared token
 capacity (``capacity_tok_s``) pushes each token to the next free slot. Every token already due is
 written in one go, so with zero delays a whole response is one write. ``start`` is when the request
 got its generation slot (``slots``): time spent queueing is inside the client's TTFT, as on a real
@@ -119,9 +120,13 @@ async def complete(
     """Answer one (chat) completion request; ``fault`` may strike halfway (faults.py)."""
     start = now()
     answer = _answer(state, body, chat)
-    state.metrics.admitted(body, answer.usage["prompt_tokens"])
     clock = _Clock(state)
-    due = clock.due(start + state.gap(state.config.ttft_ms))
+    prefill_s, cached, chain = state.prefill(body, start)
+    state.metrics.admitted(answer.usage["prompt_tokens"], cached)
+    due = clock.due(start + state.gap(state.config.ttft_ms) + prefill_s)
+    if state.prefix is not None:  # usable once the prefill is done (its first token due); usage says the hit
+        state.prefix.insert(chain, due)
+        answer.usage["prompt_tokens_details"] = {"cached_tokens": cached}
     if body.get("stream"):
         include_usage = state.config.usage and bool((body.get("stream_options") or {}).get("include_usage"))
         await _stream(conn, state, answer, clock, start, due, close, fault, include_usage)

@@ -16,6 +16,7 @@ from loadtest.config.mock import MockSettings
 from loadtest.mock.faults import FaultPlan
 from loadtest.mock.limits import RateLimiter
 from loadtest.mock.metrics import MockMetrics
+from loadtest.mock.prefixcache import PrefixCache
 from loadtest.mock.tokenizer import HFTokenizer
 from loadtest.mock.wire import now
 
@@ -78,6 +79,8 @@ class MockState:
         self.slots = asyncio.Semaphore(config.slots) if config.slots else None  # FIFO: waiters in arrival order
         self.running = self.waiting = self.waiting_max = 0
         self.metrics = MockMetrics()  # GET /metrics (metrics.py); like a server's, never reset
+        pc = config.prefix_cache
+        self.prefix = PrefixCache(pc.block_tokens, pc.capacity_tokens) if pc is not None else None
 
     def record(self, t: float, method: str, path: str, headers: dict[str, str], body: Any) -> None:
         """Keep a request for ``GET /mock/requests`` (tests read what arrived, and when); secrets left out."""
@@ -116,6 +119,28 @@ class MockState:
     def prompt_tokens(self, body: dict[str, Any]) -> int:
         return self.tok.prompt_tokens(body) if self.tok is not None else prompt_words(body)
 
+    def prompt_token_seq(self, body: dict[str, Any]) -> list[Any]:
+        """The prompt's tokens as the mock counts them (words, or the tokenizer's ids), messages in order."""
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            texts = [str(m.get("content", "")) for m in messages if isinstance(m, dict)]
+        else:
+            texts = [body["prompt"]] if isinstance(body.get("prompt"), str) else []
+        if self.tok is not None:
+            return [i for t in texts for i in self.tok.encode(t, False)]
+        return [w for t in texts for w in t.split()]
+
+    def prefill(self, body: dict[str, Any], start: float) -> tuple[float, int, list[int]]:
+        """(prefill seconds, cached tokens, the prompt's block chain) of a request starting at ``start``
+        under the prefix cache; (0, 0, []) without one."""
+        pc = self.config.prefix_cache
+        if self.prefix is None or pc is None:
+            return 0.0, 0, []
+        tokens = self.prompt_token_seq(body)
+        chain = self.prefix.chain(tokens)
+        cached = self.prefix.lookup(chain, len(tokens), start)
+        return pc.prefill_ms_per_1k * (len(tokens) - cached) / 1e6, cached, chain
+
     def piece(self, i: int, k: int) -> str:
         """Text of generated token ``i`` of answer ``k``."""
         return self.tok.piece(i, k) if self.tok is not None else WORDS[i % len(WORDS)]
@@ -148,6 +173,8 @@ class MockState:
         self.in_flight_max = self.in_flight
         self.waiting_max = self.waiting
         self.log.clear()
+        if self.prefix is not None:
+            self.prefix.clear()
         self.ttft_s.clear()
         self.itl_s.clear()
         self.ttfa_s.clear()
@@ -174,6 +201,11 @@ class MockState:
             "ttfa_ms": pct(self.ttfa_s),
             "stream_chunks": self.stream_chunks,
             "stream_tokens": self.stream_tokens,
+            "prefix_cache": (
+                {"queries": self.prefix.queries, "hits": self.prefix.hits, "blocks": len(self.prefix.blocks)}
+                if self.prefix is not None
+                else None
+            ),
         }
 
     def gap(self, base_ms: float) -> float:

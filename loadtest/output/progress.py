@@ -68,11 +68,13 @@ class LiveProgress:
         elapsed = now - self.started
         eta = elapsed * (1 - frac) / frac if frac > 0.01 else None
         line = self.live_step.stats.line(index=step.index, mode=step.mode, value=step.value)
-        unit = "concurrency" if step.mode == "concurrency" else "req/s"
+        unit = {"concurrency": "concurrency", "trace": "trace speedup"}.get(step.mode, "req/s")
         if step.duration_s is not None:
             progress = f"{max(0.0, step.duration_s - in_step):.0f} s left"
+        elif step.requests is None:  # a whole trace
+            progress = f"{done} requests"
         else:
-            progress = f"{done}/{step.warmup + (step.requests or 0)} requests"
+            progress = f"{done}/{step.warmup + step.requests} requests"
         grid = Table.grid(padding=(0, 2))
         p50 = line["ttft_ms"]["p50"]
         grid.add_row(

@@ -73,7 +73,7 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
     ):
         t.add_column(col, justify="right" if col not in ("load", "errors") else "left")
     for s in summary["steps"]:
-        unit = "c" if s["mode"] == "concurrency" else " req/s"
+        unit = {"concurrency": "c", "trace": "x trace"}.get(s["mode"], " req/s")
         errors = ", ".join(f"{k}:{v}" for k, v in sorted(s["errors"].items())) or "-"
         t.add_row(
             str(s["index"]),
@@ -101,6 +101,9 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
         console.print(f"[{'bold' if found else 'red'}]limit discovery[/]: {escape(verdict)}", highlight=False)
         console.print(f"audit: {escape(search['audit'])}", highlight=False)
     for s in summary["steps"]:
+        if g := s.get("prefix_groups"):
+            console.print(f"step {s['index']}: {_cache_line(g)}", highlight=False)
+    for s in summary["steps"]:
         for w in s.get("warnings", []):
             console.print(f"[yellow]warning[/]: step {s['index']} ({s['value']}): {w}", highlight=False)
     for v in summary["slo"]["verdicts"]:
@@ -109,3 +112,16 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
                 f"[red]SLO failed[/]: step {v['step']} ({v['value_of_step']}): {v['slo']} {v['stat']} "
                 f"= {_f(v['measured'], 2)}, bound {v['kind']} {v['bound']}"
             )
+
+
+def _cache_line(g: dict[str, Any]) -> str:
+    """Shared-prefix groups in one line: TTFT p50 of cold (first of a group) and warm requests."""
+
+    def part(name: str) -> str:
+        p = g[name]
+        if not p["requests"]:
+            return f"{name} none"
+        share = "" if p["cached_share"] is None else f", {100 * p['cached_share']:.0f}% cached"
+        return f"{name} {_f(p['ttft_ms']['p50'])} ms ({p['requests']}{share})"
+
+    return f"{g['groups']} prefix groups, TTFT p50 {part('cold')}, {part('warm')}"

@@ -36,7 +36,7 @@ from loadtest.transport.aiotrace import CURRENT_PHASES, aiohttp_transport
 from loadtest.transport.errors import root_cause
 from loadtest.transport.h1 import BODY_EXTENSION, H1Body, H1Transport
 from loadtest.transport.netconn import env_proxy_url, origin
-from loadtest.transport.outputs import Side, delta_output, message_output, set_reasoning
+from loadtest.transport.outputs import Side, cached_tokens, delta_output, message_output, set_reasoning
 from loadtest.transport.phases import PHASES_EXTENSION, Phases
 from loadtest.workload.prompts import PromptItem
 from loadtest.workload.servertok import count_on_server
@@ -309,6 +309,7 @@ def _counts(
     """Output and reasoning tokens from usage or the local tokenizer; with ``target.tokenizer:
     server`` and no usage, the texts the endpoint is to count (after the request)."""
     output = _set_tokens(rec, usage, item, text, encoding)
+    rec.cached_tokens = cached_tokens(usage)
     if output is not None:
         set_reasoning(rec, usage, "", encoding)  # from usage when given, else counted with the output
         return output, reasoning

@@ -15,7 +15,7 @@ from typing import Any
 from loadtest.analysis.records import RequestRecord
 from loadtest.workload.tokens import count_tokens
 
-__all__ = ["Side", "delta_output", "message_output", "reasoning_text", "set_reasoning", "tool_args"]
+__all__ = ["Side", "cached_tokens", "delta_output", "message_output", "reasoning_text", "set_reasoning", "tool_args"]
 
 
 @dataclass(slots=True)
@@ -85,3 +85,11 @@ def set_reasoning(rec: RequestRecord, usage: dict[str, Any] | None, reasoning: s
         rec.reasoning_tokens = given
     else:
         rec.reasoning_tokens = count_tokens(reasoning, encoding) if reasoning else 0
+
+
+def cached_tokens(usage: dict[str, Any] | None) -> int | None:
+    """Prompt tokens the server's prefix cache held: ``usage.prompt_tokens_details.cached_tokens`` (OpenAI;
+    vLLM with ``--enable-prompt-tokens-details``; SGLang with ``--enable-cache-report``); None when not given."""
+    details = (usage or {}).get("prompt_tokens_details")
+    n = details.get("cached_tokens") if isinstance(details, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
