@@ -51,7 +51,9 @@ def test_reasoning_delays_the_answer_by_its_tokens(
     gap = statistics.median((r.first_answer_ns - r.first_token_ns) / MS for r in records if r.first_answer_ns)
     stats = mock_stats(mock.base_url)
     ttft = statistics.median((r.first_token_ns - r.sent_ns) / MS for r in records if r.first_token_ns)
-    assert abs(ttft - stats["ttft_ms"]["p50"]) <= 3, (ttft, stats["ttft_ms"])  # TTFT: the first reasoning token
+    # TTFT is the first reasoning token's, as the mock sent it, not the answer's 80 ms later. Medians of
+    # 16; measured beside a busy core (5 runs, other suites loading the VM too): 3.2-7.5 ms apart.
+    assert abs(ttft - stats["ttft_ms"]["p50"]) <= 15, (ttft, stats["ttft_ms"])
     sent_gap = stats["ttfa_ms"]["p50"] - stats["ttft_ms"]["p50"]  # what the mock measured it sent
     assert abs(gap - 80) <= 8, gap  # 10 %: the machine is shared
     assert abs(gap - sent_gap) <= 4, (gap, sent_gap)
