@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/demo.yaml
 
-.PHONY: install browser demo test lint sweep report bench soak bench-compare stress-ratelimit nightly clean
+.PHONY: install browser demo test lint sweep report bench soak bench-compare stress-ratelimit nightly chat-sessions clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no python3 (>= 3.10) found"; exit 2; }
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 stress-ratelimit: $(STAMP)
 	$(BIN)/loadtest run scenarios/ratelimit-stress.yaml
+
+# Conversations from a ShareGPT sample against the mock: per-turn TTFT and per-conversation numbers in summary.json
+chat-sessions: $(STAMP)
+	$(BIN)/loadtest run scenarios/chat-sessions.yaml
 
 # Run, gate on SLOs, compare with a baseline run; JUnit files for CI. Exit non-zero on either failure.
 NIGHTLY := $(if $(filter command line environment,$(origin SCENARIO)),$(SCENARIO),scenarios/nightly.yaml)

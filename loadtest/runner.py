@@ -26,7 +26,7 @@ from loadtest.analysis.events import Event, StepFinished
 from loadtest.analysis.live import LiveStep
 from loadtest.analysis.summary import Run
 from loadtest.config.loading import api_key
-from loadtest.config.scenario import Scenario, ScenarioError
+from loadtest.config.scenario import DatasetPrompt, Scenario, ScenarioError
 from loadtest.config.secrets import shown_base_url
 from loadtest.config.steps import plan_steps
 from loadtest.engine.driver import RunContext, RunPlan, Sinks, drive
@@ -38,7 +38,7 @@ from loadtest.output.progress import LiveProgress
 from loadtest.output.rundir import RunFiles, analyze, new_run_dir, write_scenario, write_summary
 from loadtest.transport.loop import new_loop
 from loadtest.transport.netconn import ProxyUnsupported, proxy_route
-from loadtest.workload.prompts import CyclePool, PromptPool, run_prompts
+from loadtest.workload.prompts import CyclePool, PromptPool, dataset_info, run_prompts
 from loadtest.workload.tokens import TokenizerError, token_source, tokenizer_problem
 
 __all__ = [
@@ -155,7 +155,9 @@ def execute(
     workers = scenario.workers
     here = workers == 1 and cluster is None
     by_server = scenario.target.tokenizer == "server"  # counted by the endpoint: built once it is up
-    prompts, route = _prompts(scenario, "", key, source) if here and not by_server else (CyclePool([]), None)
+    dataset = isinstance(scenario.workload.prompt, DatasetPrompt)  # read here too: summary.json describes it
+    build_here = (here or dataset) and not by_server
+    prompts, route = _prompts(scenario, "", key, source) if build_here else (CyclePool([]), None)
     # Ray first: a cluster that cannot be reached is a one-line error before anything is written
     session = cluster.connected(dist, source, warn) if cluster and dist else contextlib.nullcontext()
     with session:
@@ -167,7 +169,7 @@ def execute(
         with _endpoint(scenario) as base_url:
             if by_server:  # with workers, each builds its own; this finds the route early, once
                 built, route = _prompts(scenario, base_url, key, source)
-                prompts = built if here else prompts
+                prompts = built if here or dataset else prompts
             t0 = time.perf_counter_ns()
             if cluster is not None or workers > 1:  # shares of each step: Ray actors or local processes
                 run_shares = (
@@ -215,6 +217,8 @@ def execute(
     summary = run.summary
     if route is not None:
         summary["tokenizer"]["route"] = route
+    if (info := dataset_info(prompts)) is not None:  # the file's sha256, its rows kept and dropped
+        summary["dataset"] = info
     _say_tokenizer(summary, warn)
     write_summary(run_dir, summary)
     if report:

@@ -17,6 +17,7 @@ import numpy as np
 from loadtest.analysis.connstats import ConnectionStats
 from loadtest.analysis.ratelimit import parse_ratelimit
 from loadtest.analysis.records import RequestRecord
+from loadtest.analysis.sessions import SessionStats
 from loadtest.analysis.stats import PERCENTILES, distribution, weighted_percentile
 from loadtest.config.scenario import PerRequestSLO
 
@@ -248,6 +249,7 @@ class StepAccumulator:
         self.logical_e2e, self.attempts = array("d"), array("d")
         self.connections = ConnectionStats()
         self.ttfa, self.reasoning_tokens, self.tokens_per_chunk = array("d"), array("d"), array("d")
+        self.sessions = SessionStats()  # conversations: per turn index and per conversation
 
     def add(self, r: RequestRecord) -> None:
         if r.warmup:
@@ -260,6 +262,7 @@ class StepAccumulator:
             self.lag.append(lag)
         self._add_logical(r)
         self.connections.add(r)
+        self.sessions.add(r)
         if r.ratelimit and (parsed := parse_ratelimit(r.ratelimit)):
             self.limited_ns.append(r.end_ns)
             self.remaining_requests.append(_remaining(parsed, "requests"))
@@ -367,6 +370,7 @@ class StepAccumulator:
                 "attempts": distribution(self.attempts),
                 "e2e_ms": distribution(self.logical_e2e),
             },
+            **({"sessions": conv} if (conv := self.sessions.summary()) is not None else {}),
         }
 
 

@@ -22,9 +22,12 @@ from pydantic import (
 )
 
 from loadtest.config.mock import MockSettings
+from loadtest.config.sessions import DatasetPrompt, DatasetSpec, Sessions
 
 __all__ = [
     "SLO",
+    "DatasetPrompt",
+    "DatasetSpec",
     "Distributed",
     "FilePrompt",
     "Load",
@@ -37,6 +40,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "Search",
+    "Sessions",
     "StepSLO",
     "Stop",
     "SyntheticPrompt",
@@ -133,21 +137,25 @@ class SyntheticPrompt(_Strict):
 
 def _prompt_kind(v: Any) -> str | None:
     if isinstance(v, dict):
-        keys = [k for k in ("text", "file", "synthetic") if k in v]
+        keys = [k for k in ("text", "file", "synthetic", "dataset") if k in v]
         return keys[0] if len(keys) == 1 else None
     if isinstance(v, BaseModel):
-        return {TextPrompt: "text", FilePrompt: "file", SyntheticPrompt: "synthetic"}.get(type(v))
+        kinds = {TextPrompt: "text", FilePrompt: "file", SyntheticPrompt: "synthetic", DatasetPrompt: "dataset"}
+        return kinds.get(type(v))
     return None
 
 
 Prompt = Annotated[
     Annotated[TextPrompt, Tag("text")]
     | Annotated[FilePrompt, Tag("file")]
-    | Annotated[SyntheticPrompt, Tag("synthetic")],
+    | Annotated[SyntheticPrompt, Tag("synthetic")]
+    | Annotated[DatasetPrompt, Tag("dataset")],
     Discriminator(
         _prompt_kind,
         custom_error_type="prompt_kind",
-        custom_error_message="expected exactly one of {text: ...}, {file: ...}, {synthetic: {input_tokens: N}}",
+        custom_error_message=(
+            "expected exactly one of {text: ...}, {file: ...}, {synthetic: {input_tokens: N}}, {dataset: {path: ...}}"
+        ),
     ),
 ]
 
@@ -159,6 +167,22 @@ class Workload(_Strict):
     stream: bool = True
     extra_body: dict[str, Any] = Field(default_factory=dict)
     seed: int = 42
+    sessions: Sessions | None = None  # conversations of several turns (config/sessions.py)
+
+    @model_validator(mode="after")
+    def _sessions_need_turns(self) -> Workload:
+        s = self.sessions
+        if s is None:
+            return self
+        if not isinstance(self.prompt, SyntheticPrompt | DatasetPrompt):
+            raise ValueError("sessions: the user messages come from workload.prompt synthetic or dataset")
+        if isinstance(self.prompt, SyntheticPrompt) and s.turns is None:
+            raise ValueError("sessions.turns: how many turns a synthetic conversation has (a number or {mean: ...})")
+        if isinstance(self.prompt, DatasetPrompt) and (s.input_tokens is not None or s.max_tokens is not None):
+            raise ValueError("sessions: a dataset's turns have their own lengths (dataset.output_tokens sets answers)")
+        if isinstance(self.prompt, DatasetPrompt) and s.turns is not None and not isinstance(s.turns, int):
+            raise ValueError("sessions.turns: with a dataset, a number (the most turns taken from a conversation)")
+        return self
 
 
 class Search(_Strict):
@@ -335,6 +359,12 @@ class Scenario(_Strict):
         if load.search is not None or load.stop is not None:
             raise ValueError("load.search and load.stop run in one process: remove distributed")
         return v
+
+    @model_validator(mode="after")
+    def _sessions_not_searched(self) -> Scenario:
+        if self.workload.sessions is not None and self.load.search is not None:
+            raise ValueError("load.search sends single requests: remove workload.sessions")
+        return self
 
     @property
     def workers(self) -> int:

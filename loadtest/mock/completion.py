@@ -28,6 +28,7 @@ class Conn(Protocol):
     """The connection a completion is written to (server.py's protocol)."""
 
     extra: bytes  # header lines (rate limits) for the response being written
+    logged: dict[str, Any] | None  # the request's entry in the request log, when it is on
 
     def send(self, data: bytes, close: bool = False) -> None: ...
 
@@ -118,6 +119,9 @@ async def complete(
     """Answer one (chat) completion request; ``fault`` may strike halfway (faults.py)."""
     start = now()
     answer = _answer(state, body, chat)
+    if conn.logged is not None:  # the request log says what each request was answered (tests of conversations)
+        choice = answer.gen.choice(chat, answer.finish)
+        conn.logged["answer"] = choice["message"]["content"] if chat else choice["text"]
     clock = _Clock(state)
     due = clock.due(start + state.gap(state.config.ttft_ms))
     if body.get("stream"):

@@ -15,12 +15,30 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from loadtest.config.scenario import FilePrompt, Scenario, ScenarioError, SyntheticPrompt, TextPrompt, Workload
+from loadtest.config.scenario import (
+    DatasetPrompt,
+    FilePrompt,
+    Scenario,
+    ScenarioError,
+    SyntheticPrompt,
+    TextPrompt,
+    Workload,
+)
+from loadtest.workload.datasets import Dataset, load_dataset
 from loadtest.workload.servertok import ServerCounter
 from loadtest.workload.synthetic import SyntheticPool, WordSet, local_words, server_words, synthetic_words_text
 from loadtest.workload.tokens import TokenizerError, count_tokens
 
-__all__ = ["CyclePool", "PromptItem", "PromptPool", "build_prompts", "run_prompts", "synthetic_text"]
+__all__ = [
+    "CyclePool",
+    "DatasetPool",
+    "PromptItem",
+    "PromptPool",
+    "build_prompts",
+    "dataset_info",
+    "run_prompts",
+    "synthetic_text",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +71,20 @@ class CyclePool:
 
     def __getitem__(self, i: int) -> PromptItem:
         return self.items[i % len(self.items)]
+
+
+class DatasetPool(CyclePool):
+    """A dataset's kept rows as single requests (each row's first exchange), in their sampled order."""
+
+    def __init__(self, items: list[PromptItem], dataset: Dataset) -> None:
+        super().__init__(items)
+        self.dataset = dataset
+
+
+def dataset_info(pool: PromptPool) -> dict[str, Any] | None:
+    """summary.json's ``dataset``: the file's sha256, its rows kept and dropped (None: no dataset)."""
+    data = getattr(pool, "dataset", None)
+    return data.info() if isinstance(data, Dataset) else None
 
 
 def _item(
@@ -128,6 +160,20 @@ def _synthetic_pool(
     return pool
 
 
+def _dataset_pool(workload: Workload, api: Literal["chat", "completions"], count: Callable[[str], int]) -> DatasetPool:
+    spec = workload.prompt.dataset  # type: ignore[union-attr]
+    data = load_dataset(spec, seed=workload.seed, turns=1, max_tokens=workload.max_tokens, count=count)
+    items = []
+    for conv in data.conversations:
+        (turn,) = conv.turns
+        messages = [{"role": "user", "content": turn.user}]
+        if conv.system is not None:
+            messages.insert(0, {"role": "system", "content": conv.system})
+        n = conv.system_tokens + turn.tokens
+        items.append(_item(None, messages, turn.max_tokens, api, workload.system_prompt, n))
+    return DatasetPool(items, data)
+
+
 def build_prompts(
     workload: Workload,
     api: Literal["chat", "completions"],
@@ -140,6 +186,10 @@ def build_prompts(
     local tokenizer ``encoding`` (``target.tokenizer: server`` counts through the endpoint)."""
     count = count if count is not None else partial(count_tokens, name=encoding)
     system = workload.system_prompt
+    if workload.sessions is not None:  # conversations: their own pool (sessions.py imports this module)
+        from loadtest.workload.sessions import session_pool
+
+        return session_pool(workload, api, count, lambda: words if words is not None else local_words(encoding))
     match workload.prompt:
         case TextPrompt(text=text):
             return CyclePool([_item(text, None, workload.max_tokens, api, system, count(text))])
@@ -152,6 +202,8 @@ def build_prompts(
             return CyclePool(items)
         case SyntheticPrompt():
             return _synthetic_pool(workload, api, words if words is not None else local_words(encoding), count)
+        case DatasetPrompt():
+            return _dataset_pool(workload, api, count)
     raise AssertionError("unreachable: prompt kind validated by the scenario model")
 
 
