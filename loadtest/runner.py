@@ -274,7 +274,9 @@ def _run_here(
     recorder = RunFiles(run_dir).recorder()
     step = LiveStep()  # fed once per event, first; the planner, the step lines and the display read it
     planner = StepPlanner(scenario, step)  # the fixed sweep, or limit discovery choosing as it goes
-    progress = LiveProgress(plan_steps(scenario.load), live, lambda: ctx.in_flight, step) if live is not None else None
+    unit = "conversations" if scenario.workload.sessions is not None else "requests"
+    steps = plan_steps(scenario.load)
+    progress = LiveProgress(steps, live, lambda: ctx.in_flight, step, unit) if live is not None else None
     watchers = [planner, *observers] + ([progress] if progress is not None else [])
 
     def sink(event: Event) -> None:

@@ -21,7 +21,7 @@ from loadtest.output.rundir import load_run, read_records
 from loadtest.runner import execute
 from loadtest.workload.datasets import load_dataset
 from loadtest.workload.tokens import count_tokens
-from tests.conftest import run_cli, write
+from tests.conftest import write
 from tests.test_mock import logged
 
 
@@ -179,14 +179,17 @@ def test_a_bad_file_is_one_line_naming_the_file_line_and_field(tmp_path: Path, t
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
-def test_cli_reports_a_bad_dataset_in_one_line_and_exits_2(tmp_path: Path) -> None:
+def test_a_run_with_a_bad_dataset_stops_before_writing_anything(tmp_path: Path) -> None:
+    """The runner reads the file before the run directory exists; the CLI prints the one line and exits 2."""
     write(tmp_path / "bad.json", '[{"conversations": [{"from": "human", "value": 5}]}]')
     sc = write(tmp_path / "s.yaml", "name: ds\nworkload: {prompt: {dataset: {path: bad.json}}}\nload: {requests: 1}\n")
-    proc = run_cli("run", str(sc), "--out", str(tmp_path / "r"), "--no-report")
-    assert proc.returncode == 2, proc.stderr
-    err = proc.stderr.strip()
-    assert "bad.json: line 1: conversations[0].value: expected a string" in err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    with pytest.raises(ScenarioError) as err:
+        execute(load_scenario(sc), str(sc), tmp_path / "r", on_step=lambda s: None, report=False)
+    assert (
+        str(err.value)
+        == f"{tmp_path / 'bad.json'}: line 1: conversations[0].value: expected a string (or a list of text parts)"
+    )
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_dataset_run_sends_its_rows_and_describes_the_file_in_the_summary(

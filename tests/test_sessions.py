@@ -20,6 +20,11 @@ from typing import Any
 
 import pytest
 
+from loadtest.analysis.events import RequestDone, StepStarted
+from loadtest.analysis.live import LiveStep
+from loadtest.analysis.records import RequestRecord
+from loadtest.config.scenario import Load
+from loadtest.config.steps import step_plan
 from loadtest.mock import MockProcess
 from loadtest.workload.tokens import count_tokens
 from tests.conftest import mock_stats
@@ -241,3 +246,18 @@ def test_exponential_think_time_has_its_mean_and_spread(
     assert len(gaps) == 24 and min(gaps) >= 0
     mean, sd = statistics.mean(gaps), statistics.stdev(gaps)
     assert 100 - 2.5 * 20 <= mean <= 100 + 2.5 * 20 + MARGIN_MS and sd / mean > 0.5, gaps
+
+
+def test_live_progress_counts_conversations_as_they_end() -> None:
+    """The progress display's count: with conversations, a conversation ends at its last turn or a failed one."""
+    live = LiveStep()
+    live(StepStarted(step_plan(Load(concurrency=[2], requests=2), 0, 2), 0))
+    turns = [(0, 1, "ok"), (1, 1, "ok"), (0, 2, "ok"), (1, 2, "error"), (0, 3, "ok")]
+    done = []
+    for session, turn, status in turns:
+        rec = RequestRecord(id=0, step=0, session=session, turn=turn, session_turns=3, status=status)  # type: ignore[arg-type]
+        live(RequestDone(rec))
+        done.append(live.done)
+    assert done == [0, 0, 0, 1, 2]
+    live(RequestDone(RequestRecord(id=9, step=0)))  # a single request counts as itself
+    assert live.done == 3
