@@ -7,6 +7,7 @@ from the rows written in the test; one run against the mock checks what reaches 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +21,9 @@ from loadtest.mock import MockProcess
 from loadtest.output.rundir import load_run, read_records
 from loadtest.runner import execute
 from loadtest.workload.datasets import load_dataset
+from loadtest.workload.prompts import dataset_info, run_prompts
 from loadtest.workload.tokens import count_tokens
-from tests.conftest import write
+from tests.conftest import ROOT, write
 from tests.test_mock import logged
 
 
@@ -170,6 +172,7 @@ def test_openai_chat_and_plain_prompt_jsonl(tmp_path: Path) -> None:
         ('{"prompt": "a"}\n{"prompt": "b"\n', r"line 2: not valid JSON"),
         ('[\n{"conversations": []},\n{"conversations": [}\n]', r"line 3: not valid JSON"),
         ('{"text": "x"}\n', r'line 1: expected "conversations" \(ShareGPT\), "messages"'),
+        ("\n\n", r"no rows in the file"),
     ],
 )
 def test_a_bad_file_is_one_line_naming_the_file_line_and_field(tmp_path: Path, text: str, message: str) -> None:
@@ -222,3 +225,18 @@ def test_a_dataset_run_sends_its_rows_and_describes_the_file_in_the_summary(
     assert [r.output_tokens for r in records] == [mt for _, mt in sent]
     assert json.loads((outcome.run_dir / "summary.json").read_text())["dataset"] == info
     assert load_run(outcome.run_dir).summary["dataset"] == info  # `loadtest report` keeps what the run read
+
+
+def test_the_chat_sessions_scenario_reads_its_sample_as_conversations() -> None:
+    """scenarios/chat-sessions.yaml (make chat-sessions): its 12 rows, one with two user messages in a row
+    (dropped); with min_input_tokens 1 the short "Hi", "Ok" and "Thanks!" turns stay."""
+    sc = load_scenario(ROOT / "scenarios" / "chat-sessions.yaml")
+    pool, _ = run_prompts(sc, "", "")
+    info = dataset_info(pool)
+    assert info is not None and (info["rows"], info["kept"], info["dropped"]) == (12, 11, {"not_alternating": 1})
+    sample = json.loads((ROOT / "scenarios" / "data" / "chat-sample.json").read_text())
+    assert info["sha256"] == hashlib.sha256((ROOT / "scenarios" / "data" / "chat-sample.json").read_bytes()).hexdigest()
+    # every exchange is a turn: each answer that follows a question (sample-05 opens with an answer)
+    kept = [r["conversations"] for r in sample if r["id"] != "sample-08"]
+    answered = [sum(a["from"] == "human" and b["from"] == "gpt" for a, b in itertools.pairwise(c)) for c in kept]
+    assert sorted(len(pool.session(k).turns) for k in range(11)) == sorted(answered)

@@ -255,7 +255,8 @@ def _conversation(row: Row, use: _Use) -> Conversation | str:
     system_tokens = count(row.system) if row.system else 0
     turns, total = [], 0
     for i, ex in enumerate(exchanges):
-        n_in = count(ex.user) + (system_tokens if i == 0 else 0)
+        user_tokens = count(ex.user)
+        n_in = user_tokens + (system_tokens if i == 0 else 0)
         if from_data:
             n_out = count(ex.answer or "")
         else:
@@ -267,7 +268,7 @@ def _conversation(row: Row, use: _Use) -> Conversation | str:
         if spec.max_input_tokens is not None and n_in > spec.max_input_tokens:
             return "input_too_long"
         total += n_in + n_out
-        turns.append(DatasetTurn(ex.user, n_in - (system_tokens if i == 0 else 0), max(1, n_out)))
+        turns.append(DatasetTurn(ex.user, user_tokens, max(1, n_out)))
     if spec.max_total_tokens is not None and total > spec.max_total_tokens:
         return "total_too_long"
     return Conversation(row.line, row.system, system_tokens, tuple(turns))
@@ -293,6 +294,8 @@ def load_dataset(spec: DatasetSpec, *, seed: int, turns: int, max_tokens: int, c
     path = Path(spec.path)
     text, digest = _read(path)
     rows = parse_rows(path, text, spec.format)
+    if not rows:
+        raise ScenarioError(f"workload.prompt.dataset: {path}: no rows in the file")
     use = _Use(spec, turns, max_tokens, count)
     dropped: Counter[str] = Counter()
     kept: list[Conversation] = []
