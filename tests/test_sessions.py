@@ -261,3 +261,22 @@ def test_live_progress_counts_conversations_as_they_end() -> None:
     assert done == [0, 0, 0, 1, 2]
     live(RequestDone(RequestRecord(id=9, step=0)))  # a single request counts as itself
     assert live.done == 3
+
+
+def test_context_tokens_count_every_message_with_the_runs_tokenizer(
+    mock_server: Callable[..., MockProcess], tmp_path: Path, llama_json: str
+) -> None:
+    """The mock stands in for a Llama-like model: its usage counts in its own tokens, which tiktoken counts
+    differently. A record's context_tokens is every message it sent, counted by target.tokenizer
+    (o200k_base here, counted again in this test), the answers included; input_tokens is the server's."""
+    mock = mock_server(ttft_ms=0, itl_ms=0, output_tokens=12, request_log=10, tokenizer=llama_json)
+    sc = scenario(
+        mock.base_url,
+        workload={"prompt": {"synthetic": {"input_tokens": 6}}, "sessions": {"turns": 3}},
+        load={"concurrency": [1], "requests": 1},
+    )
+    _, records = run(sc, tmp_path)
+    entries = sorted(logged(mock.base_url), key=lambda e: e["t"])
+    sent = [sum(count_tokens(m["content"]) for m in e["body"]["messages"]) for e in entries]
+    assert [r.context_tokens for r in sorted(records, key=lambda r: r.turn)] == sent
+    assert any(count_tokens(e["answer"]) != 12 for e in entries)  # the model's 12 tokens are not tiktoken's 12

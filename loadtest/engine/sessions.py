@@ -142,5 +142,6 @@ class _Conversations:
                     last = await self.send(ctx, self.ep, rec, item, headers, answer)
             if last.status != "ok" or not answer:
                 return  # a failed turn ends its conversation
-            history.answered(turn, answer[-1], (last.output_tokens or 0) - (last.reasoning_tokens or 0))
+            reported = (last.output_tokens or 0) - (last.reasoning_tokens or 0)  # the answer, reasoning left out
+            history.answered(turn, answer[-1], self.pool.answer_tokens(answer[-1], reported))
             ended = last.end_ns

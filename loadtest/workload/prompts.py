@@ -184,12 +184,16 @@ def build_prompts(
 ) -> PromptPool:
     """The prompt pool of a run; deterministic for a seed. ``count`` and ``words`` replace the
     local tokenizer ``encoding`` (``target.tokenizer: server`` counts through the endpoint)."""
+    local = count is None
     count = count if count is not None else partial(count_tokens, name=encoding)
     system = workload.system_prompt
     if workload.sessions is not None:  # conversations: their own pool (sessions.py imports this module)
         from loadtest.workload.sessions import session_pool
 
-        return session_pool(workload, api, count, lambda: words if words is not None else local_words(encoding))
+        def word_set() -> WordSet:  # only synthetic messages need the words
+            return words if words is not None else local_words(encoding)
+
+        return session_pool(workload, api, count, word_set, local=local)
     match workload.prompt:
         case TextPrompt(text=text):
             return CyclePool([_item(text, None, workload.max_tokens, api, system, count(text))])

@@ -58,12 +58,20 @@ class SessionPool:
         count: Callable[[str], int],
         synthetic: tuple[SyntheticSpec, WordSet, int] | None = None,
         dataset: Dataset | None = None,
+        local: bool = True,
     ) -> None:
-        """``synthetic``: (the user messages' spec, the words, the default max_tokens); else ``dataset``."""
+        """``synthetic``: (the user messages' spec, the words, the default max_tokens); else ``dataset``.
+        ``local``: ``count`` is a local tokenizer (answers are counted with it; else the server's usage)."""
         self.spec, self.seed, self.api = spec, seed, api
         self.system = system
         self.system_tokens = count(system) if system else 0
         self.synthetic, self.dataset = synthetic, dataset
+        self._count = count if local else None
+
+    def answer_tokens(self, text: str, reported: int) -> int:
+        """An answer's tokens in the history's count: by the local tokenizer that counted every other
+        message, else (``target.tokenizer: server``, no call per turn) the server's own ``reported``."""
+        return self._count(text) if self._count is not None else reported
 
     def session(self, number: int) -> SessionPlan:
         rng = np.random.default_rng([self.seed, _SALT, number])
@@ -132,7 +140,7 @@ class History:
         return PromptItem(messages=None, prompt=text, max_tokens=turn.max_tokens, input_tokens=n)
 
     def answered(self, turn: DatasetTurn, answer: str, answer_tokens: int) -> None:
-        """Turn done: its user message and the server's answer join the history."""
+        """Turn done: its user message and the server's answer (``answer_tokens`` long) join the history."""
         self.messages += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": answer}]
         self.tokens += turn.tokens + answer_tokens
 
@@ -142,15 +150,18 @@ def session_pool(
     api: Literal["chat", "completions"],
     count: Callable[[str], int],
     words: Callable[[], WordSet],
+    *,
+    local: bool = True,
 ) -> SessionPool:
-    """The conversations of a run (or of one worker: its own seed), from synthetic words or a dataset."""
+    """The conversations of a run (or of one worker: its own seed), from synthetic words or a dataset.
+    ``local``: ``count`` is a local tokenizer (not the endpoint's tokenize route)."""
     spec = workload.sessions
     assert spec is not None
     system = workload.system_prompt
     match workload.prompt:
         case SyntheticPrompt(synthetic=synthetic):
             made = (synthetic, words(), workload.max_tokens)
-            pool = SessionPool(spec, workload.seed, api, system=system, count=count, synthetic=made)
+            pool = SessionPool(spec, workload.seed, api, system=system, count=count, synthetic=made, local=local)
             for turn in pool.session(0).turns[:4]:  # the words promise exact lengths: check with the tokenizer
                 if count(turn.user) != turn.tokens:
                     raise TokenizerError(f"target.tokenizer: messages cannot be made of exactly {turn.tokens} tokens")
@@ -158,5 +169,5 @@ def session_pool(
         case DatasetPrompt(dataset=d):
             cap = spec.turns if isinstance(spec.turns, int) else 1 << 30
             data = load_dataset(d, seed=workload.seed, turns=cap, max_tokens=workload.max_tokens, count=count)
-            return SessionPool(spec, workload.seed, api, system=system, count=count, dataset=data)
+            return SessionPool(spec, workload.seed, api, system=system, count=count, dataset=data, local=local)
     raise AssertionError("unreachable: the scenario model allows synthetic or dataset prompts with sessions")
