@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/demo.yaml
 
 .PHONY: install browser demo test lint sweep report bench soak bench-compare stress-ratelimit nightly clean \
-	shared-prefix trace-replay
+	shared-prefix trace-replay chat-sessions
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no python3 (>= 3.10) found"; exit 2; }
@@ -33,6 +33,9 @@ shared-prefix: $(STAMP)
 
 trace-replay: $(STAMP)
 	$(BIN)/loadtest run scenarios/trace-replay.yaml
+# Conversations from a ShareGPT sample against the mock: per-turn TTFT and per-conversation numbers in summary.json
+chat-sessions: $(STAMP)
+	$(BIN)/loadtest run scenarios/chat-sessions.yaml
 
 # Run, gate on SLOs, compare with a baseline run; JUnit files for CI. Exit non-zero on either failure.
 NIGHTLY := $(if $(filter command line environment,$(origin SCENARIO)),$(SCENARIO),scenarios/nightly.yaml)

@@ -18,6 +18,7 @@ from loadtest.analysis.connstats import ConnectionStats
 from loadtest.analysis.groups import GroupStats
 from loadtest.analysis.ratelimit import parse_ratelimit
 from loadtest.analysis.records import RequestRecord
+from loadtest.analysis.sessions import SessionStats
 from loadtest.analysis.stats import PERCENTILES, distribution, weighted_percentile
 from loadtest.config.scenario import PerRequestSLO
 
@@ -250,6 +251,7 @@ class StepAccumulator:
         self.connections = ConnectionStats()
         self.ttfa, self.reasoning_tokens, self.tokens_per_chunk = array("d"), array("d"), array("d")
         self.groups = GroupStats()  # shared-prefix groups: summarized with the run's first sends (summary.py)
+        self.sessions = SessionStats()  # conversations: per turn index and per conversation
 
     def add(self, r: RequestRecord) -> None:
         self.groups.add(r)  # warmup too: a warmup request may be the one that warmed its group
@@ -263,6 +265,7 @@ class StepAccumulator:
             self.lag.append(lag)
         self._add_logical(r)
         self.connections.add(r)
+        self.sessions.add(r)
         if r.ratelimit and (parsed := parse_ratelimit(r.ratelimit)):
             self.limited_ns.append(r.end_ns)
             self.remaining_requests.append(_remaining(parsed, "requests"))
@@ -370,6 +373,7 @@ class StepAccumulator:
                 "attempts": distribution(self.attempts),
                 "e2e_ms": distribution(self.logical_e2e),
             },
+            **({"sessions": conv} if (conv := self.sessions.summary()) is not None else {}),
         }
 
 

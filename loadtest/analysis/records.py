@@ -52,6 +52,12 @@ class RequestRecord:
     reasoning_tokens: int | None = None  # of output_tokens: usage.completion_tokens_details, else counted
     group: int | None = None  # shared-prefix group of the prompt (workload.prompt.shared_prefix)
     cached_tokens: int | None = None  # of input_tokens: usage.prompt_tokens_details.cached_tokens (server's cache)
+    # conversations (workload.sessions): which one (unique in a run), which turn of it (1, 2, ...), how
+    # many turns it was to have, and the context sent (every message's tokens, by target.tokenizer)
+    session: int | None = None
+    turn: int | None = None
+    session_turns: int | None = None
+    context_tokens: int | None = None
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))

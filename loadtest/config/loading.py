@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from loadtest.config.scenario import FilePrompt, Scenario, ScenarioError
+from loadtest.config.scenario import DatasetPrompt, FilePrompt, Scenario, ScenarioError
 from loadtest.config.secrets import redacted
 from loadtest.config.tls import ssl_context
 
@@ -143,6 +143,8 @@ def load_scenario(
         prompt.file = _relative_to(path, prompt.file)
     if (trace := scenario.load.trace) is not None:
         trace.path = _relative_to(path, trace.path)
+    if isinstance(prompt, DatasetPrompt):
+        prompt.dataset.path = _relative_to(path, prompt.dataset.path)
     tls = scenario.target.tls
     for name in ("ca_file", "client_cert", "client_key"):
         if (value := getattr(tls, name)) is not None:

@@ -23,10 +23,13 @@ from pydantic import (
 
 from loadtest.config.mock import MockSettings
 from loadtest.config.servermetrics import ServerMetrics
+from loadtest.config.sessions import DatasetPrompt, DatasetSpec, Sessions
 from loadtest.config.traffic import Ramp, SharedPrefixPrompt, SharedPrefixSpec, Trace
 
 __all__ = [
     "SLO",
+    "DatasetPrompt",
+    "DatasetSpec",
     "Distributed",
     "FilePrompt",
     "Load",
@@ -41,6 +44,7 @@ __all__ = [
     "ScenarioError",
     "Search",
     "ServerMetrics",
+    "Sessions",
     "SharedPrefixPrompt",
     "SharedPrefixSpec",
     "StepSLO",
@@ -140,10 +144,10 @@ class SyntheticPrompt(_Strict):
 
 def _prompt_kind(v: Any) -> str | None:
     if isinstance(v, dict):
-        keys = [k for k in ("text", "file", "synthetic", "shared_prefix") if k in v]
+        keys = [k for k in ("text", "file", "synthetic", "shared_prefix", "dataset") if k in v]
         return keys[0] if len(keys) == 1 else None
     if isinstance(v, BaseModel):
-        kinds = {TextPrompt: "text", FilePrompt: "file", SyntheticPrompt: "synthetic"}
+        kinds = {TextPrompt: "text", FilePrompt: "file", SyntheticPrompt: "synthetic", DatasetPrompt: "dataset"}
         return {**kinds, SharedPrefixPrompt: "shared_prefix"}.get(type(v))
     return None
 
@@ -152,12 +156,14 @@ Prompt = Annotated[
     Annotated[TextPrompt, Tag("text")]
     | Annotated[FilePrompt, Tag("file")]
     | Annotated[SyntheticPrompt, Tag("synthetic")]
-    | Annotated[SharedPrefixPrompt, Tag("shared_prefix")],
+    | Annotated[SharedPrefixPrompt, Tag("shared_prefix")]
+    | Annotated[DatasetPrompt, Tag("dataset")],
     Discriminator(
         _prompt_kind,
         custom_error_type="prompt_kind",
         custom_error_message=(
-            "expected exactly one of {text: ...}, {file: ...}, {synthetic: {input_tokens: N}}, {shared_prefix: {...}}"
+            "expected exactly one of {text: ...}, {file: ...}, {synthetic: {input_tokens: N}}, {shared_prefix: {...}},"
+            " {dataset: {path: ...}}"
         ),
     ),
 ]
@@ -170,6 +176,22 @@ class Workload(_Strict):
     stream: bool = True
     extra_body: dict[str, Any] = Field(default_factory=dict)
     seed: int = 42
+    sessions: Sessions | None = None  # conversations of several turns (config/sessions.py)
+
+    @model_validator(mode="after")
+    def _sessions_need_turns(self) -> Workload:
+        s = self.sessions
+        if s is None:
+            return self
+        if not isinstance(self.prompt, SyntheticPrompt | DatasetPrompt):
+            raise ValueError("sessions: the user messages come from workload.prompt synthetic or dataset")
+        if isinstance(self.prompt, SyntheticPrompt) and s.turns is None:
+            raise ValueError("sessions.turns: how many turns a synthetic conversation has (a number or {mean: ...})")
+        if isinstance(self.prompt, DatasetPrompt) and (s.input_tokens is not None or s.max_tokens is not None):
+            raise ValueError("sessions: a dataset's turns have their own lengths (dataset.output_tokens sets answers)")
+        if isinstance(self.prompt, DatasetPrompt) and s.turns is not None and not isinstance(s.turns, int):
+            raise ValueError("sessions.turns: with a dataset, a number (the most turns taken from a conversation)")
+        return self
 
 
 class Search(_Strict):
@@ -393,6 +415,10 @@ class Scenario(_Strict):
         default = Workload.model_fields["prompt"].get_default(call_default_factory=True)
         if self.load.trace is not None and self.workload.prompt != default:  # a run's scenario.yaml: the default
             raise ValueError("load.trace supplies the prompts: remove workload.prompt")
+        if self.workload.sessions is not None and self.load.search is not None:
+            raise ValueError("load.search sends single requests: remove workload.sessions")
+        if self.workload.sessions is not None and self.load.trace is not None:
+            raise ValueError("load.trace sends single requests: remove workload.sessions")
         return self
 
     @property

@@ -4,6 +4,7 @@ Closed loop (``concurrency``): N workers, each sends its next request when the p
 Open loop (``rate``): send i is due at ``start + offset_i`` (fixed times, never ``sleep(interval)``),
 its due time is recorded, so schedule lag (sent - due) is measured, not hidden. A trace step is an
 open-loop step whose offsets come from the trace; a ramp moves the rate (or the users) along a line.
+Conversations (``workload.sessions``) run in ``sessions.py``: users and conversations instead of requests.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from loadtest.config.scenario import Scenario
 from loadtest.config.steps import StepPlan, plan_steps, step_plan
 from loadtest.config.tls import ssl_context
 from loadtest.engine.retry import retry_delay_s
+from loadtest.engine.sessions import run_sessions
 from loadtest.engine.signals import STOP_SIGNALS, on_loop
 from loadtest.transport.client import Endpoint, make_endpoint, send
 from loadtest.workload.arrivals import arrival_offsets_ns, ramp_starts_s
@@ -80,6 +82,7 @@ class RunState:
         self.flying: dict[int, RequestRecord] = {}  # attempts under way, by request id
         self._ids = itertools.count(plan.worker, plan.workers)
         self._prompt_i = itertools.count()
+        self.conversations = itertools.count()  # this process's conversations (workload.sessions), in order
         self._jitter = np.random.default_rng(plan.scenario.workload.seed * 1009 + plan.worker)
 
 
@@ -124,13 +127,22 @@ class RunContext:
         return self.state.prompts[next(self.state._prompt_i)]
 
 
-async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
-    """One request: its attempts, each a record, with the retry policy's waits between them."""
-    prompt = ctx.next_prompt()
+async def _send(
+    ctx: RunContext,
+    ep: Endpoint,
+    rec: RequestRecord,
+    prompt: PromptItem | None = None,
+    headers: dict[str, str] | None = None,
+    answer: list[str] | None = None,
+) -> RequestRecord:
+    """One request: its attempts, each a record, with the retry policy's waits between them; returns
+    the last attempt's record. ``prompt``: the next of the pool unless given (a conversation's turn);
+    ``headers`` and ``answer``: see ``transport.client.send``."""
+    prompt = prompt if prompt is not None else ctx.next_prompt()
     while True:
         ctx.state.flying[rec.id] = rec  # until its record is out: a watcher sees it in flight or done, never neither
         try:
-            await _attempt(ctx, ep, rec, prompt)
+            await _attempt(ctx, ep, rec, prompt, headers, answer)
             rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
             delay = None if ctx.state.stop.is_set() else retry_delay_s(ctx.plan.scenario.retry, rec, ctx.jitter())
             rec.final = delay is None
@@ -138,9 +150,9 @@ async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
         finally:
             del ctx.state.flying[rec.id]
         if delay is None:
-            return
+            return rec
         if not await ctx.wait(delay):
-            return  # stopping: the request ends with its last attempt (counted failed: no final answer)
+            return rec  # stopping: the request ends with its last attempt (counted failed: no final answer)
         rec = RequestRecord(
             id=rec.id,
             step=rec.step,
@@ -148,10 +160,21 @@ async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
             attempt=rec.attempt + 1,
             worker=rec.worker,
             first_sent_ns=rec.first_sent_ns,
+            session=rec.session,
+            turn=rec.turn,
+            session_turns=rec.session_turns,
+            context_tokens=rec.context_tokens,
         )
 
 
-async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: PromptItem) -> None:
+async def _attempt(
+    ctx: RunContext,
+    ep: Endpoint,
+    rec: RequestRecord,
+    prompt: PromptItem,
+    headers: dict[str, str] | None = None,
+    answer: list[str] | None = None,
+) -> None:
     t, w = ctx.plan.scenario.target, ctx.plan.scenario.workload
     rec.group = prompt.group
     try:
@@ -166,6 +189,8 @@ async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: Pr
             t0=ctx.plan.t0,
             timeout_s=t.timeout_s,
             encoding=t.tokenizer,
+            headers=headers,
+            answer=answer,
         )
     except asyncio.CancelledError:
         rec.status, rec.error_class, rec.error = "error", "cancelled", "cancelled by the harness"
@@ -293,6 +318,8 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
         sampler = asyncio.get_running_loop().create_task(_sample_loop_lag(lag))
         try:
             match step.mode:
+                case _ if ctx.plan.scenario.workload.sessions is not None:
+                    await run_sessions(ctx, ep, step, _send)  # conversations: engine/sessions.py
                 case "concurrency":
                     await _closed_loop(ctx, ep, step)
                 case "rate" | "trace":

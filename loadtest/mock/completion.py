@@ -30,6 +30,7 @@ class Conn(Protocol):
 
     extra: bytes  # header lines (rate limits) for the response being written
     received: float  # when the request had arrived whole (now()): server-side TTFT counts from it
+    logged: dict[str, Any] | None  # the request's entry in the request log, when it is on
 
     def send(self, data: bytes, close: bool = False) -> None: ...
 
@@ -120,6 +121,9 @@ async def complete(
     """Answer one (chat) completion request; ``fault`` may strike halfway (faults.py)."""
     start = now()
     answer = _answer(state, body, chat)
+    if conn.logged is not None:  # the request log says what each request was answered (tests of conversations)
+        choice = answer.gen.choice(chat, answer.finish)
+        conn.logged["answer"] = choice["message"]["content"] if chat else choice["text"]
     clock = _Clock(state)
     prefill_s, cached, chain = state.prefill(body, start)
     state.metrics.admitted(answer.usage["prompt_tokens"], cached)

@@ -9,8 +9,8 @@ Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/complet
 with ``usage`` when ``stream_options.include_usage`` is asked, and not), ``GET /mock/stats``
 (what the mock itself measured: requests, peak in-flight, queue, TTFT/ITL it sent), ``GET /mock/requests``
 (the last ``request_log`` requests: time received on the host's monotonic clock, path, headers without
-secrets, body), ``POST /mock/reset``, and the tokenize routes of vLLM, llama-server and llama-cpp-python
-(``tokenizer.py``). With ``api_key_header`` the ``/v1/`` routes want the key (the value of the variable
+secrets, body, the answer's text), ``POST /mock/reset``, and the tokenize routes of vLLM, llama-server and
+llama-cpp-python (``tokenizer.py``). With ``api_key_header`` the ``/v1/`` routes want the key (the value of the variable
 ``api_key_env``, read by the mock process itself) in that header, as Azure OpenAI and gateways do; else 401.
 With ``slots`` at most that many requests generate at once and the rest wait in line (``state.py``).
 ``GET /metrics`` is Prometheus text with vLLM's names (``metrics.py``).
@@ -67,6 +67,7 @@ class MockProtocol(asyncio.Protocol):
         self.extra = b""  # rate-limit header lines for the response being written
         self.request_headers: dict[str, str] = {}  # of the request being answered (one at a time)
         self.received = 0.0  # when the request being answered had arrived whole
+        self.logged: dict[str, Any] | None = None  # its entry in the request log (None: the log is off)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -149,7 +150,7 @@ class MockProtocol(asyncio.Protocol):
         except ValueError:
             self.send(error("400 Bad Request", "request body is not a JSON object"), close)
             return
-        state.record(self.received, method, path, self.request_headers, body)
+        self.logged = state.record(self.received, method, path, self.request_headers, body)
         if self._throttled(body, close):
             return
         await self._generate(body, path == "/v1/chat/completions", close)

@@ -82,13 +82,16 @@ class MockState:
         pc = config.prefix_cache
         self.prefix = PrefixCache(pc.block_tokens, pc.capacity_tokens) if pc is not None else None
 
-    def record(self, t: float, method: str, path: str, headers: dict[str, str], body: Any) -> None:
-        """Keep a request for ``GET /mock/requests`` (tests read what arrived, and when); secrets left out."""
+    def record(self, t: float, method: str, path: str, headers: dict[str, str], body: Any) -> dict[str, Any] | None:
+        """Keep a request for ``GET /mock/requests`` (tests read what arrived, and when); secrets left out.
+        Returns the entry kept (the completion adds the ``answer`` it generates), None when the log is off."""
         if not self.config.request_log:
-            return
+            return None
         hidden = _SECRET_HEADERS | {(self.config.api_key_header or "").lower()}
         kept = {k: v for k, v in headers.items() if k not in hidden}
-        self.log.append({"t": t, "method": method, "path": path, "headers": kept, "body": body})
+        entry = {"t": t, "method": method, "path": path, "headers": kept, "body": body}
+        self.log.append(entry)
+        return entry
 
     @contextlib.asynccontextmanager
     async def generating(self) -> AsyncIterator[None]:

@@ -36,7 +36,14 @@ from loadtest.transport.aiotrace import CURRENT_PHASES, aiohttp_transport
 from loadtest.transport.errors import root_cause
 from loadtest.transport.h1 import BODY_EXTENSION, H1Body, H1Transport
 from loadtest.transport.netconn import env_proxy_url, origin
-from loadtest.transport.outputs import Side, cached_tokens, delta_output, message_output, set_reasoning
+from loadtest.transport.outputs import (
+    Side,
+    cached_tokens,
+    delta_output,
+    message_content,
+    message_output,
+    set_reasoning,
+)
 from loadtest.transport.phases import PHASES_EXTENSION, Phases
 from loadtest.workload.prompts import PromptItem
 from loadtest.workload.servertok import count_on_server
@@ -217,14 +224,18 @@ async def send(
     t0: int,
     timeout_s: float,
     encoding: str = "o200k_base",
+    headers: dict[str, str] | None = None,
+    answer: list[str] | None = None,
 ) -> RequestRecord:
-    """Send one request and fill ``rec`` in place (so a cancelled request still leaves its times)."""
+    """Send one request and fill ``rec`` in place (so a cancelled request still leaves its times).
+    ``headers``: added to this request only (a conversation's session id); ``answer``: gets the answer's
+    text (its content) appended when the response is whole (a conversation's history)."""
     rec.stream = stream
     secret = ep.secrets
     phases = Phases()
     try:
         texts = await _with_deadline(
-            _exchange(ep, rec, item, model, api, stream, extra_body, t0, encoding, phases), timeout_s
+            _exchange(ep, rec, item, model, api, stream, extra_body, t0, encoding, phases, headers, answer), timeout_s
         )
         if texts is not None:  # counted by the endpoint, after the request (not in its latency)
             await _count_on_server(ep, rec, *texts)
@@ -341,10 +352,14 @@ async def _exchange(
     t0: int,
     encoding: str,
     phases: Phases,
+    headers: dict[str, str] | None = None,
+    answer: list[str] | None = None,
 ) -> tuple[str, str] | None:
     """Fill ``rec`` from one exchange; returns the output and reasoning texts when the endpoint
     itself is to count them (``target.tokenizer: server``)."""
     request = ep.request(api, orjson.dumps(_body(item, model, api, stream, extra_body)))
+    if headers:
+        request.headers.update(headers)
     request.extensions[PHASES_EXTENSION] = phases
     CURRENT_PHASES.set(phases)  # for aiohttp's trace hooks, which run in this task
     phases.issued = _NS()  # "issued": TTFT and E2E count from here, a new connection's handshake inside
@@ -357,13 +372,19 @@ async def _exchange(
             rec.retry_after_s = retry_after_s(resp.headers)
             raise _HTTPError(resp.status_code, _error_message(await resp.aread()))
         read = _read_stream if stream else _read_whole
-        return await read(resp, rec, item, api == "chat", t0, encoding)
+        return await read(resp, rec, item, api == "chat", t0, encoding, answer)
     finally:
         await resp.aclose()
 
 
 async def _read_whole(
-    resp: httpx2.Response, rec: RequestRecord, item: PromptItem, chat: bool, t0: int, encoding: str
+    resp: httpx2.Response,
+    rec: RequestRecord,
+    item: PromptItem,
+    chat: bool,
+    t0: int,
+    encoding: str,
+    answer: list[str] | None = None,
 ) -> tuple[str, str] | None:
     """A response that is not streamed: every token arrives with the last byte."""
     obj = orjson.loads(await resp.aread())
@@ -372,11 +393,19 @@ async def _read_whole(
     rec.end_ns = rec.first_token_ns = rec.last_token_ns = end - t0
     rec.first_answer_ns = rec.first_token_ns  # the reasoning came in the same body
     text, reasoning = message_output(obj, chat)
+    if answer is not None:
+        answer.append(message_content(obj, chat))
     return _counts(rec, obj.get("usage"), item, lambda: text, reasoning, encoding)
 
 
 async def _read_stream(
-    resp: httpx2.Response, rec: RequestRecord, item: PromptItem, chat: bool, t0: int, encoding: str
+    resp: httpx2.Response,
+    rec: RequestRecord,
+    item: PromptItem,
+    chat: bool,
+    t0: int,
+    encoding: str,
+    answer: list[str] | None = None,
 ) -> tuple[str, str] | None:
     """A streamed response, event by event, each stamped with the read that carried it. (Long: the loop
     runs once per streamed event, so it stays in one piece, with the common case first.)"""
@@ -436,6 +465,8 @@ async def _read_stream(
             rec.first_answer_ns = times[0]
     if not done:
         raise httpx2.RemoteProtocolError("stream ended without [DONE]")
+    if answer is not None:
+        answer.append("".join(pieces))  # the content (chat) or text (completions), not reasoning
     return _counts(rec, usage, item, lambda: side.output(pieces), "".join(side.reasoning), encoding)
 
 

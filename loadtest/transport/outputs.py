@@ -15,7 +15,16 @@ from typing import Any
 from loadtest.analysis.records import RequestRecord
 from loadtest.workload.tokens import count_tokens
 
-__all__ = ["Side", "cached_tokens", "delta_output", "message_output", "reasoning_text", "set_reasoning", "tool_args"]
+__all__ = [
+    "Side",
+    "cached_tokens",
+    "delta_output",
+    "message_content",
+    "message_output",
+    "reasoning_text",
+    "set_reasoning",
+    "tool_args",
+]
 
 
 @dataclass(slots=True)
@@ -73,6 +82,18 @@ def message_output(obj: dict[str, Any], chat: bool) -> tuple[str, str]:
     m = c.get("message") or {}
     reasoning = reasoning_text(m) or ""
     return reasoning + (m.get("content") or "") + tool_args(m.get("tool_calls")), reasoning
+
+
+def message_content(obj: dict[str, Any], chat: bool) -> str:
+    """The answer's text of a non-streamed response: the message's content (chat) or the text
+    (completions); reasoning and tool calls left out."""
+    choices = obj.get("choices")
+    if not choices:
+        return ""
+    c = choices[0]
+    if not chat:
+        return c.get("text") or ""
+    return (c.get("message") or {}).get("content") or ""
 
 
 def set_reasoning(rec: RequestRecord, usage: dict[str, Any] | None, reasoning: str, encoding: str) -> None:

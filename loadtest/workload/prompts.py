@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from loadtest.config.scenario import (
+    DatasetPrompt,
     FilePrompt,
     Scenario,
     ScenarioError,
@@ -26,6 +27,7 @@ from loadtest.config.scenario import (
     Trace,
     Workload,
 )
+from loadtest.workload.datasets import Dataset, load_dataset
 from loadtest.workload.servertok import ServerCounter
 from loadtest.workload.shared import SharedPrefixPool, new_run_nonce
 from loadtest.workload.synthetic import SyntheticPool, WordSet, local_words, server_words, synthetic_words_text
@@ -34,9 +36,11 @@ from loadtest.workload.trace import TracePool, read_trace
 
 __all__ = [
     "CyclePool",
+    "DatasetPool",
     "PromptItem",
     "PromptPool",
     "build_prompts",
+    "dataset_info",
     "fix_run_nonces",
     "run_prompts",
     "synthetic_text",
@@ -74,6 +78,20 @@ class CyclePool:
 
     def __getitem__(self, i: int) -> PromptItem:
         return self.items[i % len(self.items)]
+
+
+class DatasetPool(CyclePool):
+    """A dataset's kept rows as single requests (each row's first exchange), in their sampled order."""
+
+    def __init__(self, items: list[PromptItem], dataset: Dataset) -> None:
+        super().__init__(items)
+        self.dataset = dataset
+
+
+def dataset_info(pool: PromptPool) -> dict[str, Any] | None:
+    """summary.json's ``dataset``: the file's sha256, its rows kept and dropped (None: no dataset)."""
+    data = getattr(pool, "dataset", None)
+    return data.info() if isinstance(data, Dataset) else None
 
 
 def _item(
@@ -180,6 +198,20 @@ def _trace_pool(
     return TracePool(read_trace(trace), trace, words, workload.max_tokens, make)
 
 
+def _dataset_pool(workload: Workload, api: Literal["chat", "completions"], count: Callable[[str], int]) -> DatasetPool:
+    spec = workload.prompt.dataset  # type: ignore[union-attr]
+    data = load_dataset(spec, seed=workload.seed, turns=1, max_tokens=workload.max_tokens, count=count)
+    items = []
+    for conv in data.conversations:
+        (turn,) = conv.turns
+        messages = [{"role": "user", "content": turn.user}]
+        if conv.system is not None:
+            messages.insert(0, {"role": "system", "content": conv.system})
+        n = conv.system_tokens + turn.tokens
+        items.append(_item(None, messages, turn.max_tokens, api, workload.system_prompt, n))
+    return DatasetPool(items, data)
+
+
 def build_prompts(
     workload: Workload,
     api: Literal["chat", "completions"],
@@ -192,10 +224,18 @@ def build_prompts(
     """The prompt pool of a run; deterministic for a seed. ``count`` and ``words`` replace the
     local tokenizer ``encoding`` (``target.tokenizer: server`` counts through the endpoint); a
     ``trace`` (load.trace) supplies the prompts instead of ``workload.prompt``."""
+    local = count is None
     count = count if count is not None else partial(count_tokens, name=encoding)
     system = workload.system_prompt
     if trace is not None:
         return _trace_pool(trace, workload, api, words if words is not None else local_words(encoding), count)
+    if workload.sessions is not None:  # conversations: their own pool (sessions.py imports this module)
+        from loadtest.workload.sessions import session_pool
+
+        def word_set() -> WordSet:  # only synthetic messages need the words
+            return words if words is not None else local_words(encoding)
+
+        return session_pool(workload, api, count, word_set, local=local)
     match workload.prompt:
         case TextPrompt(text=text):
             return CyclePool([_item(text, None, workload.max_tokens, api, system, count(text))])
@@ -211,6 +251,8 @@ def build_prompts(
             return _synthetic_pool(workload, api, words if words is not None else local_words(encoding), count)
         case SharedPrefixPrompt():
             return _shared_pool(workload, api, words if words is not None else local_words(encoding), count)
+        case DatasetPrompt():
+            return _dataset_pool(workload, api, count)
     raise AssertionError("unreachable: prompt kind validated by the scenario model")
 
 
