@@ -322,6 +322,12 @@ def mock(
         int | None, typer.Option(help="At most this many requests generate at once; the rest wait in line")
     ] = None,
     request_log: Annotated[int, typer.Option(help="Requests GET /mock/requests keeps (bodies, headers, times)")] = 0,
+    responses_reasoning: Annotated[
+        str, typer.Option(help="/v1/responses reasoning events: summary | text | hidden")
+    ] = "summary",
+    embed_ms_per_1k_tokens: Annotated[
+        float, typer.Option(help="/v1/embeddings: time per 1,000 input tokens, on top of --ttft-ms")
+    ] = 0.0,
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
     options = {k: v for k, v in locals().items() if k not in ("host", "port", "fault")}

@@ -58,6 +58,11 @@ class MockSettings(BaseModel):
     # TTFT growing by the wait. None: every request generates at once
     slots: Annotated[int, Field(ge=1)] | None = None
     request_log: Annotated[int, Field(ge=0)] = 0  # the last N requests GET /mock/requests returns (0: none kept)
+    # /v1/responses: reasoning as summary deltas (OpenAI asked for a summary, SGLang), raw reasoning_text
+    # deltas (vLLM, llama.cpp), or hidden (OpenAI without a summary: an item, no deltas, only usage)
+    responses_reasoning: Literal["summary", "text", "hidden"] = "summary"
+    # /v1/embeddings: the answer takes ttft_ms plus this much per 1,000 input tokens
+    embed_ms_per_1k_tokens: NonNegFloat = 0.0
 
     @model_validator(mode="after")
     def _key_header_with_its_variable(self) -> MockSettings:

@@ -7,6 +7,7 @@ the file, the field path and what was expected.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,12 +22,14 @@ from pydantic import (
     model_validator,
 )
 
+from loadtest.config.apis import ApiName, Images, Tool, ToolChoice, api_problem, read_tools
 from loadtest.config.mock import MockSettings
 
 __all__ = [
     "SLO",
     "Distributed",
     "FilePrompt",
+    "Images",
     "Load",
     "MaxBound",
     "MinBound",
@@ -44,6 +47,7 @@ __all__ = [
     "Target",
     "TextPrompt",
     "Tls",
+    "Tool",
     "Workload",
 ]
 
@@ -83,7 +87,7 @@ class Target(_Strict):
     base_url: str = "mock"
     api_key_env: str | None = None
     model: str = "mock-model"
-    api: Literal["chat", "completions"] = "chat"
+    api: ApiName = "chat"  # chat | completions | responses | embeddings
     timeout_s: PositiveFloat = 60.0  # whole-request deadline
     connect_timeout_s: PositiveFloat = 10.0
     idle_timeout_s: PositiveFloat | None = None  # longest silence between two reads; default: timeout_s
@@ -159,6 +163,22 @@ class Workload(_Strict):
     stream: bool = True
     extra_body: dict[str, Any] = Field(default_factory=dict)
     seed: int = 42
+    # the APIs beyond plain chat (config/apis.py)
+    batch_size: Annotated[int, Field(ge=1, le=2048)] = 1  # embeddings: inputs per request
+    encoding_format: Literal["float", "base64"] = "float"  # embeddings: always sent
+    images: Images | None = None
+    tools: list[Tool] | None = None  # or a JSON/YAML file of them
+    tool_choice: ToolChoice | None = None  # auto | none | required | {name: f}; unset: the server's default
+    tool_result: str | None = None  # a canned result answering each call, then one more turn
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _tools_from_file(cls, v: Any, info: ValidationInfo) -> Any:
+        if not isinstance(v, str):
+            return v
+        base = (info.context or {}).get("base_dir")
+        path = Path(v) if base is None or Path(v).is_absolute() else Path(base) / v
+        return read_tools(path)
 
 
 class Search(_Strict):
@@ -323,6 +343,14 @@ class Scenario(_Strict):
     slo: SLO = Field(default_factory=SLO)
     retry: RetryPolicy | None = None
     distributed: Distributed | None = None
+
+    @field_validator("workload")
+    @classmethod
+    def _fits_the_api(cls, v: Workload, info: ValidationInfo) -> Workload:
+        target = info.data.get("target")  # validated before this field
+        if isinstance(target, Target) and (problem := api_problem(target.api, v)) is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("distributed")
     @classmethod

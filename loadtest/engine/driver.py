@@ -24,9 +24,11 @@ from loadtest.config.steps import StepPlan, plan_steps, step_plan
 from loadtest.config.tls import ssl_context
 from loadtest.engine.retry import retry_delay_s
 from loadtest.engine.signals import STOP_SIGNALS, on_loop
+from loadtest.transport.bodies import request_shape
 from loadtest.transport.client import Endpoint, make_endpoint, send
 from loadtest.workload.arrivals import arrival_offsets_ns
 from loadtest.workload.prompts import PromptItem, PromptPool
+from loadtest.workload.tools import ToolCall, follow_up
 
 __all__ = [
     "Event",
@@ -87,6 +89,7 @@ class RunContext:
     def __init__(self, plan: RunPlan, prompts: PromptPool, sinks: Sinks) -> None:
         self.plan, self.sinks = plan, sinks
         self.state = RunState(plan, prompts)
+        self.shape = request_shape(plan.scenario.workload)  # tools, image detail, embeddings format
 
     @property
     def in_flight(self) -> int:
@@ -122,13 +125,16 @@ class RunContext:
         return self.state.prompts[next(self.state._prompt_i)]
 
 
-async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
-    """One request: its attempts, each a record, with the retry policy's waits between them."""
-    prompt = ctx.next_prompt()
+async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: PromptItem | None = None) -> None:
+    """One request: its attempts, each a record, with the retry policy's waits between them; then the
+    turn answering its tool calls, when ``workload.tool_result`` says to."""
+    prompt = prompt if prompt is not None else ctx.next_prompt()
+    calls: list[ToolCall] = []
     while True:
         ctx.state.flying[rec.id] = rec  # until its record is out: a watcher sees it in flight or done, never neither
+        calls.clear()
         try:
-            await _attempt(ctx, ep, rec, prompt)
+            await _attempt(ctx, ep, rec, prompt, calls)
             rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
             delay = None if ctx.state.stop.is_set() else retry_delay_s(ctx.plan.scenario.retry, rec, ctx.jitter())
             rec.final = delay is None
@@ -136,7 +142,7 @@ async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
         finally:
             del ctx.state.flying[rec.id]
         if delay is None:
-            return
+            return await _answer_calls(ctx, ep, rec, prompt, calls)
         if not await ctx.wait(delay):
             return  # stopping: the request ends with its last attempt (counted failed: no final answer)
         rec = RequestRecord(
@@ -146,10 +152,27 @@ async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
             attempt=rec.attempt + 1,
             worker=rec.worker,
             first_sent_ns=rec.first_sent_ns,
+            tool_round=rec.tool_round,
         )
 
 
-async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: PromptItem) -> None:
+async def _answer_calls(
+    ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: PromptItem, calls: list[ToolCall]
+) -> None:
+    """One more turn (its own record, ``tool_round`` 1) answering each of the model's calls with
+    ``workload.tool_result``; a turn that was itself an answer is not answered again."""
+    result = ctx.plan.scenario.workload.tool_result
+    if result is None or not calls or rec.status != "ok" or rec.tool_round or ctx.state.stop.is_set():
+        return
+    turn = follow_up(prompt, ctx.plan.scenario.target.api, calls, result)
+    nxt = ctx.new_record(rec.step, rec.warmup)
+    nxt.tool_round = 1
+    await _send(ctx, ep, nxt, turn)
+
+
+async def _attempt(
+    ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: PromptItem, calls: list[ToolCall] | None = None
+) -> None:
     t, w = ctx.plan.scenario.target, ctx.plan.scenario.workload
     try:
         await send(
@@ -163,6 +186,8 @@ async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: Pr
             t0=ctx.plan.t0,
             timeout_s=t.timeout_s,
             encoding=t.tokenizer,
+            shape=ctx.shape,
+            calls=calls,
         )
     except asyncio.CancelledError:
         rec.status, rec.error_class, rec.error = "error", "cancelled", "cancelled by the harness"

@@ -16,6 +16,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from loadtest.config.scenario import FilePrompt, Scenario, ScenarioError, SyntheticPrompt, TextPrompt, Workload
+from loadtest.workload.apis import api_pool
+from loadtest.workload.images import EncodedImage
 from loadtest.workload.servertok import ServerCounter
 from loadtest.workload.synthetic import SyntheticPool, WordSet, local_words, server_words, synthetic_words_text
 from loadtest.workload.tokens import TokenizerError, count_tokens
@@ -31,6 +33,8 @@ class PromptItem:
     prompt: str | None
     max_tokens: int
     input_tokens: int | None  # tokenizer count of the prompt text, when known
+    images: tuple[EncodedImage, ...] = ()  # added to the last user message (workload.images)
+    inputs: tuple[str, ...] | None = None  # embeddings: the batch of texts (workload.batch_size)
 
 
 def synthetic_text(n_tokens: int, rng: np.random.Generator, encoding: str = "o200k_base") -> str:
@@ -59,11 +63,11 @@ def _item(
     text: str | None,
     messages: list[dict[str, Any]] | None,
     max_tokens: int,
-    api: Literal["chat", "completions"],
+    api: str,
     system: str | None,
     input_tokens: int | None,
 ) -> PromptItem:
-    if api == "chat":
+    if api in ("chat", "responses"):  # messages; embeddings take a text, as completions
         if messages is None:
             messages = [{"role": "user", "content": text}]
         if system is not None and not any(m.get("role") == "system" for m in messages):
@@ -112,9 +116,7 @@ def _messages_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(str(m.get("content", "")) for m in messages)
 
 
-def _synthetic_pool(
-    workload: Workload, api: Literal["chat", "completions"], words: WordSet, count: Callable[[str], int]
-) -> SyntheticPool:
+def _synthetic_pool(workload: Workload, api: str, words: WordSet, count: Callable[[str], int]) -> SyntheticPool:
     spec = workload.prompt.synthetic  # type: ignore[union-attr]
 
     def make(text: str, n: int) -> PromptItem:
@@ -130,7 +132,7 @@ def _synthetic_pool(
 
 def build_prompts(
     workload: Workload,
-    api: Literal["chat", "completions"],
+    api: Literal["chat", "completions", "responses", "embeddings"],
     encoding: str = "o200k_base",
     *,
     count: Callable[[str], int] | None = None,
@@ -157,13 +159,13 @@ def build_prompts(
 
 def run_prompts(scenario: Scenario, base_url: str, key: str) -> tuple[PromptPool, str | None]:
     """A run's prompts (or one worker's), counted by ``target.tokenizer``; with ``server``, also
-    which tokenize route of the endpoint answered."""
+    which tokenize route of the endpoint answered. Embeddings batches and images are added here (apis.py)."""
     t, w = scenario.target, scenario.workload
     if t.tokenizer != "server":
-        return build_prompts(w, t.api, t.tokenizer), None
+        return api_pool(build_prompts(w, t.api, t.tokenizer), w), None
     counter = ServerCounter(base_url, t.model, {"authorization": f"Bearer {key}", **t.headers}, t.timeout_s)
     try:
         words = server_words(counter.count) if isinstance(w.prompt, SyntheticPrompt) else None
-        return build_prompts(w, t.api, count=counter.count, words=words), counter.label
+        return api_pool(build_prompts(w, t.api, count=counter.count, words=words), w), counter.label
     finally:
         counter.close()
