@@ -12,12 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from PIL import Image
 
+from loadtest.config.loading import load_scenario
 from loadtest.mock import WORDS, MockProcess
+from loadtest.runner import execute
 from loadtest.workload.tokens import count_tokens
-from tests.conftest import mock_stats
+from tests.conftest import ROOT, mock_stats
 from tests.test_integration import run, scenario
 
 MS = 1e6
@@ -203,3 +206,40 @@ def test_images_reach_the_mock(
     assert stats["images"] == 18 and stats["image_sizes"] == {"300x200": 18} and stats["image_tokens"] == 18 * per_image
     assert all(r.input_tokens == 10 + 3 * per_image and r.tokens_source == "usage" for r in records)
     assert summary["steps"][0]["images"]["per_request"] == 3
+
+
+async def test_the_openai_sdk_reads_the_mocks_new_routes(mock_server: Callable[..., MockProcess]) -> None:
+    """The SDK's own types accept the mock's Responses events and objects and its embeddings (both formats)."""
+    mock = mock_server(ttft_ms=1, itl_ms=0, output_tokens=6, reasoning_tokens=2)
+    async with openai.AsyncOpenAI(base_url=mock.base_url, api_key="x", max_retries=0) as client:
+        stream = await client.responses.create(model="m", input="a b c", stream=True, max_output_tokens=50)
+        got = [e async for e in stream]
+        assert [e.sequence_number for e in got] == list(range(len(got)))
+        assert got[0].type == "response.created" and got[-1].type == "response.completed"
+        text = "".join(e.delta for e in got if e.type == "response.output_text.delta")
+        summary = "".join(e.delta for e in got if e.type == "response.reasoning_summary_text.delta")
+        assert summary == words(0, 2) and text == words(2, 8)
+        assert all(getattr(e, "obfuscation", "") for e in got if e.type.endswith(".delta"))  # not asked to drop it
+        done = got[-1].response
+        assert done.output_text == text and done.usage is not None and done.usage.output_tokens == 8
+        assert done.usage.input_tokens == 3 and done.usage.output_tokens_details.reasoning_tokens == 2
+        tool = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+        whole = await client.responses.create(model="m", input="x", tools=[tool], max_output_tokens=4)  # type: ignore[list-item]
+        assert whole.status == "incomplete" and whole.incomplete_details is not None
+        (call,) = [o for o in whole.output if o.type == "function_call"]
+        assert call.name == "f" and call.call_id.startswith("call_")
+        for fmt in ({}, {"encoding_format": "float"}):  # not told, the SDK asks for base64 and decodes it
+            emb = await client.embeddings.create(model="m", input=["a b", "c d e"], **fmt)  # type: ignore[arg-type]
+            assert [len(d.embedding) for d in emb.data] == [1536, 1536] and emb.usage.prompt_tokens == 5
+            assert abs(sum(x * x for x in emb.data[0].embedding) - 1) < 1e-3  # a unit vector
+
+
+@pytest.mark.parametrize("name", ["responses", "embeddings", "images", "tools"])
+def test_example_scenarios_run_against_the_mock(tmp_path: Path, name: str) -> None:
+    small = ["load.concurrency=[2]", "load.requests=4", "load.warmup_requests=0"]
+    if name == "images":
+        small.append("workload.images.pool=2")
+    sc = load_scenario(ROOT / "scenarios" / f"{name}.yaml", small)
+    outcome = execute(sc, f"{name}.yaml", tmp_path, on_step=lambda s: None, report=False)
+    (s,) = outcome.summary["steps"]
+    assert outcome.exit_code == 0 and s["requests"]["failed"] == 0 and s["apis"] == {sc.target.api: s["requests"]["ok"]}

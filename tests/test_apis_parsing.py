@@ -21,6 +21,7 @@ from loadtest.analysis.records import RequestRecord
 from loadtest.config.loading import load_scenario
 from loadtest.config.scenario import Scenario, ScenarioError
 from loadtest.mock.inputs import image_size, image_tokens
+from loadtest.output.htmlreport import columns_for
 from loadtest.output.table import print_step_table, step_line
 from loadtest.transport.bodies import RequestShape, request_body, request_shape
 from loadtest.transport.client import make_endpoint, send
@@ -311,3 +312,6 @@ def test_embeddings_step_summary_without_token_timings() -> None:
     text = console.export_text()
     assert "inputs/s" in text and "TTFT" not in text.split("latencies")[0] and "no TTFT, TTFA, ITL or TPOT" in text
     assert "inputs/s" in step_line(s) and "TTFT" not in step_line(s)
+    titles = [c.title for c in columns_for([{"steps": [s]}])]  # report.html's step table
+    assert {"inputs/s", "input tok/s", "E2E p50"} <= set(titles)
+    assert not [t for t in titles if t.startswith(("TTFT", "TTFA", "ITL", "TPOT", "out tok"))]

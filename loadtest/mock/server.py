@@ -6,7 +6,9 @@ keep-alive, requests with Content-Length bodies, chunked responses (``wire.py``)
 completion is in ``completion.py``.
 
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming
-with ``usage`` when ``stream_options.include_usage`` is asked, and not), ``GET /mock/stats``
+with ``usage`` when ``stream_options.include_usage`` is asked, and not), ``POST /v1/responses`` (the
+Responses API's events: ``responses.py``), ``POST /v1/embeddings`` (``embeddings.py``); images in a
+prompt count as prompt tokens by OpenAI's rule (``inputs.py``); ``GET /mock/stats``
 (what the mock itself measured: requests, peak in-flight, queue, TTFT/ITL it sent), ``GET /mock/requests``
 (the last ``request_log`` requests: time received on the host's monotonic clock, path, headers without
 secrets, body), ``POST /mock/reset``, and the tokenize routes of vLLM, llama-server and llama-cpp-python

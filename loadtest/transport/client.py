@@ -292,7 +292,7 @@ def _set_tokens(
     if item.input_tokens is not None:
         rec.input_tokens = item.input_tokens
     elif item.messages is not None and rec.tokens_source != "server":
-        rec.input_tokens = count_tokens("\n".join(str(m.get("content", "")) for m in item.messages), encoding)
+        rec.input_tokens = count_tokens("\n".join(str(m.get("content") or "") for m in item.messages), encoding)
     if rec.tokens_source == "server":
         return text()
     rec.output_tokens = count_tokens(text(), encoding)
