@@ -141,7 +141,7 @@ def test_embeddings_batch_of_16(mock_server: Callable[..., MockProcess], tmp_pat
         # 64 dimensions: 16 x 1536 floats would be 300 KB of JSON, whose transfer and parsing is the
         # client's cost, not the server's latency this checks
         workload={**workload, "extra_body": {"dimensions": 64}},
-        load={"concurrency": [4], "requests": 20, "warmup_requests": 2},
+        load={"concurrency": [2], "requests": 20, "warmup_requests": 2},
     )
     summary, records = run(sc, tmp_path)
     (s,) = summary["steps"]

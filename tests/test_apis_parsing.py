@@ -26,7 +26,7 @@ from loadtest.output.table import print_step_table, step_line
 from loadtest.transport.bodies import RequestShape, request_body, request_shape
 from loadtest.transport.client import make_endpoint, send
 from loadtest.workload.images import EncodedImage, build_images, synthetic_image
-from loadtest.workload.prompts import PromptItem
+from loadtest.workload.prompts import PromptItem, run_prompts
 from loadtest.workload.tokens import count_tokens
 from loadtest.workload.tools import ToolCall
 from tests.conftest import write
@@ -315,3 +315,20 @@ def test_embeddings_step_summary_without_token_timings() -> None:
     titles = [c.title for c in columns_for([{"steps": [s]}])]  # report.html's step table
     assert {"inputs/s", "input tok/s", "E2E p50"} <= set(titles)
     assert not [t for t in titles if t.startswith(("TTFT", "TTFA", "ITL", "TPOT", "out tok"))]
+
+
+def test_embeddings_batches_from_a_jsonl_file_and_from_synthetic_inputs(tmp_path: Path) -> None:
+    words = ["the", "a", "one", "two", "red"]
+    lines = [{"prompt": f"{w} cat"} for w in words] + [{"messages": [{"role": "user", "content": "five"}]}]
+    write(tmp_path / "in.jsonl", "\n".join(json.dumps(x) for x in lines))
+    write(tmp_path / "s.yaml", "target: {api: embeddings}\nworkload: {prompt: {file: in.jsonl}, batch_size: 4}\n")
+    pool, _ = run_prompts(load_scenario(tmp_path / "s.yaml"), "", "")
+    assert pool[0].inputs == ("the cat", "a cat", "one cat", "two cat") and pool[0].input_tokens == 8  # 2 each
+    assert pool[1].inputs == ("red cat", "five", "the cat", "a cat") and pool[1].input_tokens == 7  # lines cycle
+    synthetic = {"prompt": {"synthetic": {"input_tokens": 9, "stddev": 3}}, "batch_size": 16}
+    sc = Scenario.model_validate({"name": "e", "target": {"api": "embeddings"}, "workload": synthetic})
+    pool, _ = run_prompts(sc, "", "")
+    batches = [pool[i] for i in range(3)]
+    texts = [t for b in batches for t in b.inputs]
+    assert len(set(texts)) == 48  # never repeated
+    assert [b.input_tokens for b in batches] == [sum(count_tokens(t) for t in b.inputs) for b in batches]
