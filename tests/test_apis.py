@@ -243,3 +243,19 @@ def test_example_scenarios_run_against_the_mock(tmp_path: Path, name: str) -> No
     outcome = execute(sc, f"{name}.yaml", tmp_path, on_step=lambda s: None, report=False)
     (s,) = outcome.summary["steps"]
     assert outcome.exit_code == 0 and s["requests"]["failed"] == 0 and s["apis"] == {sc.target.api: s["requests"]["ok"]}
+
+
+def test_the_mocks_first_embeddings_answer_is_on_time(mock_server: Callable[..., MockProcess]) -> None:
+    """Its vectors are encoded before the first request (building 1536-dimension floats took ~300 ms
+    and landed on whoever asked first)."""
+    mock = mock_server(ttft_ms=5)
+    body = json.dumps({"model": "m", "input": ["a b", "c"], "encoding_format": "float"}).encode()
+    request = urllib.request.Request(
+        mock.base_url + "/embeddings", data=body, headers={"content-type": "application/json"}
+    )
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with direct.open(request, timeout=5) as resp:
+        answer = json.loads(resp.read())
+    assert [len(d["embedding"]) for d in answer["data"]] == [1536, 1536] and answer["usage"]["prompt_tokens"] == 3
+    took = mock_stats(mock.base_url)["ttft_ms"]["p50"]  # the mock's own time to its answer
+    assert 5 <= took < 25, took

@@ -30,7 +30,7 @@ from typing import Any
 
 from loadtest.config.mock import MockSettings
 from loadtest.mock.completion import complete, output_tokens
-from loadtest.mock.embeddings import embed, embeddings_inputs
+from loadtest.mock.embeddings import embed, embeddings_inputs, warm
 from loadtest.mock.state import WORDS, MockState
 from loadtest.mock.tokenizer import tokenize_route, words_encode
 from loadtest.mock.wire import error, now, response
@@ -243,6 +243,7 @@ class MockProtocol(asyncio.Protocol):
 async def serve(config: MockSettings, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
     """Start listening; the caller keeps the loop running. ``server.sockets[0]`` has the port."""
     state = MockState(config)
+    warm()  # the embeddings' vectors
     loop = asyncio.get_running_loop()
     tls = None
     if config.tls_cert:
