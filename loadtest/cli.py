@@ -349,6 +349,12 @@ def mock(
         str | None,
         typer.Option(help="A prefix cache: on, or block_tokens=16,capacity_tokens=262144,prefill_ms_per_1k=20"),
     ] = None,
+    responses_reasoning: Annotated[
+        str, typer.Option(help="/v1/responses reasoning events: summary | text | hidden")
+    ] = "summary",
+    embed_ms_per_1k_tokens: Annotated[
+        float, typer.Option(help="/v1/embeddings: time per 1,000 input tokens, on top of --ttft-ms")
+    ] = 0.0,
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
     # (Long only in its signature: one typer option per MockSettings field; the body is short.)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.analysis.apistats import ApiStats
 from loadtest.analysis.connstats import ConnectionStats
 from loadtest.analysis.groups import GroupStats
 from loadtest.analysis.ratelimit import parse_ratelimit
@@ -252,6 +253,7 @@ class StepAccumulator:
         self.ttfa, self.reasoning_tokens, self.tokens_per_chunk = array("d"), array("d"), array("d")
         self.groups = GroupStats()  # shared-prefix groups: summarized with the run's first sends (summary.py)
         self.sessions = SessionStats()  # conversations: per turn index and per conversation
+        self.apis = ApiStats()  # embeddings inputs, images, tool calls
 
     def add(self, r: RequestRecord) -> None:
         self.groups.add(r)  # warmup too: a warmup request may be the one that warmed its group
@@ -308,6 +310,7 @@ class StepAccumulator:
             self.reasoning_tokens.append(r.reasoning_tokens)
         if (v := tokens_per_chunk(r)) is not None:
             self.tokens_per_chunk.append(v)
+        self.apis.add(r)
 
     def _add_logical(self, r: RequestRecord) -> None:
         self.logical_sent += r.attempt == 1
@@ -356,6 +359,7 @@ class StepAccumulator:
             "output_tokens": distribution(self.output_tokens),
             "reasoning_tokens": distribution(self.reasoning_tokens),
             "tokens_per_chunk": distribution(self.tokens_per_chunk),
+            **self.apis.summary(duration, self.tokens_in_ok),
             "schedule_lag_ms": distribution(self.lag) if self.lag else None,
             "in_flight": in_flight(self.sent_ns, self.end_ns),
             **self.connections.summary(),

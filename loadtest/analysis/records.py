@@ -58,6 +58,13 @@ class RequestRecord:
     turn: int | None = None
     session_turns: int | None = None
     context_tokens: int | None = None
+    # the APIs beyond chat (README "Other APIs"): None where they do not apply
+    api: str | None = None  # chat | completions | responses | embeddings (None: a record from before it was kept)
+    inputs: int | None = None  # embeddings: inputs in the request (the batch)
+    images: int | None = None  # images in the prompt
+    image_bytes: int | None = None  # their encoded (PNG/JPEG) bytes; base64 sends 4/3 of that
+    tool_calls: int | None = None  # calls in the answer (0: answered without one) when tools were sent
+    tool_round: int | None = None  # 1: the turn that answered the previous request's calls (workload.tool_result)
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))

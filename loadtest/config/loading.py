@@ -133,7 +133,8 @@ def load_scenario(
     if expand and isinstance(written, dict):
         tree["target"] = _expand(written, "target", source, dict(os.environ) if env is None else env)
     try:
-        scenario = Scenario.model_validate(tree, context={"unexpanded": not expand})
+        # base_dir: a file a field names (workload.tools) is relative to the scenario file
+        scenario = Scenario.model_validate(tree, context={"unexpanded": not expand, "base_dir": str(path.parent)})
     except ValidationError as e:
         raise ScenarioError(_format_validation(e, source)) from None
     scenario.target._written = written if isinstance(written, dict) else None
@@ -145,6 +146,9 @@ def load_scenario(
         trace.path = _relative_to(path, trace.path)
     if isinstance(prompt, DatasetPrompt):
         prompt.dataset.path = _relative_to(path, prompt.dataset.path)
+    images = scenario.workload.images
+    if images is not None and images.folder is not None:
+        images.folder = _relative_to(path, images.folder)
     tls = scenario.target.tls
     for name in ("ca_file", "client_cert", "client_key"):
         if (value := getattr(tls, name)) is not None:

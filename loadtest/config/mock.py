@@ -73,6 +73,11 @@ class MockSettings(BaseModel):
     # --enable-metrics (a server without metrics)
     metrics: Literal["vllm", "none"] = "vllm"
     prefix_cache: PrefixCacheSettings | None = None  # off: TTFT does not depend on the prompt
+    # /v1/responses: reasoning as summary deltas (OpenAI asked for a summary, SGLang), raw reasoning_text
+    # deltas (vLLM, llama.cpp), or hidden (OpenAI without a summary: an item, no deltas, only usage)
+    responses_reasoning: Literal["summary", "text", "hidden"] = "summary"
+    # /v1/embeddings: the answer takes ttft_ms plus this much per 1,000 input tokens
+    embed_ms_per_1k_tokens: NonNegFloat = 0.0
 
     @model_validator(mode="after")
     def _key_header_with_its_variable(self) -> MockSettings:

@@ -7,6 +7,7 @@ the file, the field path and what was expected.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from loadtest.config.apis import ApiName, Images, Tool, ToolChoice, api_problem, read_tools
 from loadtest.config.mock import MockSettings
 from loadtest.config.servermetrics import ServerMetrics
 from loadtest.config.sessions import DatasetPrompt, DatasetSpec, Sessions
@@ -32,6 +34,7 @@ __all__ = [
     "DatasetSpec",
     "Distributed",
     "FilePrompt",
+    "Images",
     "Load",
     "MaxBound",
     "MinBound",
@@ -54,6 +57,7 @@ __all__ = [
     "Target",
     "TextPrompt",
     "Tls",
+    "Tool",
     "Trace",
     "Workload",
 ]
@@ -94,7 +98,7 @@ class Target(_Strict):
     base_url: str = "mock"
     api_key_env: str | None = None
     model: str = "mock-model"
-    api: Literal["chat", "completions"] = "chat"
+    api: ApiName = "chat"  # chat | completions | responses | embeddings
     timeout_s: PositiveFloat = 60.0  # whole-request deadline
     connect_timeout_s: PositiveFloat = 10.0
     idle_timeout_s: PositiveFloat | None = None  # longest silence between two reads; default: timeout_s
@@ -192,6 +196,23 @@ class Workload(_Strict):
         if isinstance(self.prompt, DatasetPrompt) and s.turns is not None and not isinstance(s.turns, int):
             raise ValueError("sessions.turns: with a dataset, a number (the most turns taken from a conversation)")
         return self
+
+    # the APIs beyond plain chat (config/apis.py)
+    batch_size: Annotated[int, Field(ge=1, le=2048)] = 1  # embeddings: inputs per request
+    encoding_format: Literal["float", "base64"] = "float"  # embeddings: always sent
+    images: Images | None = None
+    tools: list[Tool] | None = None  # or a JSON/YAML file of them
+    tool_choice: ToolChoice | None = None  # auto | none | required | {name: f}; unset: the server's default
+    tool_result: str | None = None  # a canned result answering each call, then one more turn
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _tools_from_file(cls, v: Any, info: ValidationInfo) -> Any:
+        if not isinstance(v, str):
+            return v
+        base = (info.context or {}).get("base_dir")
+        path = Path(v) if base is None or Path(v).is_absolute() else Path(base) / v
+        return read_tools(path)
 
 
 class Search(_Strict):
@@ -395,6 +416,14 @@ class Scenario(_Strict):
     retry: RetryPolicy | None = None
     distributed: Distributed | None = None
     server_metrics: ServerMetrics = Field(default_factory=ServerMetrics)
+
+    @field_validator("workload")
+    @classmethod
+    def _fits_the_api(cls, v: Workload, info: ValidationInfo) -> Workload:
+        target = info.data.get("target")  # validated before this field
+        if isinstance(target, Target) and (problem := api_problem(target.api, v)) is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("distributed")
     @classmethod

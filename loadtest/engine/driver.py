@@ -27,9 +27,11 @@ from loadtest.config.tls import ssl_context
 from loadtest.engine.retry import retry_delay_s
 from loadtest.engine.sessions import run_sessions
 from loadtest.engine.signals import STOP_SIGNALS, on_loop
+from loadtest.transport.bodies import request_shape
 from loadtest.transport.client import Endpoint, make_endpoint, send
 from loadtest.workload.arrivals import arrival_offsets_ns, ramp_starts_s
 from loadtest.workload.prompts import PromptItem, PromptPool
+from loadtest.workload.tools import ToolCall, follow_up
 from loadtest.workload.trace import TracePool
 
 __all__ = [
@@ -92,6 +94,7 @@ class RunContext:
     def __init__(self, plan: RunPlan, prompts: PromptPool, sinks: Sinks) -> None:
         self.plan, self.sinks = plan, sinks
         self.state = RunState(plan, prompts)
+        self.shape = request_shape(plan.scenario.workload)  # tools, image detail, embeddings format
 
     @property
     def in_flight(self) -> int:
@@ -135,14 +138,17 @@ async def _send(
     headers: dict[str, str] | None = None,
     answer: list[str] | None = None,
 ) -> RequestRecord:
-    """One request: its attempts, each a record, with the retry policy's waits between them; returns
-    the last attempt's record. ``prompt``: the next of the pool unless given (a conversation's turn);
-    ``headers`` and ``answer``: see ``transport.client.send``."""
+    """One request: its attempts, each a record, with the retry policy's waits between them; then the
+    turn answering its tool calls, when ``workload.tool_result`` says to. Returns the last attempt's
+    record. ``prompt``: the next of the pool unless given (a conversation's turn); ``headers`` and
+    ``answer``: see ``transport.client.send``."""
     prompt = prompt if prompt is not None else ctx.next_prompt()
+    calls: list[ToolCall] = []
     while True:
         ctx.state.flying[rec.id] = rec  # until its record is out: a watcher sees it in flight or done, never neither
+        calls.clear()
         try:
-            await _attempt(ctx, ep, rec, prompt, headers, answer)
+            await _attempt(ctx, ep, rec, prompt, headers, answer, calls)
             rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
             delay = None if ctx.state.stop.is_set() else retry_delay_s(ctx.plan.scenario.retry, rec, ctx.jitter())
             rec.final = delay is None
@@ -150,6 +156,7 @@ async def _send(
         finally:
             del ctx.state.flying[rec.id]
         if delay is None:
+            await _answer_calls(ctx, ep, rec, prompt, calls)
             return rec
         if not await ctx.wait(delay):
             return rec  # stopping: the request ends with its last attempt (counted failed: no final answer)
@@ -164,7 +171,22 @@ async def _send(
             turn=rec.turn,
             session_turns=rec.session_turns,
             context_tokens=rec.context_tokens,
+            tool_round=rec.tool_round,
         )
+
+
+async def _answer_calls(
+    ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: PromptItem, calls: list[ToolCall]
+) -> None:
+    """One more turn (its own record, ``tool_round`` 1) answering each of the model's calls with
+    ``workload.tool_result``; a turn that was itself an answer is not answered again."""
+    result = ctx.plan.scenario.workload.tool_result
+    if result is None or not calls or rec.status != "ok" or rec.tool_round or ctx.state.stop.is_set():
+        return
+    turn = follow_up(prompt, ctx.plan.scenario.target.api, calls, result)
+    nxt = ctx.new_record(rec.step, rec.warmup)
+    nxt.tool_round = 1
+    await _send(ctx, ep, nxt, turn)
 
 
 async def _attempt(
@@ -174,6 +196,7 @@ async def _attempt(
     prompt: PromptItem,
     headers: dict[str, str] | None = None,
     answer: list[str] | None = None,
+    calls: list[ToolCall] | None = None,
 ) -> None:
     t, w = ctx.plan.scenario.target, ctx.plan.scenario.workload
     rec.group = prompt.group
@@ -191,6 +214,8 @@ async def _attempt(
             encoding=t.tokenizer,
             headers=headers,
             answer=answer,
+            shape=ctx.shape,
+            calls=calls,
         )
     except asyncio.CancelledError:
         rec.status, rec.error_class, rec.error = "error", "cancelled", "cancelled by the harness"

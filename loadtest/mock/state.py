@@ -14,13 +14,14 @@ from typing import Any
 from loadtest.analysis.stats import distribution
 from loadtest.config.mock import MockSettings
 from loadtest.mock.faults import FaultPlan
+from loadtest.mock.inputs import prompt_image_tokens, prompt_texts
 from loadtest.mock.limits import RateLimiter
 from loadtest.mock.metrics import MockMetrics
 from loadtest.mock.prefixcache import PrefixCache
 from loadtest.mock.tokenizer import HFTokenizer
 from loadtest.mock.wire import now
 
-__all__ = ["MAX_SAMPLES", "WORDS", "MockState", "prompt_words"]
+__all__ = ["MAX_SAMPLES", "WORDS", "ApiCounts", "MockState", "prompt_words"]
 
 # never logged: where clients put keys (the configured api_key_header is added)
 _SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization", "cookie"})
@@ -66,6 +67,7 @@ class MockState:
         self.itl_s: list[float] = []
         self.ttfa_s: list[float] = []  # to the first answer chunk (after the reasoning)
         self.stream_chunks = self.stream_tokens = 0  # of the streams sent to the end
+        self.apis = ApiCounts()  # responses, embeddings, images, tool calls
         self.ids = 0
         self.faults: dict[str, int] = {}
         self.fault_plan = FaultPlan(config.faults)
@@ -120,7 +122,9 @@ class MockState:
             self.slots.release()
 
     def prompt_tokens(self, body: dict[str, Any]) -> int:
-        return self.tok.prompt_tokens(body) if self.tok is not None else prompt_words(body)
+        """The prompt's text tokens and its images' (inputs.py)."""
+        text = self.tok.prompt_tokens(body) if self.tok is not None else prompt_words(body)
+        return text + sum(t for _, _, t in prompt_image_tokens(body))
 
     def prompt_token_seq(self, body: dict[str, Any]) -> list[Any]:
         """The prompt's tokens as the mock counts them (words, or the tokenizer's ids), messages in order."""
@@ -182,6 +186,7 @@ class MockState:
         self.itl_s.clear()
         self.ttfa_s.clear()
         self.stream_chunks = self.stream_tokens = 0
+        self.apis = ApiCounts()
 
     def stats(self) -> dict[str, Any]:
         def pct(values: list[float]) -> dict[str, float | None]:
@@ -209,6 +214,7 @@ class MockState:
                 if self.prefix is not None
                 else None
             ),
+            **self.apis.stats(),
         }
 
     def gap(self, base_ms: float) -> float:
@@ -224,7 +230,32 @@ def _ms(seconds: float | None) -> float | None:
 
 def prompt_words(body: dict[str, Any]) -> int:
     """Prompt tokens, estimated as whitespace-separated words (exact for loadtest's synthetic prompts)."""
-    if isinstance(body.get("messages"), list):
-        return sum(len(str(m.get("content", "")).split()) for m in body["messages"] if isinstance(m, dict))
-    prompt = body.get("prompt", "")
-    return len(prompt.split()) if isinstance(prompt, str) else 0
+    return sum(len(t.split()) for t in prompt_texts(body))
+
+
+class ApiCounts:
+    """What the mock received and answered beyond chat: per API, images (and their sizes and tokens),
+    embeddings inputs, tool calls made; in ``/mock/stats``."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, int] = {}
+        self.images = self.image_tokens = self.embedding_inputs = self.embedding_tokens = self.tool_calls = 0
+        self.image_sizes: dict[str, int] = {}
+
+    def received(self, api: str, body: dict[str, Any]) -> None:
+        self.requests[api] = self.requests.get(api, 0) + 1
+        for w, h, tokens in prompt_image_tokens(body):
+            self.images += 1
+            self.image_tokens += tokens
+            self.image_sizes[f"{w}x{h}"] = self.image_sizes.get(f"{w}x{h}", 0) + 1
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "api_requests": self.requests,
+            "images": self.images,
+            "image_sizes": self.image_sizes,
+            "image_tokens": self.image_tokens,
+            "embedding_inputs": self.embedding_inputs,
+            "embedding_tokens": self.embedding_tokens,
+            "tool_calls": self.tool_calls,
+        }

@@ -27,7 +27,9 @@ from loadtest.config.scenario import (
     Trace,
     Workload,
 )
+from loadtest.workload.apis import api_pool
 from loadtest.workload.datasets import Dataset, load_dataset
+from loadtest.workload.images import EncodedImage
 from loadtest.workload.servertok import ServerCounter
 from loadtest.workload.shared import SharedPrefixPool, new_run_nonce
 from loadtest.workload.synthetic import SyntheticPool, WordSet, local_words, server_words, synthetic_words_text
@@ -56,6 +58,8 @@ class PromptItem:
     max_tokens: int
     input_tokens: int | None  # tokenizer count of the prompt text, when known
     group: int | None = None  # shared-prefix group (workload.prompt.shared_prefix, or a file's "group")
+    images: tuple[EncodedImage, ...] = ()  # added to the last user message (workload.images)
+    inputs: tuple[str, ...] | None = None  # embeddings: the batch of texts (workload.batch_size)
 
 
 def synthetic_text(n_tokens: int, rng: np.random.Generator, encoding: str = "o200k_base") -> str:
@@ -98,12 +102,12 @@ def _item(
     text: str | None,
     messages: list[dict[str, Any]] | None,
     max_tokens: int,
-    api: Literal["chat", "completions"],
+    api: str,
     system: str | None,
     input_tokens: int | None,
     group: int | None = None,
 ) -> PromptItem:
-    if api == "chat":
+    if api in ("chat", "responses"):  # messages; embeddings take a text, as completions
         if messages is None:
             messages = [{"role": "user", "content": text}]
         if system is not None and not any(m.get("role") == "system" for m in messages):
@@ -155,9 +159,7 @@ def _messages_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(str(m.get("content", "")) for m in messages)
 
 
-def _synthetic_pool(
-    workload: Workload, api: Literal["chat", "completions"], words: WordSet, count: Callable[[str], int]
-) -> SyntheticPool:
+def _synthetic_pool(workload: Workload, api: str, words: WordSet, count: Callable[[str], int]) -> SyntheticPool:
     spec = workload.prompt.synthetic  # type: ignore[union-attr]
 
     def make(text: str, n: int) -> PromptItem:
@@ -214,7 +216,7 @@ def _dataset_pool(workload: Workload, api: Literal["chat", "completions"], count
 
 def build_prompts(
     workload: Workload,
-    api: Literal["chat", "completions"],
+    api: Literal["chat", "completions", "responses", "embeddings"],
     encoding: str = "o200k_base",
     *,
     count: Callable[[str], int] | None = None,
@@ -258,15 +260,15 @@ def build_prompts(
 
 def run_prompts(scenario: Scenario, base_url: str, key: str) -> tuple[PromptPool, str | None]:
     """A run's prompts (or one worker's), counted by ``target.tokenizer``; with ``server``, also
-    which tokenize route of the endpoint answered."""
+    which tokenize route of the endpoint answered. Embeddings batches and images are added here (apis.py)."""
     t, w, trace = scenario.target, scenario.workload, scenario.load.trace
     if t.tokenizer != "server":
-        return build_prompts(w, t.api, t.tokenizer, trace=trace), None
+        return api_pool(build_prompts(w, t.api, t.tokenizer, trace=trace), w), None
     counter = ServerCounter(base_url, t.model, {"authorization": f"Bearer {key}", **t.headers}, t.timeout_s)
     try:
         made = trace is not None or isinstance(w.prompt, SyntheticPrompt | SharedPrefixPrompt)  # of our words
         words = server_words(counter.count) if made else None
-        return build_prompts(w, t.api, count=counter.count, words=words, trace=trace), counter.label
+        return api_pool(build_prompts(w, t.api, count=counter.count, words=words, trace=trace), w), counter.label
     finally:
         counter.close()
 
