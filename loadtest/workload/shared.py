@@ -60,9 +60,11 @@ class SharedPrefixPool:
         self._index = -1
 
     def _load(self, index: int) -> None:
-        rng = np.random.default_rng([self.seed, self.nonce_int, index, 3])
-        self._groups = rng.choice(self.spec.groups, size=BLOCK, p=self.weights)
+        """Block ``index``'s group draws (the seed alone: every run draws the same groups) and, with
+        ``nonce: request``, its nonces (the run nonce too: new every run)."""
+        self._groups = np.random.default_rng([self.seed, index, 3]).choice(self.spec.groups, size=BLOCK, p=self.weights)
         if self.spec.nonce == "request":
+            rng = np.random.default_rng([self.seed, self.nonce_int, index, 4])
             self._nonce_first = rng.integers(0, len(self.words.first), size=BLOCK)
             self._nonce_run = rng.integers(0, len(self.words.run), size=(BLOCK, self.k - 1))
         self._index = index
