@@ -38,6 +38,7 @@ def words(a: int, b: int) -> str:
     return "".join(WORDS[i % len(WORDS)] for i in range(a, b))
 
 
+@pytest.mark.timing
 def test_responses_stream_timing_and_usage(mock_server: Callable[..., MockProcess], tmp_path: Path) -> None:
     mock = mock_server(ttft_ms=50, itl_ms=10, output_tokens=32)
     sc = scenario(
@@ -131,6 +132,7 @@ def test_tool_calls_and_their_answer(mock_server: Callable[..., MockProcess], tm
     assert len(set(ids)) == 4  # each answer names the call the mock made for its own first turn
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("fmt", ["float", "base64"])
 def test_embeddings_batch_of_16(mock_server: Callable[..., MockProcess], tmp_path: Path, fmt: str) -> None:
     mock = mock_server(ttft_ms=8, request_log=64)
@@ -245,6 +247,7 @@ def test_example_scenarios_run_against_the_mock(tmp_path: Path, name: str) -> No
     assert outcome.exit_code == 0 and s["requests"]["failed"] == 0 and s["apis"] == {sc.target.api: s["requests"]["ok"]}
 
 
+@pytest.mark.timing
 def test_the_mocks_first_embeddings_answer_is_on_time(mock_server: Callable[..., MockProcess]) -> None:
     """Its vectors are encoded before the first request (building 1536-dimension floats took ~300 ms
     and landed on whoever asked first)."""

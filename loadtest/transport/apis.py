@@ -17,7 +17,7 @@ import orjson
 from loadtest.analysis.records import RequestRecord
 from loadtest.transport.bodies import RequestShape
 from loadtest.transport.embeddings import read_embeddings
-from loadtest.transport.h1 import H1Body
+from loadtest.transport.h1 import BODY_EXTENSION, H1Body
 from loadtest.transport.outputs import Side
 from loadtest.transport.responses import read_events, response_output
 from loadtest.workload.prompts import PromptItem
@@ -47,7 +47,8 @@ def body_reads(resp: httpx2.Response) -> tuple[Any, H1Body | None]:
     """The body's reads and, on h1, the body whose ``read_ns`` stamps each read at its arrival (as
     ``client._read_stream`` takes them)."""
     encoding_hdr = resp.headers.get("content-encoding", "identity").lower()
-    chunks = resp.stream if encoding_hdr == "identity" else resp.aiter_bytes()
+    h1_body = resp.extensions.get(BODY_EXTENSION)  # resp.stream is httpx2's wrapper around it
+    chunks = (h1_body or resp.stream) if encoding_hdr == "identity" else resp.aiter_bytes()
     return chunks, chunks if isinstance(chunks, H1Body) else None
 
 
@@ -69,7 +70,7 @@ async def read_api(
         usage = await read_events(*body_reads(resp), rec, t0, pieces, side)
         return Output(usage, lambda: side.output(pieces), "".join(side.reasoning))
     obj = orjson.loads(await resp.aread())
-    body = resp.stream
+    body = resp.extensions.get(BODY_EXTENSION)  # resp.stream is httpx2's wrapper around h1's body
     rec.end_ns = (body.read_ns if isinstance(body, H1Body) else _NS()) - t0
     if api == "embeddings":
         read_embeddings(obj, rec, item, encoding)

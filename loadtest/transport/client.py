@@ -33,7 +33,7 @@ from loadtest.analysis.ratelimit import retry_after_s
 from loadtest.analysis.records import RequestRecord
 from loadtest.config.secrets import scrub, secret_values
 from loadtest.transport.aiotrace import CURRENT_PHASES, aiohttp_transport
-from loadtest.transport.apis import note_api, read_api
+from loadtest.transport.apis import body_reads, note_api, read_api
 from loadtest.transport.bodies import RequestShape, request_body
 from loadtest.transport.errors import root_cause
 from loadtest.transport.h1 import BODY_EXTENSION, H1Body, H1Transport
@@ -434,12 +434,9 @@ async def _read_stream(
     tail = b""
     # An identity-encoded body is read straight from the transport's stream (httpx2's decoder and
     # chunker layers cost a few microseconds per chunk); a compressed one goes through aiter_bytes.
-    encoding_hdr = resp.headers.get("content-encoding", "identity").lower()
-    h1_body = resp.extensions.get(BODY_EXTENSION)  # resp.stream is httpx2's wrapper around it
-    chunks = (h1_body or resp.stream) if encoding_hdr == "identity" else resp.aiter_bytes()
     # h1 stamps each read as it arrives (several events in one read share its time); otherwise
     # the time is taken as the piece reaches this loop
-    arrival = chunks if isinstance(chunks, H1Body) else None
+    chunks, arrival = body_reads(resp)
     async for raw in chunks:  # type: ignore[union-attr]
         t = (arrival.read_ns if arrival is not None else _NS()) - t0
         lines = (tail + raw).split(b"\n")
