@@ -130,6 +130,7 @@ def ray_head() -> Iterator[str]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.mark.timing  # starts Ray actors: on the parallel pass a busy CPU starves its nodes
 def test_a_running_ray_cluster_takes_the_workers(tmp_path: Path, ray_head: str) -> None:
     with start_mock(MockSettings(ttft_ms=10, itl_ms=2, output_tokens=8)) as mock:
         sc = write(
@@ -214,6 +215,7 @@ def test_a_local_ray_without_the_cpus_for_the_actors_is_one_line(tmp_path: Path)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.timing  # starts Ray actors: on the parallel pass a busy CPU starves its nodes
 def test_a_lost_ray_worker_is_counted_and_the_run_goes_on(tmp_path: Path) -> None:
     with start_mock(MockSettings(ttft_ms=20, itl_ms=5, output_tokens=16)) as mock:
         sc = write(
