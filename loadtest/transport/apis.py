@@ -52,6 +52,12 @@ def body_reads(resp: httpx2.Response) -> tuple[Any, H1Body | None]:
     return chunks, chunks if isinstance(chunks, H1Body) else None
 
 
+def body_end_ns(resp: httpx2.Response) -> int:
+    """When a whole body's last byte was read: h1's stamp of its last read, else now."""
+    body = resp.extensions.get(BODY_EXTENSION)  # resp.stream is httpx2's wrapper around h1's body
+    return body.read_ns if isinstance(body, H1Body) else _NS()
+
+
 async def read_api(
     resp: httpx2.Response,
     rec: RequestRecord,
@@ -70,8 +76,7 @@ async def read_api(
         usage = await read_events(*body_reads(resp), rec, t0, pieces, side)
         return Output(usage, lambda: side.output(pieces), "".join(side.reasoning))
     obj = orjson.loads(await resp.aread())
-    body = resp.extensions.get(BODY_EXTENSION)  # resp.stream is httpx2's wrapper around h1's body
-    rec.end_ns = (body.read_ns if isinstance(body, H1Body) else _NS()) - t0
+    rec.end_ns = body_end_ns(resp) - t0
     if api == "embeddings":
         read_embeddings(obj, rec, item, encoding)
         return None

@@ -33,10 +33,10 @@ from loadtest.analysis.ratelimit import retry_after_s
 from loadtest.analysis.records import RequestRecord
 from loadtest.config.secrets import scrub, secret_values
 from loadtest.transport.aiotrace import CURRENT_PHASES, aiohttp_transport
-from loadtest.transport.apis import body_reads, note_api, read_api
+from loadtest.transport.apis import body_end_ns, body_reads, note_api, read_api
 from loadtest.transport.bodies import RequestShape, request_body
 from loadtest.transport.errors import root_cause
-from loadtest.transport.h1 import BODY_EXTENSION, H1Body, H1Transport
+from loadtest.transport.h1 import H1Transport
 from loadtest.transport.netconn import env_proxy_url, origin
 from loadtest.transport.outputs import (
     Side,
@@ -400,9 +400,7 @@ async def _read_whole(
 ) -> tuple[str, str] | None:
     """A response that is not streamed: every token arrives with the last byte."""
     obj = orjson.loads(await resp.aread())
-    body = resp.extensions.get(BODY_EXTENSION)  # resp.stream is httpx2's wrapper around h1's body
-    end = body.read_ns if isinstance(body, H1Body) else _NS()
-    rec.end_ns = rec.first_token_ns = rec.last_token_ns = end - t0
+    rec.end_ns = rec.first_token_ns = rec.last_token_ns = body_end_ns(resp) - t0
     rec.first_answer_ns = rec.first_token_ns  # the reasoning came in the same body
     text, reasoning = message_output(obj, chat)
     if answer is not None:
