@@ -29,6 +29,7 @@ from loadtest.config.scenario import (
 )
 from loadtest.workload.apis import api_pool
 from loadtest.workload.datasets import Dataset, load_dataset
+from loadtest.workload.files import read_lines
 from loadtest.workload.images import EncodedImage
 from loadtest.workload.servertok import ServerCounter
 from loadtest.workload.shared import SharedPrefixPool, new_run_nonce
@@ -121,12 +122,7 @@ def _item(
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ScenarioError(f"workload.prompt.file: {path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError(f"workload.prompt.file: {path}: cannot read ({e.__class__.__name__})") from None
+    lines = read_lines(path, "workload.prompt.file")
     rows = []
     for n, line in enumerate(lines, 1):
         if not line.strip():

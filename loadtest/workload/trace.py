@@ -27,6 +27,7 @@ import numpy as np
 
 from loadtest.config.scenario import ScenarioError
 from loadtest.config.traffic import Trace
+from loadtest.workload.files import read_lines
 from loadtest.workload.synthetic import WordSet
 
 __all__ = ["TracePool", "TraceRow", "read_trace"]
@@ -75,12 +76,7 @@ def _plain(row: dict[str, Any], t: float, where: str) -> TraceRow:
 def read_trace(trace: Trace) -> list[TraceRow]:
     """The rows of ``trace.path``, sorted by time, times in seconds from the first row."""
     path = Path(trace.path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ScenarioError(f"load.trace.path: {path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError(f"load.trace.path: {path}: cannot read ({e.__class__.__name__})") from None
+    lines = read_lines(path, "load.trace.path")
     scale = 1e-3 if trace.time_unit == "ms" else 1.0
     fmt, rows = trace.format, []
     for n, line in enumerate(lines, 1):
