@@ -28,7 +28,7 @@ from loadtest.workload.tokens import TokenizerError, token_source, tokenizer_pro
 
 __all__ = ["app", "main"]
 
-# Commands import the heavy modules (the driver, matplotlib, numpy statistics) when they run:
+# Commands import the heavy modules (the driver, the plots, numpy statistics) when they run:
 # `loadtest mock` and `loadtest validate` start in a third of the time.
 
 app = typer.Typer(

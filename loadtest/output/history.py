@@ -55,14 +55,14 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 
 def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """One PNG per key metric: its value per run, one line per load value."""
-    from matplotlib.figure import Figure  # here: a run appends history without loading matplotlib
+    from loadtest.output.chart import Chart, color  # here: a run appends history without loading Pillow
 
     out_dir.mkdir(parents=True, exist_ok=True)
     loads = sorted({(s["mode"], s["value"]) for h in history for s in h["steps"]}, key=lambda m: (m[0], m[1]))
     paths = []
     for key, label in KEY_METRICS.items():
-        fig = Figure(figsize=(9, 4))
-        ax = fig.subplots()
+        chart = Chart(810, 360)
+        (ax,) = chart.panels
         for i, (mode, value) in enumerate(loads):
             xs, ys = [], []
             for n, h in enumerate(history):
@@ -71,15 +71,11 @@ def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
                         xs.append(n)
                         ys.append(s[key])
             if xs:
-                ax.plot(xs, ys, "o-", color=f"C{i % 10}", label=f"{mode}={value}")
-        ax.set_xticks(
-            range(len(history)), [h["started_at"][5:16] for h in history], rotation=45, ha="right", fontsize="x-small"
-        )
-        ax.set_title(f"{label} per run")
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="x-small")
+                ax.plot(xs, ys, color(i), f"{mode}={value}", marker=True)
+        every = max(1, len(history) // 10)  # at most ~10 dates under the axis
+        ax.xticks = [(n, h["started_at"][5:16]) for n, h in enumerate(history)][::every]
+        ax.title = f"{label} per run"
         path = out_dir / f"{key.replace('.', '_')}.png"
-        fig.savefig(path, dpi=80, bbox_inches="tight")
+        path.write_bytes(chart.png())
         paths.append(path)
     return paths
