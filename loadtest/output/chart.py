@@ -218,7 +218,7 @@ def _x_ticks(panel: Panel, sx: _Scale) -> list[tuple[float, str]]:
     steps = (1, 2, 5) if base == 10 and k1 - k0 <= 3 else (1,)
     values = [m * base**k for k in range(k0, k1 + 1, every) for m in steps if lo <= m * base**k <= hi]
     if len(values) < 3:  # less than a decade: round values in between
-        values = [v for v in nice_ticks(lo, hi, 5) if v > 0]
+        values = [v for v in nice_ticks(lo, hi, 6) if v > 0]
     return [(v, _fmt(v)) for v in values]
 
 
