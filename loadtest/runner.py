@@ -32,7 +32,6 @@ from loadtest.engine.driver import RunContext, RunPlan, Sinks, drive
 from loadtest.engine.planner import StepPlanner
 from loadtest.engine.processes import run_local_workers
 from loadtest.engine.servermetrics import MetricsUnavailable, start_scraper
-from loadtest.mock import start_mock
 from loadtest.output.history import append_history
 from loadtest.output.progress import LiveProgress
 from loadtest.output.rundir import RunFiles, analyze, new_run_dir, write_scenario, write_summary
@@ -71,6 +70,8 @@ def _endpoint(scenario: Scenario) -> Iterator[str]:
     if scenario.target.base_url != "mock":
         yield scenario.target.base_url
         return
+    from loadtest.mock import start_mock  # here: a run against a real endpoint never imports the mock
+
     with start_mock(scenario.target.mock) as mock:
         yield mock.base_url
 
