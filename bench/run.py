@@ -36,7 +36,7 @@ CASES: dict[str, dict[str, Any]] = {
     "A": {"ttft_ms": 20.0, "itl_ms": 2.0, "tokens": 64, "concurrency": 64, "requests": 4000},
     "B": {"ttft_ms": 0.0, "itl_ms": 0.0, "tokens": 64, "concurrency": 256, "requests": 20000},
     "C": {"ttft_ms": 20.0, "itl_ms": 2.0, "tokens": 64, "concurrency": 256, "requests": 12000},
-    "D": {"ttft_ms": 20.0, "itl_ms": 1.0, "tokens": 4000, "concurrency": 32, "requests": 64, "input_tokens": 100_000},
+    "D": {"ttft_ms": 20.0, "itl_ms": 5.0, "tokens": 4000, "concurrency": 32, "requests": 32, "input_tokens": 100_000},
 }
 GOALS = {
     "A_cpu_s_per_1k": 1.0,
