@@ -29,7 +29,7 @@ from loadtest.engine.sessions import run_sessions
 from loadtest.engine.signals import STOP_SIGNALS, on_loop
 from loadtest.transport.bodies import request_shape
 from loadtest.transport.client import Endpoint, make_endpoint, send
-from loadtest.workload.arrivals import arrival_offsets_ns, ramp_starts_s
+from loadtest.workload.arrivals import arrival_offsets_ns, ramp_starts_s, step_offsets_ns
 from loadtest.workload.prompts import PromptItem, PromptPool
 from loadtest.workload.tools import ToolCall, follow_up
 from loadtest.workload.trace import TracePool
@@ -260,21 +260,7 @@ def _offsets_ns(ctx: RunContext, step: StepPlan) -> list[int]:
         if not isinstance(ctx.state.prompts, TracePool):
             raise TypeError("a trace step needs the trace's prompts (build_prompts with trace=)")
         return ctx.state.prompts.offsets_ns(step.value, step.requests, step.duration_s)
-    seed = ctx.plan.scenario.workload.seed + step.index
-    warm_rate = step.ramp_from or step.value
-    warm = arrival_offsets_ns(warm_rate, "constant", count=step.warmup) if step.warmup else np.empty(0, np.int64)
-    ramp = (step.ramp_from, step.ramp_s) if step.ramp_from is not None and step.ramp_s is not None else None
-    measured = arrival_offsets_ns(
-        step.value,
-        step.arrival,
-        count=step.requests,
-        duration_s=step.duration_s,
-        seed=seed,
-        burstiness=step.burstiness,
-        ramp=ramp,
-    )
-    lead = int(warm[-1] + 1e9 / warm_rate) if len(warm) else 0
-    return np.concatenate((warm, measured + lead)).tolist()
+    return step_offsets_ns(step, ctx.plan.scenario.workload.seed + step.index)
 
 
 async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
