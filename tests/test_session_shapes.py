@@ -7,6 +7,8 @@ by the arrivals function single requests use.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from loadtest.config.loading import load_scenario
+from loadtest.config.scenario import ScenarioError
 from loadtest.mock import MockProcess
 from loadtest.workload.arrivals import arrival_offsets_ns
+from loadtest.workload.tokens import count_tokens
 from tests.test_integration import run, scenario
 from tests.test_mock import logged
 from tests.test_sessions import by_conversation
@@ -67,3 +72,90 @@ def test_open_loop_conversations_start_at_the_steps_arrival_times(
     residual_ms = (got_s - expected_s) * 1e3
     residual_ms -= np.median(residual_ms)  # the run's common offset (the first turn's own lateness)
     assert np.abs(residual_ms).max() <= SLACK_MS, residual_ms.round(1)
+
+
+def _exchange(k: int, row: int) -> tuple[str, str]:
+    """Row ``row``'s k-th exchange: a user message and a recorded answer the mock would never write."""
+    user = f"question {k} of conversation {row}: please tell me about topic number {k}"
+    return user, f"recorded answer {k} to conversation {row}, written by someone long ago"
+
+
+def test_history_dataset_replays_the_recorded_answers(mock_server: Callable[..., MockProcess], tmp_path: Path) -> None:
+    """``history: dataset``: every later turn carries the answers the file recorded, not the mock's, and
+    each turn's context is counted from those recorded messages."""
+    rows = []
+    for row in range(2):
+        messages = []
+        for k in range(3):
+            user, answer = _exchange(k, row)
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        rows.append(json.dumps({"messages": messages}))
+    (tmp_path / "chats.jsonl").write_text("\n".join(rows) + "\n")
+    mock = mock_server(ttft_ms=0, itl_ms=0, output_tokens=1000, request_log=100)
+    sc = scenario(
+        mock.base_url,
+        workload={
+            "prompt": {"dataset": {"path": str(tmp_path / "chats.jsonl"), "shuffle": False}},
+            "sessions": {"history": "dataset"},
+        },
+        load={"concurrency": [2], "requests": 2},
+    )
+    summary, records = run(sc, tmp_path)
+    conversations = by_conversation(logged(mock.base_url))
+    assert len(conversations) == 2
+    for entries in conversations.values():
+        assert len(entries) == 3
+        row = int(re.search(r"conversation (\d+)", entries[0]["body"]["messages"][0]["content"]).group(1))  # type: ignore[union-attr]
+        want: list[dict[str, str]] = []
+        for k, entry in enumerate(entries):
+            user, answer = _exchange(k, row)
+            assert entry["body"]["messages"] == [*want, {"role": "user", "content": user}]
+            assert entry["answer"] != answer  # the mock said something else, which the next turn does not carry
+            want += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+
+    def context(row: int, turn: int) -> int:  # the recorded messages before the turn, and its own
+        texts = [t for k in range(turn - 1) for t in _exchange(k, row)] + [_exchange(turn - 1, row)[0]]
+        return sum(count_tokens(t) for t in texts)
+
+    assert sorted(r.context_tokens for r in records) == sorted(context(row, t) for row in (0, 1) for t in (1, 2, 3))
+    assert summary["steps"][0]["sessions"]["completed"] == 2
+
+
+def test_history_dataset_needs_a_dataset(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "target: {base_url: 'http://127.0.0.1:1/v1'}\n"
+        "workload: {prompt: {synthetic: {input_tokens: 8}}, sessions: {turns: 2, history: dataset}}\n"
+    )
+    with pytest.raises(
+        ScenarioError, match=r"s\.yaml: workload: .*sessions\.history: dataset .*workload\.prompt\.dataset"
+    ):
+        load_scenario(path)
+
+
+def test_a_conversation_ends_where_its_next_prompt_would_exceed_max_context_tokens(
+    mock_server: Callable[..., MockProcess], tmp_path: Path
+) -> None:
+    """Messages of 10 tokens, answers of 5: turn t's prompt is 15 t - 5 tokens (10, 25, 40, 55, 70). With
+    max_context_tokens 55 the mock sees 4 turns of each 5-turn conversation (55 is not over the limit),
+    and the step counts them completed by context, not failed or cut."""
+    mock = mock_server(ttft_ms=0, itl_ms=0, output_tokens=1000, request_log=100)
+    sc = scenario(
+        mock.base_url,
+        workload={
+            "prompt": {"synthetic": {"input_tokens": 10}},
+            "max_tokens": 5,
+            "sessions": {"turns": 5, "max_context_tokens": 55},
+        },
+        load={"concurrency": [2], "requests": 3},
+    )
+    summary, records = run(sc, tmp_path)
+    conversations = by_conversation(logged(mock.base_url))
+    assert len(conversations) == 3
+    for entries in conversations.values():
+        sizes = [sum(len(m["content"].split()) for m in e["body"]["messages"]) for e in entries]  # the mock's count
+        assert sizes == [10, 25, 40, 55]
+    assert sorted((r.turn, r.session_end) for r in records if r.session_end) == [(4, "context")] * 3
+    s = summary["steps"][0]["sessions"]
+    assert (s["started"], s["completed"], s["completed_by_context"], s["failed"], s["cut"]) == (3, 0, 3, 0, 0)
+    assert s["turns_answered"]["max"] == 4 and s["duration_s"]["p50"] is not None

@@ -137,11 +137,13 @@ async def _send(
     prompt: PromptItem | None = None,
     headers: dict[str, str] | None = None,
     answer: list[str] | None = None,
+    done: Callable[[RequestRecord], None] | None = None,
 ) -> RequestRecord:
     """One request: its attempts, each a record, with the retry policy's waits between them; then the
     turn answering its tool calls, when ``workload.tool_result`` says to. Returns the last attempt's
     record. ``prompt``: the next of the pool unless given (a conversation's turn); ``headers`` and
-    ``answer``: see ``transport.client.send``."""
+    ``answer``: see ``transport.client.send``; ``done``: sees the last attempt's record before it is out
+    (a conversation marks the turn that ends it)."""
     prompt = prompt if prompt is not None else ctx.next_prompt()
     calls: list[ToolCall] = []
     while True:
@@ -152,6 +154,8 @@ async def _send(
             rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
             delay = None if ctx.state.stop.is_set() else retry_delay_s(ctx.plan.scenario.retry, rec, ctx.jitter())
             rec.final = delay is None
+            if rec.final and done is not None:
+                done(rec)
             ctx.emit(RequestDone(rec))
         finally:
             del ctx.state.flying[rec.id]

@@ -15,6 +15,7 @@ the answer's last byte (a fixed due time, never a sleep after the bookkeeping).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from loadtest.analysis.records import RequestRecord
 from loadtest.config.steps import StepPlan
 from loadtest.transport.client import Endpoint
 from loadtest.workload.arrivals import ramp_starts_s, step_offsets_ns, warmup_lead_ns
+from loadtest.workload.datasets import DatasetTurn
 from loadtest.workload.prompts import PromptItem
 from loadtest.workload.sessions import History, SessionPool, session_id
 
@@ -33,7 +35,16 @@ __all__ = ["run_sessions"]
 
 # driver._send: one request with its retries; returns the last attempt's record
 Send = Callable[
-    ["RunContext", Endpoint, RequestRecord, PromptItem, dict[str, str], list[str]], Awaitable[RequestRecord]
+    [
+        "RunContext",
+        Endpoint,
+        RequestRecord,
+        PromptItem,
+        dict[str, str],
+        list[str],
+        Callable[[RequestRecord], None],
+    ],
+    Awaitable[RequestRecord],
 ]
 
 
@@ -136,13 +147,25 @@ class _Conversations:
             rec = ctx.new_record(self.step.index, warm, due if t == 1 else None)
             rec.session, rec.turn, rec.session_turns, rec.context_tokens = number, t, len(plan.turns), item.input_tokens
             answer: list[str] = []
+            following = plan.turns[t] if t < len(plan.turns) else None
+            done = functools.partial(self._answered, history, turn, following, answer)
             if self.gate is None:
-                last = await self.send(ctx, self.ep, rec, item, headers, answer)
+                last = await self.send(ctx, self.ep, rec, item, headers, answer, done)
             else:
                 async with self.gate:  # waiting here shows as the first turn's schedule lag
-                    last = await self.send(ctx, self.ep, rec, item, headers, answer)
-            if last.status != "ok" or not answer:
-                return  # a failed turn ends its conversation
-            reported = (last.output_tokens or 0) - (last.reasoning_tokens or 0)  # the answer, reasoning left out
-            history.answered(turn, answer[-1], self.pool.answer_tokens(answer[-1], reported))
+                    last = await self.send(ctx, self.ep, rec, item, headers, answer, done)
+            if last.status != "ok" or not answer or last.session_end is not None:
+                return  # a failed turn ends its conversation, and so does a full context
             ended = last.end_ns
+
+    def _answered(
+        self, history: History, turn: DatasetTurn, following: DatasetTurn | None, answer: list[str], last: RequestRecord
+    ) -> None:
+        """A turn's last attempt, before its record is out: its answer joins the history, and the record
+        says the conversation ends here when the next prompt would exceed ``max_context_tokens``."""
+        if last.status != "ok" or not answer:
+            return
+        reported = (last.output_tokens or 0) - (last.reasoning_tokens or 0)  # the answer, reasoning left out
+        history.answered(turn, *self.pool.history_answer(turn, answer[-1], reported))
+        if self.pool.ends_by_context(history, following):
+            last.session_end = "context"
