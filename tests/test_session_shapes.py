@@ -7,6 +7,7 @@ by the arrivals function single requests use.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from loadtest.config.scenario import ScenarioError
 from loadtest.mock import MockProcess
 from loadtest.workload.arrivals import arrival_offsets_ns
 from loadtest.workload.tokens import count_tokens
+from tests.conftest import mock_stats
 from tests.test_integration import run, scenario
 from tests.test_mock import logged
 from tests.test_sessions import by_conversation
@@ -159,3 +161,22 @@ def test_a_conversation_ends_where_its_next_prompt_would_exceed_max_context_toke
     s = summary["steps"][0]["sessions"]
     assert (s["started"], s["completed"], s["completed_by_context"], s["failed"], s["cut"]) == (3, 0, 3, 0, 0)
     assert s["turns_answered"]["max"] == 4 and s["duration_s"]["p50"] is not None
+
+
+@pytest.mark.timing
+def test_a_concurrency_ramp_adds_users_along_its_line(mock_server: Callable[..., MockProcess], tmp_path: Path) -> None:
+    """From 1 user to 3 over 0.6 s (joins at 0.3 and 0.6 s): the first 0.2 s see one conversation at a
+    time (each turn takes the mock 40 ms), later three run at once."""
+    mock = mock_server(ttft_ms=40, itl_ms=0, output_tokens=2, request_log=200)
+    sc = scenario(
+        mock.base_url,
+        workload={"prompt": {"synthetic": {"input_tokens": 8}}, "sessions": {"turns": 2}},
+        load={"ramp": {"from": 1, "to": 3, "over_s": 0.6, "of": "concurrency"}, "duration_s": 1.0},
+    )
+    run(sc, tmp_path)
+    log = sorted(logged(mock.base_url), key=lambda e: e["t"])
+    t0 = log[0]["t"]
+    early = [e for e in log if e["t"] - t0 < 0.25]
+    assert len(early) >= 3  # one user's turns, each after the previous answer (40 ms)
+    assert all(b["t"] - a["t"] >= 0.035 for a, b in itertools.pairwise(early)), [e["t"] - t0 for e in early]
+    assert mock_stats(mock.base_url)["in_flight_max"] == 3  # all three users, once joined
