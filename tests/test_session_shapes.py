@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from loadtest.config.loading import load_scenario
-from loadtest.config.scenario import ScenarioError
-from loadtest.mock import MockProcess
+from loadtest.config.mock import MockSettings
+from loadtest.config.scenario import Scenario, ScenarioError
+from loadtest.mock import MockProcess, start_mock
 from loadtest.workload.arrivals import arrival_offsets_ns
 from loadtest.workload.tokens import count_tokens
 from tests.conftest import mock_stats
@@ -28,9 +29,24 @@ from tests.test_mock import logged
 from tests.test_sessions import by_conversation
 
 
-def _first_turns_s(base_url: str) -> np.ndarray:
+@pytest.fixture(scope="module")
+def shared_mock() -> Iterator[MockProcess]:
+    """One mock for the tests below that read only their own part of its log (starting one takes ~2 s):
+    1 ms to the first token, answers of exactly max_tokens words (it has 1000 to give)."""
+    with start_mock(MockSettings(ttft_ms=1, itl_ms=0, output_tokens=1000, request_log=1000)) as mock:
+        yield mock
+
+
+def run_logged(mock: MockProcess, sc: Scenario, tmp_path: Path) -> tuple[dict[str, Any], list[Any], list[Any]]:
+    """Run ``sc``: its summary, its records, and what the mock logged of it (the entries it added)."""
+    before = len(logged(mock.base_url))
+    summary, records = run(sc, tmp_path)
+    return summary, records, logged(mock.base_url)[before:]
+
+
+def _first_turns_s(log: list[dict[str, Any]]) -> np.ndarray:
     """When each conversation's first turn reached the mock, seconds from the earliest one, in order."""
-    firsts = np.sort([entries[0]["t"] for entries in by_conversation(logged(base_url)).values()])
+    firsts = np.sort([entries[0]["t"] for entries in by_conversation(log).values()])
     return firsts - firsts[0]
 
 
@@ -57,19 +73,18 @@ SLACK_MS = 20
     ids=["gamma", "ramp"],
 )
 def test_open_loop_conversations_start_at_the_steps_arrival_times(
-    mock_server: Callable[..., MockProcess], tmp_path: Path, load: dict[str, Any], want: Callable[[int], np.ndarray]
+    shared_mock: MockProcess, tmp_path: Path, load: dict[str, Any], want: Callable[[int], np.ndarray]
 ) -> None:
     """The first turns reach the mock at the offsets the arrivals function gives single requests of
     the same step and seed (gamma's burstiness, the ramp's line), each within the slack."""
-    mock = mock_server(ttft_ms=1, itl_ms=0, output_tokens=2, request_log=100)
     sc = scenario(
-        mock.base_url,
-        workload={"prompt": {"synthetic": {"input_tokens": 8}}, "sessions": {"turns": 2}, "seed": 11},
+        shared_mock.base_url,
+        workload={"prompt": {"synthetic": {"input_tokens": 8}}, "max_tokens": 2, "sessions": {"turns": 2}, "seed": 11},
         load=load,
     )
-    summary, _ = run(sc, tmp_path)
+    summary, _, log = run_logged(shared_mock, sc, tmp_path)
     expected_s = want(11 + 0) / 1e9  # the step's seed: workload.seed + its index
-    got_s = _first_turns_s(mock.base_url)
+    got_s = _first_turns_s(log)
     assert len(got_s) == len(expected_s) and summary["steps"][0]["sessions"]["completed"] == len(expected_s)
     residual_ms = (got_s - expected_s) * 1e3
     residual_ms -= np.median(residual_ms)  # the run's common offset (the first turn's own lateness)
@@ -82,7 +97,7 @@ def _exchange(k: int, row: int) -> tuple[str, str]:
     return user, f"recorded answer {k} to conversation {row}, written by someone long ago"
 
 
-def test_history_dataset_replays_the_recorded_answers(mock_server: Callable[..., MockProcess], tmp_path: Path) -> None:
+def test_history_dataset_replays_the_recorded_answers(shared_mock: MockProcess, tmp_path: Path) -> None:
     """``history: dataset``: every later turn carries the answers the file recorded, not the mock's, and
     each turn's context is counted from those recorded messages."""
     rows = []
@@ -93,17 +108,16 @@ def test_history_dataset_replays_the_recorded_answers(mock_server: Callable[...,
             messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
         rows.append(json.dumps({"messages": messages}))
     (tmp_path / "chats.jsonl").write_text("\n".join(rows) + "\n")
-    mock = mock_server(ttft_ms=0, itl_ms=0, output_tokens=1000, request_log=100)
     sc = scenario(
-        mock.base_url,
+        shared_mock.base_url,
         workload={
             "prompt": {"dataset": {"path": str(tmp_path / "chats.jsonl"), "shuffle": False}},
             "sessions": {"history": "dataset"},
         },
         load={"concurrency": [2], "requests": 2},
     )
-    summary, records = run(sc, tmp_path)
-    conversations = by_conversation(logged(mock.base_url))
+    summary, records, log = run_logged(shared_mock, sc, tmp_path)
+    conversations = by_conversation(log)
     assert len(conversations) == 2
     for entries in conversations.values():
         assert len(entries) == 3
@@ -136,14 +150,13 @@ def test_history_dataset_needs_a_dataset(tmp_path: Path) -> None:
 
 
 def test_a_conversation_ends_where_its_next_prompt_would_exceed_max_context_tokens(
-    mock_server: Callable[..., MockProcess], tmp_path: Path
+    shared_mock: MockProcess, tmp_path: Path
 ) -> None:
     """Messages of 10 tokens, answers of 5: turn t's prompt is 15 t - 5 tokens (10, 25, 40, 55, 70). With
     max_context_tokens 55 the mock sees 4 turns of each 5-turn conversation (55 is not over the limit),
     and the step counts them completed by context, not failed or cut."""
-    mock = mock_server(ttft_ms=0, itl_ms=0, output_tokens=1000, request_log=100)
     sc = scenario(
-        mock.base_url,
+        shared_mock.base_url,
         workload={
             "prompt": {"synthetic": {"input_tokens": 10}},
             "max_tokens": 5,
@@ -151,8 +164,8 @@ def test_a_conversation_ends_where_its_next_prompt_would_exceed_max_context_toke
         },
         load={"concurrency": [2], "requests": 3},
     )
-    summary, records = run(sc, tmp_path)
-    conversations = by_conversation(logged(mock.base_url))
+    summary, records, log = run_logged(shared_mock, sc, tmp_path)
+    conversations = by_conversation(log)
     assert len(conversations) == 3
     for entries in conversations.values():
         sizes = [sum(len(m["content"].split()) for m in e["body"]["messages"]) for e in entries]  # the mock's count
