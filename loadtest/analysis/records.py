@@ -58,6 +58,9 @@ class RequestRecord:
     turn: int | None = None
     session_turns: int | None = None
     context_tokens: int | None = None
+    session_end: str | None = (
+        None  # context: the conversation's last turn (its next prompt would exceed max_context_tokens)
+    )
     # the APIs beyond chat (README "Other APIs"): None where they do not apply
     api: str | None = None  # chat | completions | responses | embeddings (None: a record from before it was kept)
     inputs: int | None = None  # embeddings: inputs in the request (the batch)
