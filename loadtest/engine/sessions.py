@@ -7,7 +7,10 @@ the first follows its own answer and think time), and ``max_concurrency`` caps t
 A step's ``requests`` and ``warmup_requests`` count conversations. A failed turn ends its
 conversation (its record says why); the user then starts the next one. A timed step sends no
 turn after its end (a conversation cut there is counted as cut, not failed). Think time runs from
-the answer's last byte (a fixed due time, never a sleep after the bookkeeping).
+the answer's last byte (a fixed due time, never a sleep after the bookkeeping). A turn whose answer
+calls tools (``workload.tool_result``) is followed at once, without think time, by one more turn of
+the conversation (same session header; the calls and their results in its history; ``tool_round``
+1): it counts as a turn, so the conversation has one more than planned.
 """
 
 from __future__ import annotations
@@ -25,15 +28,17 @@ from loadtest.transport.client import Endpoint
 from loadtest.workload.arrivals import arrival_offsets_ns
 from loadtest.workload.prompts import PromptItem
 from loadtest.workload.sessions import History, SessionPool, session_id
+from loadtest.workload.tools import ToolCall, tool_messages
 
 if TYPE_CHECKING:
     from loadtest.engine.driver import RunContext
 
 __all__ = ["run_sessions"]
 
-# driver._send: one request with its retries; returns the last attempt's record
+# driver._send: one request with its retries; returns the last attempt's record (its tool calls: the last list)
 Send = Callable[
-    ["RunContext", Endpoint, RequestRecord, PromptItem, dict[str, str], list[str]], Awaitable[RequestRecord]
+    ["RunContext", Endpoint, RequestRecord, PromptItem, dict[str, str], list[str], list[ToolCall]],
+    Awaitable[RequestRecord],
 ]
 
 
@@ -57,6 +62,7 @@ class _Conversations:
         assert spec is not None
         self.ctx, self.ep, self.step, self.send, self.pool = ctx, ep, step, send, pool
         self.headers = tuple(spec.header)
+        self.tool_result = ctx.plan.scenario.workload.tool_result  # None: tool calls are not answered
         self.deadline: int | None = None  # a timed step's end: no turn is sent after it
         self.gate: asyncio.Semaphore | None = None  # open loop: turns in flight at most max_concurrency
 
@@ -125,7 +131,7 @@ class _Conversations:
         history = History(plan, self.pool.api)
         sid = session_id(ctx.plan.t0, number)
         headers = {name: sid for name in self.headers}
-        ended = 0
+        ended = rounds = 0  # rounds: the turns that answered tool calls so far
         for t, turn in enumerate(plan.turns, 1):
             if t > 1 and not await self._think(ended + int(plan.think_s[t - 2] * 1e9)):
                 return
@@ -133,15 +139,40 @@ class _Conversations:
                 return
             item = history.ask(turn)
             rec = ctx.new_record(self.step.index, warm, due if t == 1 else None)
-            rec.session, rec.turn, rec.session_turns, rec.context_tokens = number, t, len(plan.turns), item.input_tokens
+            rec.session, rec.turn, rec.session_turns = number, t + rounds, len(plan.turns) + rounds
+            rec.context_tokens = item.input_tokens
             answer: list[str] = []
-            if self.gate is None:
-                last = await self.send(ctx, self.ep, rec, item, headers, answer)
-            else:
-                async with self.gate:  # waiting here shows as the first turn's schedule lag
-                    last = await self.send(ctx, self.ep, rec, item, headers, answer)
+            calls: list[ToolCall] = []
+            last = await self._sent(rec, item, headers, answer, calls)
+            if last.status == "ok" and calls and self.tool_result is not None:  # answered at once, no think time
+                if self._over():
+                    return
+                rounds += 1
+                exchange = tool_messages(self.pool.api, calls, self.tool_result)
+                item = history.tool_round(item, exchange, self._calls_tokens(last, calls))
+                rec = ctx.new_record(self.step.index, warm)
+                rec.session, rec.turn, rec.session_turns = number, t + rounds, len(plan.turns) + rounds
+                rec.context_tokens, rec.tool_round = item.input_tokens, 1
+                answer.clear()
+                last = await self._sent(rec, item, headers, answer, [])  # its own calls are not answered
             if last.status != "ok" or not answer:
                 return  # a failed turn ends its conversation
             reported = (last.output_tokens or 0) - (last.reasoning_tokens or 0)  # the answer, reasoning left out
             history.answered(turn, answer[-1], self.pool.answer_tokens(answer[-1], reported))
             ended = last.end_ns
+
+    async def _sent(
+        self, rec: RequestRecord, item: PromptItem, headers: dict[str, str], answer: list[str], calls: list[ToolCall]
+    ) -> RequestRecord:
+        """One turn sent (with its retries); in the open loop, once one of ``max_concurrency`` is free."""
+        if self.gate is None:
+            return await self.send(self.ctx, self.ep, rec, item, headers, answer, calls)
+        async with self.gate:  # waiting here shows as the first turn's schedule lag
+            return await self.send(self.ctx, self.ep, rec, item, headers, answer, calls)
+
+    def _calls_tokens(self, last: RequestRecord, calls: list[ToolCall]) -> int:
+        """The tokens the calls and their results add to the context: the calls' arguments as an answer's
+        (by the local tokenizer, else the server's count of the output), and one result per call."""
+        reported = (last.output_tokens or 0) - (last.reasoning_tokens or 0)
+        args = self.pool.answer_tokens("".join(c.arguments for c in calls), reported)
+        return args + len(calls) * self.pool.tool_result_tokens

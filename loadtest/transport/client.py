@@ -381,6 +381,8 @@ async def _exchange(
         calls = calls if calls is not None else {}
         if api in ("responses", "embeddings"):  # transport/apis.py
             out = await read_api(resp, rec, item, api, stream, t0, encoding, calls)
+            if out is not None and answer is not None:
+                answer.append(out.answer())
             return None if out is None else _counts(rec, out.usage, item, out.text, out.reasoning, encoding)
         read = _read_stream if stream else _read_whole
         return await read(resp, rec, item, api == "chat", t0, encoding, answer, calls)
