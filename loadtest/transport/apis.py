@@ -1,7 +1,7 @@
 """The request path's part for the APIs beyond chat and completions: what a record keeps of the API,
 and reading a Responses answer (``responses.py``) or an embeddings one (``embeddings.py``).
 
-The output these return is counted by ``client.py`` as every API's is (usage, else the tokenizer).
+The output these return is counted by ``counting.py`` as every API's is (usage, else the tokenizer).
 """
 
 from __future__ import annotations
