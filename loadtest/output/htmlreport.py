@@ -15,7 +15,7 @@ import jinja2
 from loadtest import __version__
 from loadtest.analysis.summary import Run, pick
 from loadtest.config.loading import scenario_to_yaml
-from loadtest.output.plots import Series, render_plots
+from loadtest.output.plots import Series, embeddings_runs, render_plots
 from loadtest.output.rundir import write_atomic
 from loadtest.output.table import EMBEDDINGS_NOTE, answer_metrics, embeddings_only
 
@@ -124,6 +124,10 @@ _CAPTIONS = {
     ),
     "ttft_cdf": ("TTFT distribution", "Cumulative distribution of time to first token, per step."),
     "itl_cdf": ("ITL distribution", "Cumulative distribution of inter-token gaps, per step."),
+    "e2e_cdf": (
+        "E2E latency distribution",
+        "Cumulative distribution of end-to-end latency, per step (no answer streamed tokens: no inter-token gaps).",
+    ),
     "timeline": (
         "Timeline",
         "Requests in flight, completions/s and errors/s over the run; when the server's metrics were "
@@ -136,6 +140,21 @@ _CAPTIONS = {
         "draining), and how many attempts requests took (retries). In limit discovery, also the requests "
         "admitted per second: after the first 429 (dashed) the steady state, whose windows (shaded) "
         "give the sustainable rate (dotted).",
+    ),
+}
+
+
+# embeddings runs: no tokens generated, so the plots show inputs/s and E2E latency
+_EMBEDDINGS_CAPTIONS = {
+    "throughput": ("Throughput vs load", "Successful requests/s and embeddings inputs/s of each step."),
+    "latency": (
+        "Latency vs load",
+        "End-to-end latency (one response body) at p50 (solid), p95 (dashed), p99 (dotted).",
+    ),
+    "capacity": (
+        "Capacity curve",
+        "Inputs/s against E2E latency p50, one point per step (labels: load): "
+        "past the knee, more load costs latency without buying throughput.",
     ),
 }
 
@@ -168,6 +187,7 @@ def write_report(
     labels = labels or [r.run_dir.name if len(runs) > 1 else r.scenario.name for r in runs]
     series = [Series(label, run) for label, run in zip(labels, runs, strict=True)]
     pngs = render_plots(series)
+    captions = {**_CAPTIONS, **_EMBEDDINGS_CAPTIONS} if embeddings_runs(series) else _CAPTIONS
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name, png in pngs.items():
@@ -190,7 +210,7 @@ def write_report(
                 for label, run in zip(labels, runs, strict=True)
             ],
             plots=[
-                {"name": n, "title": _CAPTIONS[n][0], "caption": _CAPTIONS[n][1], "b64": base64.b64encode(png).decode()}
+                {"name": n, "title": captions[n][0], "caption": captions[n][1], "b64": base64.b64encode(png).decode()}
                 for n, png in pngs.items()
             ],
         )
