@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import statistics
 import urllib.request
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from PIL import Image
 
 from loadtest.config.loading import load_scenario
 from loadtest.mock import WORDS, MockProcess
+from loadtest.output.plots import Series, e2e_cdf, latency, throughput
+from loadtest.output.rundir import load_run, read_records
 from loadtest.runner import execute
 from loadtest.workload.tokens import count_tokens
 from tests.conftest import ROOT, mock_stats
@@ -262,3 +265,38 @@ def test_the_mocks_first_embeddings_answer_is_on_time(mock_server: Callable[...,
     assert [len(d["embedding"]) for d in answer["data"]] == [1536, 1536] and answer["usage"]["prompt_tokens"] == 3
     took = mock_stats(mock.base_url)["ttft_ms"]["p50"]  # the mock's own time to its answer
     assert 5 <= took < 25, took
+
+
+def test_an_embeddings_report_plots_e2e_latency_and_inputs_not_empty_token_timings(
+    mock_server: Callable[..., MockProcess], tmp_path: Path
+) -> None:
+    """An embeddings answer is one body: no TTFT, no inter-token gaps, no output tokens. The report
+    shows E2E latency and inputs/s instead of TTFT/ITL distributions and token plots left empty."""
+    mock = mock_server(ttft_ms=3)
+    sc = scenario(
+        mock.base_url,
+        target={"api": "embeddings"},
+        workload={"batch_size": 4, "extra_body": {"dimensions": 8}},
+        load={"concurrency": [1, 2], "requests": 6},
+    )
+    outcome = execute(sc, "emb.yaml", tmp_path, on_step=lambda s: None, report=True)
+    page = (outcome.run_dir / "report.html").read_text()
+    plots = re.findall(r'<div class="plot"><h3>(.*?)</h3><div class="small">(.*?)</div>', page)
+    titles = [t for t, _ in plots]
+    assert titles == ["Throughput vs load", "Latency vs load", "Capacity curve", "E2E latency distribution", "Timeline"]
+    assert page.count('<img alt="') == 5 and "inputs/s" in dict(plots)["Throughput vs load"]
+    assert "TTFT" not in dict(plots)["Latency vs load"] and "output tokens" not in dict(plots)["Capacity curve"]
+    run = load_run(outcome.run_dir)
+    steps = run.summary["steps"]
+    series = [Series("emb", run)]
+    (ax,) = latency(series).panels  # one panel: E2E, whose p50 line is the summary's
+    assert ax.title == "E2E (ms)" and list(ax.lines[0].ys) == [s["e2e_ms"]["p50"] for s in steps]
+    right = throughput(series).panels[1]  # inputs/s: 4 inputs a request, the requests/s of each step
+    assert right.title == "inputs/s"
+    assert list(right.lines[0].ys) == pytest.approx([4 * s["request_throughput"] for s in steps])
+    records = list(read_records(outcome.run_dir / "requests.jsonl"))
+    (cdf,) = e2e_cdf(series).panels
+    for line, step in zip(cdf.lines, steps, strict=True):  # each step's own latencies
+        e2e = [(r.end_ns - r.sent_ns) / MS for r in records if r.step == step["index"] and not r.warmup]
+        assert len(e2e) == 6 and min(e2e) >= 3
+        assert line.xs[200] == pytest.approx(statistics.median(e2e))  # level 0.5 of 401

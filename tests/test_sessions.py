@@ -25,7 +25,7 @@ from loadtest.analysis.live import LiveStep
 from loadtest.analysis.records import RequestRecord
 from loadtest.config.scenario import Load
 from loadtest.config.steps import step_plan
-from loadtest.mock import MockProcess
+from loadtest.mock import WORDS, MockProcess
 from loadtest.workload.tokens import count_tokens
 from tests.conftest import mock_stats
 from tests.test_integration import run, scenario
@@ -284,3 +284,90 @@ def test_context_tokens_count_every_message_with_the_runs_tokenizer(
     sent = [sum(count_tokens(m["content"]) for m in e["body"]["messages"]) for e in entries]
     assert [r.context_tokens for r in sorted(records, key=lambda r: r.turn)] == sent
     assert any(count_tokens(e["answer"]) != 12 for e in entries)  # the model's 12 tokens are not tiktoken's 12
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_a_tool_call_is_answered_by_the_next_turn_of_its_conversation(
+    mock_server: Callable[..., MockProcess], tmp_path: Path, api: str
+) -> None:
+    """Two conversations of two user turns; the mock calls the tool for each user message. Each call is
+    answered at once (no think time) by one more turn of the same conversation (its session header) that
+    carries the call and the result; the next user turn carries them too, then the answer to them."""
+    mock = mock_server(ttft_ms=1, itl_ms=0, output_tokens=6, request_log=32)
+    result = '{"temperature": 21}'
+    tool = {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    sc = scenario(
+        mock.base_url,
+        target={"api": api},
+        workload={
+            "prompt": {"synthetic": {"input_tokens": 5}},
+            "max_tokens": 6,
+            "tools": [tool],
+            "tool_result": result,
+            "sessions": {"turns": 2, "think_time_s": 0.25},
+        },
+        load={"concurrency": [2], "requests": 2},
+    )
+    summary, records = run(sc, tmp_path)
+    conversations = by_conversation(logged(mock.base_url))
+    assert len(conversations) == 2
+    key = "messages" if api == "chat" else "input"
+    said = "".join(WORDS[i] for i in range(6))  # the mock's answer (and its call's arguments' text)
+    arguments = '{"text":"' + said + '"}'
+    for entries in conversations.values():
+        assert len(entries) == 4  # user turn, the turn answering its call, user turn, the one answering it
+        sent = [e["body"][key] for e in entries]
+        assert len(sent[0]) == 1 and sent[1][0] == sent[0][0] and len(sent[1]) == 3
+        if api == "chat":
+            (call,) = sent[1][1]["tool_calls"]
+            assert call["function"] == {"name": "get_weather", "arguments": arguments}
+            assert sent[1][2] == {"role": "tool", "tool_call_id": call["id"], "content": result}
+        else:
+            call = sent[1][1]
+            assert call["type"] == "function_call" and call["arguments"] == arguments
+            assert sent[1][2] == {"type": "function_call_output", "call_id": call["call_id"], "output": result}
+        # the next user turn: the first, the call and its result, the answer to them, the new message
+        assert sent[2][:3] == sent[1] and sent[2][3] == {"role": "assistant", "content": said}
+        assert len(sent[2]) == 5 and sent[2][4]["role"] == "user" and sent[2][4] != sent[0][0]
+        assert sent[3][:5] == sent[2] and len(sent[3]) == 7
+        gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(entries)]
+        assert gaps[0] < 0.25 and gaps[2] < 0.25 and gaps[1] >= 0.25, gaps  # think time only before a user turn
+    assert sorted((r.turn, r.tool_round, r.session_turns) for r in records) == [
+        (1, None, 2), (1, None, 2), (2, 1, 3), (2, 1, 3), (3, None, 3), (3, None, 3), (4, 1, 4), (4, 1, 4)
+    ]  # fmt: skip
+    by_number = {int(sid.rsplit("-", 1)[1]): entries for sid, entries in conversations.items()}
+    for r in records:  # the context by the client's tokenizer: every text sent (call arguments too), counted here
+        assert r.session is not None and r.turn is not None
+        sent_texts = [_text(m) for m in by_number[r.session][r.turn - 1]["body"][key]]
+        assert r.context_tokens == sum(count_tokens(t) for t in sent_texts)
+    sessions = summary["steps"][0]["sessions"]
+    assert (sessions["started"], sessions["completed"], sessions["failed"], sessions["cut"]) == (2, 2, 0, 0)
+    assert [(t["turn"], t["requests"], t["ok"]) for t in sessions["by_turn"]] == [(n, 2, 2) for n in range(1, 5)]
+
+
+def _text(m: dict[str, Any]) -> str:
+    """The text of a message or input item: its content, a call's arguments, a result."""
+    if m.get("tool_calls"):
+        return "".join(c["function"]["arguments"] for c in m["tool_calls"])
+    return str(m.get("content") or m.get("arguments") or m.get("output") or "")
+
+
+def test_a_conversation_cut_after_a_tool_round_is_not_completed() -> None:
+    """Two planned user turns; turn 1 called a tool and turn 2 answered it (the conversation now has
+    three turns); the step ended before the second user turn: cut, not completed. A conversation whose
+    every turn came is completed."""
+    from loadtest.analysis.sessions import SessionStats
+
+    def rec(session: int, turn: int, of: int, tool_round: int | None = None) -> RequestRecord:
+        ms = 10**6
+        return RequestRecord(
+            id=session * 10 + turn, step=0, session=session, turn=turn, session_turns=of, tool_round=tool_round,
+            sent_ns=turn * 100 * ms, end_ns=turn * 100 * ms + 50 * ms, first_token_ns=turn * 100 * ms + 5 * ms,
+        )  # fmt: skip
+
+    stats = SessionStats()
+    for r in [rec(0, 1, 2), rec(0, 2, 3, 1), rec(1, 1, 2), rec(1, 2, 3, 1), rec(1, 3, 3)]:
+        stats.add(r)
+    s = stats.summary()
+    assert s is not None and (s["started"], s["completed"], s["cut"]) == (2, 1, 1)
+    assert s["duration_s"]["mean"] == s["duration_s"]["max"] == pytest.approx(0.25)  # the completed one: 100 to 350 ms

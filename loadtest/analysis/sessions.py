@@ -2,12 +2,12 @@
 
 Per turn (1, 2, ...): requests, ok, TTFT, E2E and context tokens over that turn of every
 conversation (TTFT at turn 1 against turn 5 shows what a growing context costs). Per conversation:
-how it ended (``completed``: every planned turn answered; ``completed_by_context``: its next prompt
-would have exceeded ``sessions.max_context_tokens``, so it ended there; ``failed``: a turn failed,
-which ends the conversation; ``cut``: the step ended or the run stopped before its last turn), the
-turns answered, and the duration of a completed conversation, by context too (its first turn's send
-to its last answer's end, think times included). Warmup records never reach here; a retried turn
-counts once, by its last attempt.
+how it ended (``completed``: every planned turn answered, and each turn that answered tool calls;
+``completed_by_context``: its next prompt would have exceeded ``sessions.max_context_tokens``, so
+it ended there; ``failed``: a turn failed, which ends the conversation; ``cut``: the step ended or
+the run stopped before its last turn), the turns answered, and the duration of a completed
+conversation, by context too (its first turn's send to its last answer's end, think times
+included). Warmup records never reach here; a retried turn counts once, by its last attempt.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class SessionStats:
         if s is None:
             s = self.sessions[r.session] = _Session(r.session_turns or 0, first, r.end_ns)
         s.first_sent_ns, s.last_end_ns = min(s.first_sent_ns, first), max(s.last_end_ns, r.end_ns)
+        s.planned = max(s.planned, r.session_turns or 0)  # a turn answering tool calls adds one
         if r.status != "ok":
             s.failed = True
             return

@@ -138,14 +138,16 @@ async def _send(
     headers: dict[str, str] | None = None,
     answer: list[str] | None = None,
     done: Callable[[RequestRecord], None] | None = None,
+    calls: list[ToolCall] | None = None,
 ) -> RequestRecord:
     """One request: its attempts, each a record, with the retry policy's waits between them; then the
     turn answering its tool calls, when ``workload.tool_result`` says to. Returns the last attempt's
     record. ``prompt``: the next of the pool unless given (a conversation's turn); ``headers`` and
     ``answer``: see ``transport.client.send``; ``done``: sees the last attempt's record before it is out
-    (a conversation marks the turn that ends it)."""
+    (a conversation marks the turn that ends it); ``calls``: gets the tool calls, which the caller then
+    answers (a conversation's next turn) instead of this request."""
     prompt = prompt if prompt is not None else ctx.next_prompt()
-    calls: list[ToolCall] = []
+    answered_here, calls = calls is None, calls if calls is not None else []
     while True:
         ctx.state.flying[rec.id] = rec  # until its record is out: a watcher sees it in flight or done, never neither
         calls.clear()
@@ -160,7 +162,8 @@ async def _send(
         finally:
             del ctx.state.flying[rec.id]
         if delay is None:
-            await _answer_calls(ctx, ep, rec, prompt, calls)
+            if answered_here:
+                await _answer_calls(ctx, ep, rec, prompt, calls)
             return rec
         if not await ctx.wait(delay):
             return rec  # stopping: the request ends with its last attempt (counted failed: no final answer)

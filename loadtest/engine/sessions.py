@@ -9,7 +9,10 @@ gamma burstiness, ramps); each turn after the first follows its own answer and t
 A step's ``requests`` and ``warmup_requests`` count conversations. A failed turn ends its
 conversation (its record says why); the user then starts the next one. A timed step sends no
 turn after its end (a conversation cut there is counted as cut, not failed). Think time runs from
-the answer's last byte (a fixed due time, never a sleep after the bookkeeping).
+the answer's last byte (a fixed due time, never a sleep after the bookkeeping). A turn whose answer
+calls tools (``workload.tool_result``) is followed at once, without think time, by one more turn of
+the conversation (same session header; the calls and their results in its history; ``tool_round``
+1): it counts as a turn, so the conversation has one more than planned.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from loadtest.workload.arrivals import ramp_starts_s, step_offsets_ns, warmup_le
 from loadtest.workload.datasets import DatasetTurn
 from loadtest.workload.prompts import PromptItem
 from loadtest.workload.sessions import History, SessionPool, session_id
+from loadtest.workload.tools import ToolCall, tool_messages
 
 if TYPE_CHECKING:
     from loadtest.engine.driver import RunContext
 
 __all__ = ["run_sessions"]
 
-# driver._send: one request with its retries; returns the last attempt's record
+# driver._send: one request with its retries; returns the last attempt's record (its tool calls: the last list)
 Send = Callable[
     [
         "RunContext",
@@ -43,6 +47,7 @@ Send = Callable[
         dict[str, str],
         list[str],
         Callable[[RequestRecord], None],
+        list[ToolCall],
     ],
     Awaitable[RequestRecord],
 ]
@@ -68,6 +73,7 @@ class _Conversations:
         assert spec is not None
         self.ctx, self.ep, self.step, self.send, self.pool = ctx, ep, step, send, pool
         self.headers = tuple(spec.header)
+        self.tool_result = ctx.plan.scenario.workload.tool_result  # None: tool calls are not answered
         self.deadline: int | None = None  # a timed step's end: no turn is sent after it
         self.gate: asyncio.Semaphore | None = None  # open loop: turns in flight at most max_concurrency
 
@@ -137,7 +143,7 @@ class _Conversations:
         history = History(plan, self.pool.api)
         sid = session_id(ctx.plan.t0, number)
         headers = {name: sid for name in self.headers}
-        ended = 0
+        ended = rounds = 0  # rounds: the turns that answered tool calls so far
         for t, turn in enumerate(plan.turns, 1):
             if t > 1 and not await self._think(ended + int(plan.think_s[t - 2] * 1e9)):
                 return
@@ -145,27 +151,67 @@ class _Conversations:
                 return
             item = history.ask(turn)
             rec = ctx.new_record(self.step.index, warm, due if t == 1 else None)
-            rec.session, rec.turn, rec.session_turns, rec.context_tokens = number, t, len(plan.turns), item.input_tokens
+            rec.session, rec.turn, rec.session_turns = number, t + rounds, len(plan.turns) + rounds
+            rec.context_tokens = item.input_tokens
             answer: list[str] = []
             following = plan.turns[t] if t < len(plan.turns) else None
-            done = functools.partial(self._answered, history, turn, following, answer)
-            if self.gate is None:
-                last = await self.send(ctx, self.ep, rec, item, headers, answer, done)
-            else:
-                async with self.gate:  # waiting here shows as the first turn's schedule lag
-                    last = await self.send(ctx, self.ep, rec, item, headers, answer, done)
+            calls: list[ToolCall] = []
+            done = functools.partial(self._answered, history, turn, following, answer, calls)
+            last = await self._sent(rec, item, headers, answer, done, calls)
+            if last.status == "ok" and calls and self.tool_result is not None:  # answered at once, no think time
+                if self._over():
+                    return
+                rounds += 1
+                exchange = tool_messages(self.pool.api, calls, self.tool_result)
+                item = history.tool_round(item, exchange, self._calls_tokens(last, calls))
+                rec = ctx.new_record(self.step.index, warm)
+                rec.session, rec.turn, rec.session_turns = number, t + rounds, len(plan.turns) + rounds
+                rec.context_tokens, rec.tool_round = item.input_tokens, 1
+                answer.clear()
+                own: list[ToolCall] = []  # its own calls are not answered
+                done = functools.partial(self._answered, history, turn, following, answer, own)
+                last = await self._sent(rec, item, headers, answer, done, own)
             if last.status != "ok" or not answer or last.session_end is not None:
                 return  # a failed turn ends its conversation, and so does a full context
             ended = last.end_ns
 
     def _answered(
-        self, history: History, turn: DatasetTurn, following: DatasetTurn | None, answer: list[str], last: RequestRecord
+        self,
+        history: History,
+        turn: DatasetTurn,
+        following: DatasetTurn | None,
+        answer: list[str],
+        calls: list[ToolCall],
+        last: RequestRecord,
     ) -> None:
         """A turn's last attempt, before its record is out: its answer joins the history, and the record
-        says the conversation ends here when the next prompt would exceed ``max_context_tokens``."""
-        if last.status != "ok" or not answer:
+        says the conversation ends here when the next prompt would exceed ``max_context_tokens``. An
+        answer whose tool calls are answered next waits for that turn's answer."""
+        if last.status != "ok" or not answer or (calls and self.tool_result is not None):
             return
         reported = (last.output_tokens or 0) - (last.reasoning_tokens or 0)  # the answer, reasoning left out
         history.answered(turn, *self.pool.history_answer(turn, answer[-1], reported))
         if self.pool.ends_by_context(history, following):
             last.session_end = "context"
+
+    async def _sent(
+        self,
+        rec: RequestRecord,
+        item: PromptItem,
+        headers: dict[str, str],
+        answer: list[str],
+        done: Callable[[RequestRecord], None],
+        calls: list[ToolCall],
+    ) -> RequestRecord:
+        """One turn sent (with its retries); in the open loop, once one of ``max_concurrency`` is free."""
+        if self.gate is None:
+            return await self.send(self.ctx, self.ep, rec, item, headers, answer, done, calls)
+        async with self.gate:  # waiting here shows as the first turn's schedule lag
+            return await self.send(self.ctx, self.ep, rec, item, headers, answer, done, calls)
+
+    def _calls_tokens(self, last: RequestRecord, calls: list[ToolCall]) -> int:
+        """The tokens the calls and their results add to the context: the calls' arguments as an answer's
+        (by the local tokenizer, else the server's count of the output), and one result per call."""
+        reported = (last.output_tokens or 0) - (last.reasoning_tokens or 0)
+        args = self.pool.answer_tokens("".join(c.arguments for c in calls), reported)
+        return args + len(calls) * self.pool.tool_result_tokens

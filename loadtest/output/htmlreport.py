@@ -125,6 +125,10 @@ _CAPTIONS = {
     ),
     "ttft_cdf": ("TTFT distribution", "Cumulative distribution of time to first token, per step."),
     "itl_cdf": ("ITL distribution", "Cumulative distribution of inter-token gaps, per step."),
+    "e2e_cdf": (
+        "E2E latency distribution",
+        "Cumulative distribution of end-to-end latency, per step (no answer streamed tokens: no inter-token gaps).",
+    ),
     "timeline": (
         "Timeline",
         "Requests in flight, completions/s and errors/s over the run; when the server's metrics were "
@@ -137,6 +141,21 @@ _CAPTIONS = {
         "draining), and how many attempts requests took (retries). In limit discovery, also the requests "
         "admitted per second: after the first 429 (dashed) the steady state, whose windows (shaded) "
         "give the sustainable rate (dotted).",
+    ),
+}
+
+
+# embeddings runs: no tokens generated, so the plots show inputs/s and E2E latency
+_EMBEDDINGS_CAPTIONS = {
+    "throughput": ("Throughput vs load", "Successful requests/s and embeddings inputs/s of each step."),
+    "latency": (
+        "Latency vs load",
+        "End-to-end latency (one response body) at p50 (solid), p95 (dashed), p99 (dotted).",
+    ),
+    "capacity": (
+        "Capacity curve",
+        "Inputs/s against E2E latency p50, one point per step (labels: load): "
+        "past the knee, more load costs latency without buying throughput.",
     ),
 }
 
@@ -183,6 +202,8 @@ def write_report(
 
 def render_page(runs: list[Run], labels: list[str], pngs: dict[str, bytes]) -> str:
     """report.html's text: the runs' tables (labelled ``labels``) and the plots ``pngs`` inline."""
+    embeddings = all(embeddings_only(run.summary["steps"]) for run in runs)
+    captions = {**_CAPTIONS, **_EMBEDDINGS_CAPTIONS} if embeddings else _CAPTIONS
     return (
         _environment()
         .get_template("report.html.j2")
@@ -201,7 +222,7 @@ def render_page(runs: list[Run], labels: list[str], pngs: dict[str, bytes]) -> s
                 for label, run in zip(labels, runs, strict=True)
             ],
             plots=[
-                {"name": n, "title": _CAPTIONS[n][0], "caption": _CAPTIONS[n][1], "b64": base64.b64encode(png).decode()}
+                {"name": n, "title": captions[n][0], "caption": captions[n][1], "b64": base64.b64encode(png).decode()}
                 for n, png in pngs.items()
             ],
         )

@@ -1,6 +1,10 @@
 """The pictures a sweep is read by, as PNG bytes. One or several runs per plot (a comparison).
 
 Each plot is a ``Chart`` (output/chart.py): data first, drawn to PNG by ``render_plots``.
+Runs whose answers streamed no tokens (embeddings; answers not streamed) have no inter-token gaps,
+and embeddings no first token or output tokens: they get an E2E latency distribution instead of the
+empty ones, latency panels only for what was measured, and embeddings plot inputs/s where tokens/s
+would be zero (``plots_for``).
 """
 
 from __future__ import annotations
@@ -10,18 +14,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loadtest.analysis.summary import Run
+from loadtest.analysis.summary import Run, pick
 from loadtest.output.chart import Bars, Chart, Mark, Panel
 from loadtest.output.chart import color as _color
+from loadtest.output.table import embeddings_only
 
 __all__ = [
     "PLOTS",
     "Series",
     "capacity",
+    "e2e_cdf",
+    "embeddings_runs",
     "has_ratelimit_data",
     "has_server_data",
     "itl_cdf",
     "latency",
+    "plots_for",
     "ratelimit",
     "render_plots",
     "throughput",
@@ -58,24 +66,42 @@ def _notes(values: list[float]) -> list[str]:
     return [f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}" for v in values]
 
 
+def embeddings_runs(series: list[Series]) -> bool:
+    """Every run measured embeddings only: no tokens generated, inputs/s is the work done."""
+    return all(embeddings_only(x.run.summary["steps"]) for x in series)
+
+
+def _measured(series: list[Series], metric: str) -> bool:
+    """Some step of some run has ``metric`` (``itl_ms``: some answer streamed two tokens or more)."""
+    return any(pick(s, f"{metric}.p50") is not None for x in series for s in x.run.summary["steps"])
+
+
+def _work(series: list[Series]) -> tuple[str, str]:
+    """What a step's work is measured in: output tokens/s, or inputs/s for embeddings (no tokens out)."""
+    return ("inputs_per_s", "inputs/s") if embeddings_runs(series) else ("output_token_throughput", "output tokens/s")
+
+
 def throughput(series: list[Series]) -> Chart:
     chart = Chart(990, 360, 1, 2)
     ax1, ax2 = chart.panels
+    work, name = _work(series)
     for i, x in enumerate(series):
         steps = _steps(x)
         v = [s["value"] for s in steps]
-        for ax, key in ((ax1, "request_throughput"), (ax2, "output_token_throughput")):
+        for ax, key in ((ax1, "request_throughput"), (ax2, work)):
             ys = [s[key] for s in steps]
             ax.plot(v, ys, _color(i), x.label, marker=True, notes=_notes(ys))
-    for ax, title in ((ax1, "requests/s"), (ax2, "output tokens/s")):
+    for ax, title in ((ax1, "requests/s"), (ax2, name)):
         _load_axis(ax, series)
         ax.title, ax.ymin, ax.legend = title, 0.0, "upper left"
     return chart
 
 
 def latency(series: list[Series]) -> Chart:
-    chart = Chart(1260, 360, 1, 3)
-    for ax, metric in zip(chart.panels, ("ttft_ms", "tpot_ms", "e2e_ms"), strict=True):
+    """TTFT, TPOT and E2E percentiles against the load; only the panels some step measured (E2E always)."""
+    metrics = [m for m in ("ttft_ms", "tpot_ms") if _measured(series, m)] + ["e2e_ms"]
+    chart = Chart(max(420 * len(metrics), 630), 360, 1, len(metrics))
+    for ax, metric in zip(chart.panels, metrics, strict=True):
         for i, x in enumerate(series):
             steps = [s for s in _steps(x) if s[metric]["p50"] is not None]
             for pct, style in _PCTS:
@@ -95,16 +121,18 @@ def capacity(series: list[Series]) -> Chart:
     load stops buying throughput and starts costing latency."""
     chart = Chart(630, 450)
     (ax,) = chart.panels
-    streamed = all(x.run.scenario.workload.stream for x in series)
+    streamed = all(x.run.scenario.workload.stream for x in series) and _measured(series, "tpot_ms")
     key, name = ("tpot_ms", "TPOT p50 (ms)") if streamed else ("e2e_ms", "E2E p50 (ms)")
+    work, work_name = _work(series)
     for i, x in enumerate(series):
         steps = [s for s in _steps(x) if s[key]["p50"] is not None]
-        xs, ys = [s[key]["p50"] for s in steps], [s["output_token_throughput"] for s in steps]
+        xs, ys = [s[key]["p50"] for s in steps], [s[work] for s in steps]
         notes = [f"{s['value']}: {y:,.0f}" for s, y in zip(steps, ys, strict=True)]
         ax.plot(xs, ys, _color(i), x.label, marker=True, notes=notes)
     ax.xlabel = f"per-request latency: {name}"
-    ax.ylabel = "output tokens/s (all requests)"
-    ax.title, ax.legend = "capacity curve (points: load, tokens/s)", "lower right"
+    ax.ylabel = f"{work_name} (all requests)"
+    ax.title = f"capacity curve (points: load, {'inputs/s' if work == 'inputs_per_s' else 'tokens/s'})"
+    ax.legend = "lower right"
     return chart
 
 
@@ -140,6 +168,14 @@ def itl_cdf(series: list[Series]) -> Chart:
         return run.steps[step].itl.quantiles_ms(_LEVELS).clip(min=1e-3) if step in run.steps else np.empty(0)
 
     return _cdf(series, "ITL", q)
+
+
+def e2e_cdf(series: list[Series]) -> Chart:
+    def q(run: Run, step: int) -> np.ndarray:
+        values = np.asarray(run.steps[step].e2e) if step in run.steps else np.empty(0)
+        return np.quantile(values, _LEVELS).clip(min=1e-3) if len(values) else values
+
+    return _cdf(series, "E2E latency", q)
 
 
 def _rate(times: np.ndarray, grid: np.ndarray, window: float) -> np.ndarray:
@@ -297,9 +333,23 @@ PLOTS: dict[str, Callable[[list[Series]], Chart]] = {
 }
 
 
+def plots_for(series: list[Series]) -> dict[str, Callable[[list[Series]], Chart]]:
+    """``PLOTS`` without the distributions no run measured (TTFT: embeddings; ITL: no tokens streamed),
+    and with the E2E latency distribution when no answer streamed tokens."""
+    drop = {name for name, metric in (("ttft_cdf", "ttft_ms"), ("itl_cdf", "itl_ms")) if not _measured(series, metric)}
+    chosen: dict[str, Callable[[list[Series]], Chart]] = {}
+    for name, draw in PLOTS.items():
+        if name == "timeline" and "itl_cdf" in drop:
+            chosen["e2e_cdf"] = e2e_cdf
+        if name not in drop:
+            chosen[name] = draw
+    return chosen
+
+
 def render_plots(series: list[Series]) -> dict[str, bytes]:
-    """Every plot, as PNG bytes by name (the rate-limit one when a run saw limits or retries)."""
-    pngs = {name: draw(series).png() for name, draw in PLOTS.items()}
+    """Every plot a run has data for, as PNG bytes by name (``plots_for``; the rate-limit one when a
+    run saw limits or retries)."""
+    pngs = {name: draw(series).png() for name, draw in plots_for(series).items()}
     if has_ratelimit_data(series):
         pngs["ratelimit"] = ratelimit(series).png()
     return pngs

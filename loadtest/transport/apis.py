@@ -1,7 +1,7 @@
 """The request path's part for the APIs beyond chat and completions: what a record keeps of the API,
 and reading a Responses answer (``responses.py``) or an embeddings one (``embeddings.py``).
 
-The output these return is counted by ``client.py`` as every API's is (usage, else the tokenizer).
+The output these return is counted by ``counting.py`` as every API's is (usage, else the tokenizer).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class Output:
     usage: dict[str, Any] | None  # in chat's names
     text: Callable[[], str]  # every output text (reasoning, answer, call arguments)
     reasoning: str
+    answer: Callable[[], str]  # the answer's text alone (a conversation's history)
 
 
 def note_api(rec: RequestRecord, api: str, item: PromptItem, shape: RequestShape | None) -> None:
@@ -74,12 +75,12 @@ async def read_api(
         pieces: list[str] = []
         side = Side([], [], calls)
         usage = await read_events(*body_reads(resp), rec, t0, pieces, side)
-        return Output(usage, lambda: side.output(pieces), "".join(side.reasoning))
+        return Output(usage, lambda: side.output(pieces), "".join(side.reasoning), lambda: "".join(pieces))
     obj = orjson.loads(await resp.aread())
     rec.end_ns = body_end_ns(resp) - t0
     if api == "embeddings":
         read_embeddings(obj, rec, item, encoding)
         return None
     rec.first_token_ns = rec.last_token_ns = rec.first_answer_ns = rec.end_ns  # every token with the last byte
-    text, reasoning, usage = response_output(obj, calls)
-    return Output(usage, lambda: text, reasoning)
+    text, reasoning, usage, answer = response_output(obj, calls)
+    return Output(usage, lambda: text, reasoning, lambda: answer)

@@ -127,9 +127,9 @@ async def read_events(
     return chat_usage(final.get("usage"))
 
 
-def response_output(obj: dict[str, Any], calls: dict[Any, ToolCall]) -> tuple[str, str, dict[str, Any] | None]:
-    """(every output text, its reasoning part, usage in chat's names) of a response that was not
-    streamed; its function calls go into ``calls``."""
+def response_output(obj: dict[str, Any], calls: dict[Any, ToolCall]) -> tuple[str, str, dict[str, Any] | None, str]:
+    """(every output text, its reasoning part, usage in chat's names, the answer's text) of a response
+    that was not streamed; its function calls go into ``calls``."""
     if obj.get("status") == "failed":
         raise StreamFailed(_failure(obj))
     answer, reasoning, args = [], [], []
@@ -143,4 +143,5 @@ def response_output(obj: dict[str, Any], calls: dict[Any, ToolCall]) -> tuple[st
             args.append(item.get("arguments") or "")
     _item_calls(obj.get("output"), calls)
     text = "".join(reasoning)
-    return text + "".join(answer) + "".join(args), text, chat_usage(obj.get("usage"))
+    said = "".join(answer)
+    return text + said + "".join(args), text, chat_usage(obj.get("usage")), said

@@ -8,13 +8,15 @@ messages in order), each turn's ``max_tokens`` and the user's think time after e
 the answers being the server's own text (as vLLM's multi-turn benchmark and AIPerf send them) or,
 with ``history: dataset``, the dataset's recorded answers (the same bytes every run), then the new
 user message, so the context grows turn by turn. With ``max_context_tokens`` a conversation ends
-where its next prompt would hold more tokens than that.
+where its next prompt would hold more tokens than that. A turn whose tool calls are answered
+(``workload.tool_result``) is followed at once by one more turn: the same history with the model's
+calls and their results after the user message; both join the history before that turn's answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -27,6 +29,7 @@ from loadtest.workload.tokens import TokenizerError
 
 __all__ = ["History", "SessionPlan", "SessionPool", "session_id", "session_pool"]
 
+Api = Literal["chat", "completions", "responses"]
 _SALT = 0x5E55  # keeps a conversation's draws apart from the synthetic single prompts of the same seed
 
 
@@ -54,17 +57,20 @@ class SessionPool:
         self,
         spec: Sessions,
         seed: int,
-        api: Literal["chat", "completions"],
+        api: Api,
         *,
         system: str | None,
         count: Callable[[str], int],
         synthetic: tuple[SyntheticSpec, WordSet, int] | None = None,
         dataset: Dataset | None = None,
         local: bool = True,
+        tool_result_tokens: int = 0,
     ) -> None:
         """``synthetic``: (the user messages' spec, the words, the default max_tokens); else ``dataset``.
-        ``local``: ``count`` is a local tokenizer (answers are counted with it; else the server's usage)."""
+        ``local``: ``count`` is a local tokenizer (answers are counted with it; else the server's usage).
+        ``tool_result_tokens``: the tokens of ``workload.tool_result``, counted once."""
         self.spec, self.seed, self.api = spec, seed, api
+        self.tool_result_tokens = tool_result_tokens
         self.system = system
         self.system_tokens = count(system) if system else 0
         self.synthetic, self.dataset = synthetic, dataset
@@ -137,10 +143,12 @@ class SessionPool:
 class History:
     """The messages of one conversation so far; each turn's request carries all of them."""
 
-    def __init__(self, plan: SessionPlan, api: Literal["chat", "completions"]) -> None:
+    def __init__(self, plan: SessionPlan, api: Api) -> None:
         self.api = api
         self.messages: list[dict[str, Any]] = []
         self.tokens = plan.system_tokens  # the context so far, by the client's count
+        self._calls: list[dict[str, Any]] = []  # the tool calls of the turn under way and their results
+        self._calls_tokens = 0
         if plan.system is not None:
             self.messages.append({"role": "system", "content": plan.system})
 
@@ -149,20 +157,31 @@ class History:
         ``input_tokens`` is the whole context: every message's tokens."""
         messages = [*self.messages, {"role": "user", "content": turn.user}]
         n = self.tokens + turn.tokens
-        if self.api == "chat":
+        if self.api != "completions":  # chat, responses: message items
             return PromptItem(messages=messages, prompt=None, max_tokens=turn.max_tokens, input_tokens=n)
         text = "\n".join(str(m["content"]) for m in messages)
         return PromptItem(messages=None, prompt=text, max_tokens=turn.max_tokens, input_tokens=n)
 
+    def tool_round(self, item: PromptItem, exchange: list[dict[str, Any]], tokens: int) -> PromptItem:
+        """The turn answering a turn's tool calls: ``item`` (that turn's request) with ``exchange`` (the
+        model's calls and a result for each, ``tokens`` long) after it; the exchange joins the history,
+        before the answer, when the turn is answered."""
+        self._calls, self._calls_tokens = exchange, tokens
+        n = item.input_tokens + tokens if item.input_tokens is not None else None
+        return replace(item, messages=[*(item.messages or []), *exchange], input_tokens=n)
+
     def answered(self, turn: DatasetTurn, answer: str, answer_tokens: int) -> None:
-        """Turn done: its user message and the server's answer (``answer_tokens`` long) join the history."""
-        self.messages += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": answer}]
-        self.tokens += turn.tokens + answer_tokens
+        """Turn done: its user message, any tool calls and their results, and the server's answer
+        (``answer_tokens`` long) join the history."""
+        user, reply = {"role": "user", "content": turn.user}, {"role": "assistant", "content": answer}
+        self.messages += [user, *self._calls, reply]
+        self.tokens += turn.tokens + self._calls_tokens + answer_tokens
+        self._calls, self._calls_tokens = [], 0
 
 
 def session_pool(
     workload: Workload,
-    api: Literal["chat", "completions"],
+    api: Api,
     count: Callable[[str], int],
     words: Callable[[], WordSet],
     *,
@@ -173,10 +192,12 @@ def session_pool(
     spec = workload.sessions
     assert spec is not None
     system = workload.system_prompt
+    result = count(workload.tool_result) if workload.tool_result else 0  # once: a server tokenizer is a request
+    kw: dict[str, Any] = {"system": system, "count": count, "local": local, "tool_result_tokens": result}
     match workload.prompt:
         case SyntheticPrompt(synthetic=synthetic):
             made = (synthetic, words(), workload.max_tokens)
-            pool = SessionPool(spec, workload.seed, api, system=system, count=count, synthetic=made, local=local)
+            pool = SessionPool(spec, workload.seed, api, synthetic=made, **kw)
             for turn in pool.session(0).turns[:4]:  # the words promise exact lengths: check with the tokenizer
                 if count(turn.user) != turn.tokens:
                     raise TokenizerError(f"target.tokenizer: messages cannot be made of exactly {turn.tokens} tokens")
@@ -191,5 +212,5 @@ def session_pool(
                 count=count,
                 answers=spec.history == "dataset",
             )
-            return SessionPool(spec, workload.seed, api, system=system, count=count, dataset=data, local=local)
+            return SessionPool(spec, workload.seed, api, dataset=data, **kw)
     raise AssertionError("unreachable: the scenario model allows synthetic or dataset prompts with sessions")

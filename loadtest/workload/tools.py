@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["ToolCall", "follow_up"]
+__all__ = ["ToolCall", "follow_up", "tool_messages"]
 
 
 @dataclass(slots=True)
@@ -40,8 +40,12 @@ def _responses_turn(calls: list[ToolCall], result: str) -> list[dict[str, Any]]:
     return asked + [{"type": "function_call_output", "call_id": c.id, "output": result} for c in calls]
 
 
+def tool_messages(api: str, calls: list[ToolCall], result: str) -> list[dict[str, Any]]:
+    """The model's ``calls`` and ``result`` answering each, as messages (chat) or input items (Responses)."""
+    return _chat_turn(calls, result) if api == "chat" else _responses_turn(calls, result)
+
+
 def follow_up(item: Any, api: str, calls: list[ToolCall], result: str) -> Any:
     """The prompt item of the turn that answers ``calls`` of the request made from ``item`` with
     ``result`` each (its images stay in the user message they were in)."""
-    turn = _chat_turn(calls, result) if api == "chat" else _responses_turn(calls, result)
-    return replace(item, messages=[*(item.messages or []), *turn], input_tokens=None)
+    return replace(item, messages=[*(item.messages or []), *tool_messages(api, calls, result)], input_tokens=None)
