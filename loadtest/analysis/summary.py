@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import __version__
+from loadtest.analysis.capacity import capacity_result, oversaturation
 from loadtest.analysis.checks import endpoint_unreachable, evaluate_slos, harness_warnings
 from loadtest.analysis.limitprobe import ProbeSeries
 from loadtest.analysis.limitsummary import search_result
@@ -99,9 +100,11 @@ def build_summary(
         s = acc.summary(index=plan.index, mode=plan.mode, value=plan.value)
         s["loop_lag_ms"] = merge_loop_lag([h for h in health if h.get("step") == plan.index])
         s["warnings"] = harness_warnings(s)
+        if scenario.load.capacity is not None and plan.mode == "rate":
+            s["saturation"] = oversaturation(acc.sent_ns, acc.end_ns, plan.value)
         steps.append(s)
         verdicts += evaluate_slos(s, scenario.slo)
-    return {
+    out = {
         "scenario": scenario.name,
         "tool_version": __version__,
         "started_at": started_at,
@@ -119,12 +122,16 @@ def build_summary(
         "stopped_early": _stop_reason(steps[-1]) if skipped and steps else None,
         "slo": {"passed": all(v["ok"] for v in verdicts), "verdicts": verdicts},
         "search": search_result(steps, scenario, probe),
+        "capacity": capacity_result(steps, scenario),
     }
+    if out["capacity"] is not None:  # a capacity search breaks the SLOs on purpose: it passes when it found one
+        out["slo"]["passed"] = out["capacity"]["status"] in ("found", "above_max")
+    return out
 
 
 def _planned_steps(scenario: Scenario, health: list[dict[str, Any]]) -> list[StepPlan]:
     """The steps of the scenario; limit discovery chooses its steps as it goes: steps.jsonl has them."""
-    if scenario.load.search is None:
+    if scenario.load.search is None and scenario.load.capacity is None:
         return plan_steps(scenario.load)
     seen = {h["step"]: h["value"] for h in health if "value" in h}
     return [step_plan(scenario.load, i, seen[i]) for i in sorted(seen)]

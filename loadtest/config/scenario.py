@@ -26,6 +26,7 @@ from loadtest.config.servermetrics import ServerMetrics
 
 __all__ = [
     "SLO",
+    "Capacity",
     "Distributed",
     "FilePrompt",
     "Load",
@@ -184,6 +185,34 @@ class Search(_Strict):
     max_drain_s: PositiveFloat = 60.0  # how long max_rate may be held waiting for a bucket to drain
 
 
+class Capacity(_Strict):
+    """Capacity under SLO (analysis/capacity.py): the highest rate (or concurrency) at which every SLO
+    in ``slo`` holds, found by growing from ``start`` by ``growth`` then bisecting to ``tolerance``.
+    A step whose worst SLO margin is within ``uncertain_margin`` of its bound is run again twice as
+    long; the longer run's verdict stands. An open-loop step past capacity ends early (over-saturation)."""
+
+    over: Literal["rate", "concurrency"] = "rate"
+    start: PositiveFloat = 1.0
+    max: PositiveFloat = 1000.0
+    growth: Annotated[float, Field(gt=1)] = 2.0
+    tolerance: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    step_duration_s: PositiveFloat | None = None
+    step_requests: Annotated[int, Field(ge=1)] | None = None
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+    uncertain_margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    max_steps: Annotated[int, Field(ge=1, le=100)] = 24
+
+    @model_validator(mode="after")
+    def _one_length(self) -> Capacity:
+        if self.step_duration_s is not None and self.step_requests is not None:
+            raise ValueError("give either step_duration_s or step_requests, not both")
+        if self.step_duration_s is None and self.step_requests is None:
+            self.step_duration_s = 10.0
+        if self.start > self.max:
+            raise ValueError("start is above max")
+        return self
+
+
 class Stop(_Strict):
     max_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None  # a step above it ends the sweep
 
@@ -198,6 +227,7 @@ class Load(_Strict):
     max_concurrency: Annotated[int, Field(ge=1)] = 1024
     workers: Annotated[int, Field(ge=1, le=256)] = 1  # processes sharing each step's load
     search: Search | None = None
+    capacity: Capacity | None = None
     stop: Stop | None = None
     window_s: PositiveFloat = 5.0  # each step's time series (summary `windows`) in slices this long
 
@@ -208,6 +238,12 @@ class Load(_Strict):
 
     @model_validator(mode="after")
     def _one_mode_one_stop(self) -> Load:
+        if self.capacity is not None:
+            if self.concurrency is not None or self.rate is not None or self.search is not None:
+                raise ValueError("capacity chooses the load itself: remove concurrency/rate/search")
+            if self.workers > 1:
+                raise ValueError("capacity runs in one process: remove workers")
+            return self
         if self.concurrency is not None and self.rate is not None:
             raise ValueError("give either concurrency (closed loop) or rate (open loop), not both")
         if self.search is not None:
@@ -230,6 +266,8 @@ class Load(_Strict):
 
     @property
     def mode(self) -> Literal["concurrency", "rate"]:
+        if self.capacity is not None:
+            return self.capacity.over
         return "concurrency" if self.concurrency is not None else "rate"  # search: open loop
 
     @property
@@ -336,7 +374,7 @@ class Scenario(_Strict):
             return v
         if load.workers > 1:
             raise ValueError("give the number of workers here (distributed.workers), not as load.workers")
-        if load.search is not None or load.stop is not None:
+        if load.search is not None or load.stop is not None or load.capacity is not None:
             raise ValueError("load.search and load.stop run in one process: remove distributed")
         return v
 

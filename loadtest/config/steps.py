@@ -21,6 +21,7 @@ class StepPlan:
     arrival: Literal["constant", "poisson"] = "poisson"
     max_concurrency: int = 1024
     pause_s: float = 0.0  # wait before the step (limit discovery lets the server's buckets refill)
+    watch_saturation: bool = False  # capacity search: an open-loop step past capacity ends early
 
     @property
     def connections(self) -> int:
@@ -31,6 +32,8 @@ def step_plan(load: Load, index: int, value: float) -> StepPlan:
     """Step ``index`` at load ``value`` with the scenario's settings; a limit-discovery step is an
     open-loop step of ``search.step_duration_s``."""
     search = load.search
+    if load.capacity is not None:
+        return _capacity_step(load, index, value)
     return StepPlan(
         index=index,
         mode=load.mode,
@@ -40,6 +43,24 @@ def step_plan(load: Load, index: int, value: float) -> StepPlan:
         warmup=load.warmup_requests,
         arrival=load.arrival,
         max_concurrency=load.max_concurrency,
+    )
+
+
+def _capacity_step(load: Load, index: int, value: float) -> StepPlan:
+    """A capacity-search step: ``step_duration_s`` or ``step_requests`` long (a lengthened step
+    is the caller's ``replace``)."""
+    cap = load.capacity
+    assert cap is not None
+    return StepPlan(
+        index=index,
+        mode=cap.over,
+        value=value,
+        requests=cap.step_requests,
+        duration_s=cap.step_duration_s,
+        warmup=load.warmup_requests,
+        arrival=load.arrival,
+        max_concurrency=load.max_concurrency,
+        watch_saturation=cap.over == "rate",
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import httpx2
 import numpy as np
 
+from loadtest.analysis.capacity import SaturationWatch
 from loadtest.analysis.events import Event, RequestDone, StepFinished, StepStarted
 from loadtest.analysis.records import RequestRecord
 from loadtest.config.scenario import Scenario
@@ -203,27 +204,44 @@ async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
     offsets = np.concatenate((warm, measured + lead)).tolist()
     gate = asyncio.Semaphore(step.max_concurrency)
     tasks: set[asyncio.Task[None]] = set()
+    watch = SaturationWatch(step.value) if step.watch_saturation else None
+    start = ctx.now()
 
     async def one(rec: RequestRecord) -> None:
         async with gate:  # waiting here shows up as schedule lag: the client, not the server, limited
+            if watch is not None and not rec.warmup:
+                watch.send((ctx.now() - start) / 1e9)
             await _send(ctx, ep, rec)
+            if watch is not None and not rec.warmup:
+                watch.done((ctx.now() - start) / 1e9)
 
-    start = ctx.now()
     for i, off in enumerate(offsets):
         due = start + off
         # uvloop rounds a delay to the nearest ms and may wake up to 0.5 ms early: sleep again until due.
         while (delay := due - ctx.now()) > 0:
             await asyncio.sleep(delay / 1e9)
-        if ctx.state.stop.is_set():
+        if ctx.state.stop.is_set() or (watch is not None and watch.check((ctx.now() - start) / 1e9)):
             break
         task = asyncio.get_running_loop().create_task(one(ctx.new_record(step.index, i < step.warmup, due)))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    if tasks:
+    if tasks and watch is not None and watch.reason is not None:
+        await _cut(tasks)  # past capacity: the queue would take long to drain, and its answers are known
+    elif tasks:
         await asyncio.gather(*tasks)
 
 
+async def _cut(tasks: set[asyncio.Task[None]]) -> None:
+    """An over-saturated step ends now: its in-flight requests get SATURATION_GRACE_S, then are cancelled."""
+    pending = set(tasks)
+    _, late = await asyncio.wait(pending, timeout=SATURATION_GRACE_S)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+
+
 LOOP_LAG_INTERVAL_S = 0.01
+SATURATION_GRACE_S = 1.0
 
 
 async def _sample_loop_lag(samples: list[float]) -> None:

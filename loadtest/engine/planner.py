@@ -25,12 +25,13 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from loadtest.analysis.capacity import CapacitySearch, oversaturation, step_verdict
 from loadtest.analysis.events import Event, RequestDone, StepFinished
 from loadtest.analysis.limitprobe import SHALLOW, Findings, ProbeSeries, findings, judge
 from loadtest.analysis.limitsummary import step_holds
 from loadtest.analysis.live import LiveStep
 from loadtest.analysis.metrics import StepAccumulator
-from loadtest.config.scenario import Scenario, Search
+from loadtest.config.scenario import Capacity, Scenario, Search
 from loadtest.config.steps import StepPlan, plan_steps, step_plan
 
 __all__ = ["StepPlanner"]
@@ -45,11 +46,11 @@ class StepPlanner:
         self.scenario = scenario
         self.live = live  # fed before the planner: the step that just finished, its error rate, unreachable
         # limit discovery needs a full summary of each step (percentiles for SLOs): exact, not live
-        search = scenario.load.search is not None
+        search = scenario.load.search is not None or scenario.load.capacity is not None
         self.acc = StepAccumulator(scenario.slo.per_request) if search else None
         self.last: dict[str, Any] | None = None  # limit discovery: the summary of the step that just finished
         # limit discovery: every request's charge, admission and advertised remaining
-        self.probe = ProbeSeries(scenario.workload.max_tokens) if search else None
+        self.probe = ProbeSeries(scenario.workload.max_tokens) if scenario.load.search is not None else None
 
     @property
     def unreachable(self) -> bool:
@@ -66,6 +67,8 @@ class StepPlanner:
                     self.probe.add(record)
             case StepFinished(step=step):
                 self.last = self.acc.summary(index=step.index, mode=step.mode, value=step.value)
+                if step.watch_saturation:
+                    self.last["saturation"] = oversaturation(self.acc.sent_ns, self.acc.end_ns, step.value)
                 self.acc = StepAccumulator(self.scenario.slo.per_request)
 
     def _error_ceiling_passed(self) -> bool:
@@ -76,6 +79,9 @@ class StepPlanner:
 
     def steps(self) -> Iterator[StepPlan]:
         search = self.scenario.load.search
+        if self.scenario.load.capacity is not None:
+            yield from self._capacity(self.scenario.load.capacity)
+            return
         if search is None:
             for step in plan_steps(self.scenario.load):
                 if self.unreachable or self._error_ceiling_passed():
@@ -83,6 +89,25 @@ class StepPlanner:
                 yield step
             return
         yield from self._search(search)
+
+    def _capacity(self, cap: Capacity) -> Iterator[StepPlan]:
+        """Capacity under SLO (analysis/capacity.py): each step's verdict chooses the next load."""
+        search = CapacitySearch(cap)
+        index = 0
+        while index < cap.max_steps and (nxt := search.next()) is not None:
+            load, longer = nxt
+            plan = step_plan(self.scenario.load, index, load)
+            if longer != 1.0:
+                plan = replace(
+                    plan,
+                    duration_s=plan.duration_s * longer if plan.duration_s is not None else None,
+                    requests=int(plan.requests * longer) if plan.requests is not None else None,
+                )
+            yield plan
+            index += 1
+            if self.last is None or self.unreachable:
+                return
+            search.observe(load, step_verdict(self.last, self.scenario, cap))
 
     def _cooldown(self) -> float:
         """The advertised reset of the per-minute buckets (at most 60 s), or ``cooldown_s``: a day

@@ -1,0 +1,149 @@
+"""Capacity under SLO on a virtual clock: the real planner (StepPlanner) chooses every step, the real
+arrival process (arrival_offsets_ns) times each request, and an N-slot FIFO server answers it
+(start_i = max(a_i, start_{i-N} + S), docs: research notes §5). No sockets, no sleeping.
+
+The oracle is independent of the search: a 60,000-request M/D/N simulation (numpy's own Poisson
+arrivals) bisected for the rate at which p95 TTFT meets the bound. test_capacity_real.py runs the
+search for real against the mock server.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from loadtest.analysis.capacity import SaturationWatch, oversaturation
+from loadtest.analysis.events import RequestDone, StepFinished
+from loadtest.analysis.live import LiveStep
+from loadtest.analysis.records import RequestRecord
+from loadtest.analysis.summary import accumulate, build_summary
+from loadtest.config.scenario import Scenario
+from loadtest.engine.planner import StepPlanner
+from loadtest.workload.arrivals import arrival_offsets_ns
+
+SLOTS, TTFT_S, ITL_S, TOKENS, BOUND_MS = 8, 0.050, 0.010, 64, 500.0
+HOLD_S = TTFT_S + (TOKENS - 1) * ITL_S  # how long a request holds its slot
+
+
+def scenario(slots_bound_ms: float = BOUND_MS, **cap: Any) -> Scenario:
+    return Scenario.model_validate(
+        {
+            "name": "virtual-capacity",
+            "workload": {"max_tokens": TOKENS, "prompt": {"synthetic": {"input_tokens": 16}}},
+            "load": {"capacity": {"over": "rate", "start": 1, "max": 64, "step_duration_s": 60, **cap}},
+            "slo": {"ttft_ms": {"p95": slots_bound_ms}},
+        }
+    )
+
+
+def fifo_starts(arrivals: np.ndarray, slots: int, hold: float) -> np.ndarray:
+    """When each request gets a slot: arrival i takes the slot freed by arrival i - slots."""
+    starts = np.empty_like(arrivals)
+    for i, a in enumerate(arrivals):
+        starts[i] = a if i < slots else max(a, starts[i - slots] + hold)
+    return starts
+
+
+def record(rid: int, step: int, sent: float, start: float) -> RequestRecord:
+    s, first, end = int(sent * 1e9), int((start + TTFT_S) * 1e9), int((start + HOLD_S) * 1e9)
+    return RequestRecord(
+        id=rid, step=step, sent_ns=s, end_ns=end, first_token_ns=first, last_token_ns=end,
+        chunk_times_ns=[first, end], input_tokens=16, output_tokens=TOKENS, tokens_source="usage", http_status=200,
+    )  # fmt: skip
+
+
+def search(sc: Scenario, slots: int = SLOTS) -> tuple[dict[str, Any], float]:
+    """(the summary's capacity, virtual seconds the search took; a step past capacity is cut where
+    the saturation watch fires, as the driver does)."""
+    live = LiveStep()
+    planner = StepPlanner(sc, live)
+    clock, rid, records, health = 0.0, 0, [], []
+    for step in planner.steps():
+        offsets = arrival_offsets_ns(step.value, step.arrival, duration_s=step.duration_s, seed=42 + step.index) / 1e9
+        starts = fifo_starts(offsets, slots, HOLD_S)
+        cut = _cut_at(offsets, starts + HOLD_S, step.value)
+        keep = offsets <= cut
+        for off, start in zip(offsets[keep], starts[keep], strict=True):
+            rec = record(rid, step.index, clock + off, clock + min(start, cut + 1.0))
+            records.append(rec)
+            done = RequestDone(rec)
+            live(done)
+            planner(done)
+            rid += 1
+        clock += min(float((starts + HOLD_S).max()), cut + 1.0) + 0.1
+        finished = StepFinished(step, int(clock * 1e9))
+        live(finished)
+        planner(finished)
+        health.append({"step": step.index, "value": step.value})
+    acc = accumulate(sc, records)
+    summary = build_summary(sc, acc, started_at="", partial=False, base_url="mock", step_health=health)
+    return summary["capacity"], clock
+
+
+def _cut_at(sent: np.ndarray, ends: np.ndarray, rate: float) -> float:
+    watch = SaturationWatch(rate)
+    for t, kind in sorted([(float(s), 0) for s in sent] + [(float(e), 1) for e in ends]):
+        if watch.check(t) is not None:
+            return t
+        (watch.done if kind else watch.send)(t)
+    return float("inf")
+
+
+@functools.cache
+def oracle_rate(slots: int, bound_ms: float, n: int = 60_000) -> float:
+    """The M/D/N rate at which p95 TTFT is the bound: FIFO simulation, first 10% dropped, bisected."""
+    gaps = np.random.default_rng(7).exponential(1.0, n)
+
+    def p95_ttft_ms(rate: float) -> float:
+        arrivals = np.cumsum(gaps / rate)
+        wait = fifo_starts(arrivals, slots, HOLD_S) - arrivals
+        return float(np.percentile(wait[n // 10 :], 95) + TTFT_S) * 1e3
+
+    lo, hi = 0.1, slots / HOLD_S
+    for _ in range(18):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if p95_ttft_ms(mid) <= bound_ms else (lo, mid)
+    return lo
+
+
+def test_capacity_of_an_8_slot_server_within_10_percent() -> None:
+    truth = oracle_rate(SLOTS, BOUND_MS)
+    assert 0.7 * SLOTS / HOLD_S < truth < SLOTS / HOLD_S  # the oracle itself: under saturation, not far under
+    cap, took = search(scenario())
+    assert cap["status"] == "found", cap
+    assert abs(cap["value"] - truth) <= 0.10 * truth, (cap["value"], truth)
+    lo, hi = cap["interval"]
+    # the bracket of the last passing and first failing step: its edges carry the steps' sampling noise
+    assert lo <= truth * 1.05 and hi >= truth * 0.95, (cap["interval"], truth)
+    assert (hi - lo) / lo <= 0.1 + 1e-9
+    assert cap["binding_slo"] in ("ttft_ms.p95", "saturation")
+    assert cap["unit"] == "req/s"
+    assert took < 20 * 60  # virtual: a real run at these step lengths
+
+
+def test_six_slots_carry_less() -> None:
+    eight, _ = search(scenario())
+    six, _ = search(scenario(), slots=6)
+    truth6 = oracle_rate(6, BOUND_MS)
+    assert abs(six["value"] - truth6) <= 0.10 * truth6, (six, truth6)
+    assert six["interval"][1] < eight["interval"][0]
+
+
+def test_a_step_at_three_times_saturation_is_flagged_in_seconds() -> None:
+    """D/D/N at 3x N/S: in flight grows by 2 N/S per second while completions hold at N/S."""
+    rate = 3 * SLOTS / HOLD_S
+    sent = np.arange(0, 30, 1 / rate)
+    ends = fifo_starts(sent, SLOTS, HOLD_S) + HOLD_S
+    at = _cut_at(sent, ends, rate)
+    assert at <= 5.0, at
+    reason = oversaturation((sent * 1e9).astype(np.int64).tolist(), (ends * 1e9).astype(np.int64).tolist(), rate)
+    assert reason is not None and "over-saturated" in reason
+
+
+def test_a_step_under_capacity_is_not_flagged() -> None:
+    rate = 0.8 * SLOTS / HOLD_S
+    sent = np.cumsum(np.random.default_rng(3).exponential(1 / rate, int(rate * 60)))
+    ends = fifo_starts(sent, SLOTS, HOLD_S) + HOLD_S
+    assert oversaturation((sent * 1e9).astype(np.int64).tolist(), (ends * 1e9).astype(np.int64).tolist(), rate) is None
