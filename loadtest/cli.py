@@ -267,6 +267,10 @@ def history(
                 f(s["error_rate"], 3),
             )
     out.print(t)
+    for h in runs:  # a capacity search's answer, one line a run
+        if (c := h.get("capacity")) and c.get("value") is not None:
+            top = "open" if c["hi"] is None else f"{c['hi']:g}"
+            out.print(f"{h['started_at']}  capacity {c['value']:g} {c['unit']} (interval {c['lo']:g}..{top})")
     plots = plot_history(runs, results / name / "history")
     out.print(f"trend plots: {escape(str(plots[0].parent))}", highlight=False)
 

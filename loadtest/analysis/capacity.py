@@ -23,7 +23,7 @@ import numpy as np
 from loadtest.analysis.checks import evaluate_slos
 from loadtest.config.scenario import Capacity, Scenario
 
-__all__ = ["CapacitySearch", "SaturationWatch", "capacity_result", "oversaturation", "step_verdict"]
+__all__ = ["CapacitySearch", "SaturationWatch", "capacity_result", "compare_capacity", "oversaturation", "step_verdict"]
 
 # over-saturation: judged over the last WINDOW_S of samples taken every SAMPLE_S, from MIN_S into the step
 SAMPLE_S, WINDOW_S, MIN_S = 0.25, 5.0, 2.5
@@ -220,4 +220,35 @@ def capacity_result(steps: list[dict[str, Any]], scenario: Scenario) -> dict[str
         "binding_slo": final[hi]["binding"] if hi is not None else None,
         "tolerance": cap.tolerance,
         "steps": rows,
+    }
+
+
+def compare_capacity(
+    base: dict[str, Any] | None, cand: dict[str, Any] | None, tolerance: float
+) -> dict[str, Any] | None:
+    """compare.json's capacity row: *regressed* when the candidate's whole interval lies below the
+    baseline's by more than ``tolerance`` (cand.hi < base.lo x (1 - tolerance)), *improved* when it
+    lies above by more (cand.lo > base.hi x (1 + tolerance)), else *unchanged*. An interval with no
+    failing step (above_max) has no upper edge; one with no passing step (below_start) has 0 below."""
+    if not base or not cand or (base.get("value") is None and cand.get("value") is None):
+        return None
+    b_lo, b_hi = base["interval"][0] or 0.0, base["interval"][1]
+    c_lo, c_hi = cand["interval"][0] or 0.0, cand["interval"][1]
+    regressed = c_hi is not None and c_hi < b_lo * (1 - tolerance)
+    improved = b_hi is not None and c_lo > b_hi * (1 + tolerance)
+    b_val, c_val = base.get("value") or 0.0, cand.get("value") or 0.0
+    return {
+        "mode": "capacity",
+        "value": cand.get("unit"),
+        "metric": "capacity",
+        "label": f"capacity ({cand.get('unit')})",
+        "higher_is_better": True,
+        "baseline": b_val,
+        "candidate": c_val,
+        "change": c_val / b_val - 1 if b_val else 0.0,
+        # the change's range, from the two intervals (an open edge: unbounded)
+        "ci95": [c_lo / b_hi - 1 if b_hi else -1.0, c_hi / b_lo - 1 if c_hi is not None and b_lo else math.inf],
+        "baseline_interval": [b_lo, b_hi],
+        "candidate_interval": [c_lo, c_hi],
+        "verdict": "regressed" if regressed else "improved" if improved else "unchanged",
     }

@@ -33,7 +33,16 @@ def history_line(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "steps": [
             {"mode": s["mode"], "value": s["value"], **{k: pick(s, k) for k in KEY_METRICS}} for s in summary["steps"]
         ],
+        "capacity": _capacity(summary.get("capacity")),
     }
+
+
+def _capacity(cap: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A capacity search's answer, for the trend: value and interval."""
+    if not cap:
+        return None
+    lo, hi = cap["interval"]
+    return {"value": cap["value"], "lo": lo, "hi": hi, "unit": cap["unit"], "status": cap["status"]}
 
 
 def append_history(summary: dict[str, Any], run_dir: Path) -> Path:
@@ -82,4 +91,29 @@ def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         path = out_dir / f"{key.replace('.', '_')}.png"
         fig.savefig(path, dpi=80, bbox_inches="tight")
         paths.append(path)
+    if any(h.get("capacity") for h in history):
+        paths.append(_plot_capacity(history, out_dir))
     return paths
+
+
+def _plot_capacity(history: list[dict[str, Any]], out_dir: Path) -> Path:
+    """Capacity per run, its interval as an error bar (an open top: drawn to the value)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
+    runs = [(n, h["capacity"]) for n, h in enumerate(history) if (h.get("capacity") or {}).get("value") is not None]
+    xs = [n for n, _ in runs]
+    ys = [c["value"] for _, c in runs]
+    below = [c["value"] - (c["lo"] or c["value"]) for _, c in runs]
+    above = [(c["hi"] if c["hi"] is not None else c["value"]) - c["value"] for _, c in runs]
+    ax.errorbar(xs, ys, yerr=[below, above], fmt="o-", capsize=4)
+    unit = runs[0][1]["unit"] if runs else ""
+    ax.set_xticks(
+        range(len(history)), [h["started_at"][5:16] for h in history], rotation=45, ha="right", fontsize="x-small"
+    )
+    ax.set_title(f"capacity under SLO ({unit}) per run, with its interval")
+    ax.grid(True, alpha=0.3)
+    path = out_dir / "capacity.png"
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    return path
