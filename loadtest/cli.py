@@ -131,6 +131,8 @@ def run(
         if junit is not None:
             slo_junit(outcome.summary, junit)
     print_step_table(outcome.summary, out)
+    if text := outcome.summary.get("headline"):
+        out.print(escape(text), highlight=False)
     if route := outcome.summary["tokenizer"].get("route"):
         out.print(f"tokens counted by the endpoint's {escape(route)}", highlight=False)
     out.print(f"results: {escape(str(outcome.run_dir))}", highlight=False)
