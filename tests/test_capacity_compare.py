@@ -26,7 +26,7 @@ def capacity_run(tmp_path: Path, server: MockProcess) -> Path:
             "workload": {"max_tokens": 16, "prompt": {"synthetic": {"input_tokens": 8}}},
             "load": {
                 "arrival": "constant",
-                "capacity": {"over": "rate", "start": 8, "max": 128, "tolerance": 0.1, "step_duration_s": 2},
+                "capacity": {"over": "rate", "start": 16, "max": 128, "tolerance": 0.1, "step_duration_s": 1.5},
             },
             "slo": {"ttft_ms": {"p95": 100}},
         }
@@ -51,8 +51,6 @@ def test_compare_of_capacity_runs_6_vs_8_slots_regressed(
     assert 0.8 * 8 / HOLD_S <= row["baseline"] <= 1.05 * 8 / HOLD_S, row
     assert 0.8 * 6 / HOLD_S <= row["candidate"] <= 1.05 * 6 / HOLD_S, row
     assert [r for r in result["regressed"]] == [row]  # the steps past capacity do not gate
-    same = run_cli("compare", str(base), str(base), "--out", str(tmp_path / "same"))
-    assert same.returncode == 0, same.stdout + same.stderr
     hist = run_cli("history", "nightly-capacity", "--results", str(tmp_path))
     assert hist.returncode == 0, hist.stdout + hist.stderr
     assert hist.stdout.count("capacity ") >= 2, hist.stdout
