@@ -20,7 +20,7 @@ HOLD_S = (TTFT_MS + (TOKENS - 1) * ITL_MS) / 1e3
 CAPACITY = SLOTS / HOLD_S  # 21.05 req/s
 
 
-def run(tmp_path: Path, server: MockProcess, **cap: Any) -> RunOutcome:
+def run(tmp_path: Path, server: MockProcess, report: bool = False, **cap: Any) -> RunOutcome:
     sc = Scenario.model_validate(
         {
             "name": "capacity",
@@ -33,7 +33,7 @@ def run(tmp_path: Path, server: MockProcess, **cap: Any) -> RunOutcome:
             "slo": {"ttft_ms": {"p95": 60}},
         }
     )
-    return execute(sc, "capacity.yaml", tmp_path, on_step=lambda s: None, report=False)
+    return execute(sc, "capacity.yaml", tmp_path, on_step=lambda s: None, report=report)
 
 
 def queued(start: Callable[..., MockProcess], slots: int = SLOTS) -> MockProcess:
@@ -53,9 +53,14 @@ def test_capacity_against_the_queueing_mock(tmp_path: Path, mock_server: Callabl
 
 
 def test_a_step_at_three_times_capacity_ends_early(tmp_path: Path, mock_server: Callable[..., MockProcess]) -> None:
-    outcome = run(tmp_path, queued(mock_server), start=3 * CAPACITY, max=3 * CAPACITY, step_duration_s=30, max_steps=1)
+    three = 3 * CAPACITY
+    outcome = run(tmp_path, queued(mock_server), True, start=three, max=three, step_duration_s=30, max_steps=1)
     step = outcome.summary["steps"][0]
     assert step["duration_s"] <= 10, step["duration_s"]
     first = outcome.summary["capacity"]["steps"][0]
     assert first["verdict"] == "fail" and first["binding"] == "saturation", first
     assert "over-saturated" in first["reason"]
+    # the report opens with the answer and draws the search (the one step failed: no capacity)
+    html = (outcome.run_dir / "report.html").read_text()
+    assert outcome.summary["headline"].startswith("No capacity: even the lowest load tried")
+    assert '<p class="headline">' in html and "Capacity under SLO" in html
