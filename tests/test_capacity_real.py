@@ -30,7 +30,9 @@ def run(tmp_path: Path, server: MockProcess, report: bool = False, **cap: Any) -
                 "arrival": "constant",
                 "capacity": {"over": "rate", "start": 4, "max": 64, "tolerance": 0.1, "step_duration_s": 3, **cap},
             },
-            "slo": {"ttft_ms": {"p95": 60}},
+            # well above the unqueued 20 ms: a client slowed by a busy machine must not break it (D/D/N
+            # queues grow without bound past N/S, so the bound does not move the capacity)
+            "slo": {"ttft_ms": {"p95": 150}},
         }
     )
     return execute(sc, "capacity.yaml", tmp_path, on_step=lambda s: None, report=report)
@@ -46,9 +48,9 @@ def test_capacity_against_the_queueing_mock(tmp_path: Path, mock_server: Callabl
     cap = outcome.summary["capacity"]
     assert cap["status"] == "found", cap
     # HTTP and the client's own time lengthen a slot's hold a little: the capacity may sit a bit under N/S
-    assert 0.85 * CAPACITY <= cap["value"] <= 1.05 * CAPACITY, (cap, CAPACITY)
+    assert 0.85 * CAPACITY <= cap["value"] <= 1.1 * CAPACITY, (cap, CAPACITY)
     lo, hi = cap["interval"]
-    assert lo <= CAPACITY * 1.05 and hi >= CAPACITY * 0.9, cap
+    assert lo <= CAPACITY * 1.1 and hi >= CAPACITY * 0.9, cap
     assert all(s["verdict"] == "pass" for s in cap["steps"] if s["load"] <= lo)
 
 
