@@ -10,18 +10,22 @@ search for real against the mock server.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from loadtest.analysis.capacity import SaturationWatch, oversaturation
 from loadtest.analysis.events import RequestDone, StepFinished
 from loadtest.analysis.live import LiveStep
 from loadtest.analysis.records import RequestRecord
 from loadtest.analysis.summary import accumulate, build_summary
-from loadtest.config.scenario import Scenario
+from loadtest.config.loading import load_scenario
+from loadtest.config.scenario import Scenario, ScenarioError
 from loadtest.engine.planner import StepPlanner
 from loadtest.workload.arrivals import arrival_offsets_ns
+from tests.conftest import write
 
 SLOTS, TTFT_S, ITL_S, TOKENS, BOUND_MS = 8, 0.050, 0.010, 64, 500.0
 HOLD_S = TTFT_S + (TOKENS - 1) * ITL_S  # how long a request holds its slot
@@ -147,3 +151,16 @@ def test_a_step_under_capacity_is_not_flagged() -> None:
     sent = np.cumsum(np.random.default_rng(3).exponential(1 / rate, int(rate * 60)))
     ends = fifo_starts(sent, SLOTS, HOLD_S) + HOLD_S
     assert oversaturation((sent * 1e9).astype(np.int64).tolist(), (ends * 1e9).astype(np.int64).tolist(), rate) is None
+
+
+def test_bad_capacity_settings_are_one_line_errors(tmp_path: Path) -> None:
+    for text, needle in (
+        ("load: {rate: [2], capacity: {}}\n", "capacity chooses the load itself"),
+        ("load: {capacity: {}, workers: 2}\n", "capacity runs in one process"),
+        ("load: {capacity: {step_duration_s: 5, step_requests: 10}}\n", "step_duration_s or step_requests"),
+        ("load: {capacity: {over: tokens}}\n", "load.capacity.over"),
+        ("load: {capacity: {start: 10, max: 5}}\n", "start is above max"),
+    ):
+        with pytest.raises(ScenarioError, match=needle) as err:
+            load_scenario(write(tmp_path / "x.yaml", "name: x\n" + text))
+        assert "\n" not in str(err.value) and "x.yaml" in str(err.value)
