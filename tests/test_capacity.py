@@ -164,3 +164,19 @@ def test_bad_capacity_settings_are_one_line_errors(tmp_path: Path) -> None:
         with pytest.raises(ScenarioError, match=needle) as err:
             load_scenario(write(tmp_path / "x.yaml", "name: x\n" + text))
         assert "\n" not in str(err.value) and "x.yaml" in str(err.value)
+
+
+def test_concurrency_search_ends_on_adjacent_integers() -> None:
+    """Closed loop against N = 8 slots with S > bound - TTFT: every C > N queues a whole S, so C* = N
+    exactly (research notes §5). The search is fed that verdict and must end on [8, 9]."""
+    from loadtest.analysis.capacity import CapacitySearch
+    from loadtest.config.scenario import Capacity
+
+    search = CapacitySearch(Capacity(over="concurrency", start=1, max=256))
+    tried = []
+    while (nxt := search.next()) is not None:
+        load, _ = nxt
+        tried.append(load)
+        search.observe(load, {"verdict": "pass" if load <= 8 else "fail", "uncertain": False})
+    assert (search.lo, search.hi, search.status) == (8, 9, "found")
+    assert all(float(x).is_integer() for x in tried) and len(tried) <= 10, tried
