@@ -9,7 +9,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/demo.yaml
 
-.PHONY: install browser demo test lint sweep report bench soak capacity bench-compare stress-ratelimit nightly clean
+.PHONY: install browser demo test lint sweep report bench soak capacity bench-compare stress-ratelimit nightly clean \
+	shared-prefix trace-replay chat-sessions
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no python3 (>= 3.10) found"; exit 2; }
@@ -25,6 +26,16 @@ demo: $(STAMP)
 
 stress-ratelimit: $(STAMP)
 	$(BIN)/loadtest run scenarios/ratelimit-stress.yaml
+
+# Traffic shapes against the mock's prefix cache: shared-prefix groups (cold vs warm TTFT), a Mooncake trace
+shared-prefix: $(STAMP)
+	$(BIN)/loadtest run scenarios/shared-prefix.yaml
+
+trace-replay: $(STAMP)
+	$(BIN)/loadtest run scenarios/trace-replay.yaml
+# Conversations from a ShareGPT sample against the mock: per-turn TTFT and per-conversation numbers in summary.json
+chat-sessions: $(STAMP)
+	$(BIN)/loadtest run scenarios/chat-sessions.yaml
 
 # Run, gate on SLOs, compare with a baseline run; JUnit files for CI. Exit non-zero on either failure.
 NIGHTLY := $(if $(filter command line environment,$(origin SCENARIO)),$(SCENARIO),scenarios/nightly.yaml)
@@ -50,10 +61,17 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
+# Tests run in two passes: those that only wait on I/O on TEST_WORKERS processes (pytest-xdist; the
+# tests that start Ray share one worker: tests/conftest.py RAY_GROUP), then those marked `timing`
+# (latency, lag, throughput, rates) one at a time with nothing else running. Both passes always run;
+# the target fails if either does.
+TEST_WORKERS ?= 3
 test: $(STAMP) browser
 	$(BIN)/ruff check loadtest tests bench
 	$(BIN)/ruff format --check loadtest tests bench
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not timing"; parallel=$$?; \
+	$(BIN)/pytest -q -p no:xdist -m timing; timing=$$?; \
+	test $$parallel = 0 -a $$timing = 0 || { echo "make test: parallel pass exit $$parallel, timing pass exit $$timing"; exit 1; }
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run --reps $(or $(REPS),3)

@@ -277,6 +277,28 @@ def history(
     out.print(f"trend plots: {escape(str(plots[0].parent))}", highlight=False)
 
 
+dataset_app = typer.Typer(no_args_is_help=True, help="Prompt datasets: write a scenario's prompts to a file.")
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("build")
+def dataset_build(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file")],
+    out_file: Annotated[Path, typer.Option("--out", help="The JSONL file to write")],
+    count: Annotated[int | None, typer.Option(min=1, help="Prompts to write (default: what a run sends)")] = None,
+    set_: SetOpt = [],  # noqa: B006
+) -> None:
+    """Write the prompts a run of SCENARIO sends, for `workload.prompt.file` to replay byte for byte."""
+    from loadtest.workload.export import write_dataset
+
+    with _user_errors():
+        sc = load_scenario(scenario, set_)
+        n, used = write_dataset(sc, out_file, count, str(scenario))
+    nonces = [x.run_nonce for x in (getattr(used.workload.prompt, "shared_prefix", None), used.load.trace) if x]
+    note = f" (run nonce {nonces[0]})" if nonces else ""
+    out.print(f"{n} prompts{note} written to {escape(str(out_file))}", highlight=False)
+
+
 @app.command()
 def mock(
     host: str = "127.0.0.1",
@@ -329,13 +351,24 @@ def mock(
     ] = None,
     request_log: Annotated[int, typer.Option(help="Requests GET /mock/requests keeps (bodies, headers, times)")] = 0,
     metrics: Annotated[str, typer.Option(help="GET /metrics: vllm (vLLM's names) | none (404)")] = "vllm",
+    prefix_cache: Annotated[
+        str | None,
+        typer.Option(help="A prefix cache: on, or block_tokens=16,capacity_tokens=262144,prefill_ms_per_1k=20"),
+    ] = None,
+    responses_reasoning: Annotated[
+        str, typer.Option(help="/v1/responses reasoning events: summary | text | hidden")
+    ] = "summary",
+    embed_ms_per_1k_tokens: Annotated[
+        float, typer.Option(help="/v1/embeddings: time per 1,000 input tokens, on top of --ttft-ms")
+    ] = 0.0,
 ) -> None:
     """Serve the OpenAI-compatible mock (Ctrl-C to stop)."""
-    # (Long only in its signature: one typer option per MockSettings field; the body is ten lines.)
-    options = {k: v for k, v in locals().items() if k not in ("host", "port", "fault")}
+    # (Long only in its signature: one typer option per MockSettings field; the body is short.)
+    options = {k: v for k, v in locals().items() if k not in ("host", "port", "fault", "prefix_cache")}
     with _user_errors():
         if port < 0 or port > 65535:
             raise MockStartError(f"--port: expected 0..65535, got {port}")
+        options["prefix_cache"] = _key_values("--prefix-cache", prefix_cache)
         settings = _mock_settings(options, fault)
         _check_mock_auth(settings.api_key_env)
         if tokenizer is not None and (token_source(tokenizer) != "hf" or tokenizer_problem(tokenizer)):
@@ -358,7 +391,20 @@ def _mock_settings(options: dict[str, object], fault: list[str]) -> MockSettings
         field = str(e["loc"][0]) if e["loc"] else ""
         flag = "--fault" if field == "faults" else "--" + field.replace("_", "-")
         detail = f" (kinds: {', '.join(FAULTS)})" if field == "faults" else ""
-        raise MockStartError(f"{flag}: {e['msg']}{detail}") from None
+        key = f"{e['loc'][1]}: " if field == "prefix_cache" and len(e["loc"]) > 1 else ""
+        raise MockStartError(f"{flag}: {key}{e['msg']}{detail}") from None
+
+
+def _key_values(flag: str, text: str | None) -> dict[str, str] | None:
+    """``on`` (every default) or ``KEY=VALUE,KEY=VALUE``; None when the option is not given."""
+    if text is None:
+        return None
+    if text.strip() == "on":
+        return {}
+    pairs = [p.partition("=") for p in text.split(",") if p.strip()]
+    if any(not sep or not k.strip() for k, sep, _ in pairs):
+        raise MockStartError(f"{flag}: expected on or KEY=VALUE,KEY=VALUE, got {text!r}")
+    return {k.strip(): v.strip() for k, _, v in pairs}
 
 
 def _check_mock_auth(env_name: str | None) -> None:

@@ -26,7 +26,7 @@ from loadtest.analysis.events import Event, StepFinished, StepStarted
 from loadtest.analysis.live import LiveStep
 from loadtest.analysis.summary import Run
 from loadtest.config.loading import api_key
-from loadtest.config.scenario import Scenario, ScenarioError
+from loadtest.config.scenario import DatasetPrompt, Scenario, ScenarioError
 from loadtest.config.secrets import shown_base_url
 from loadtest.config.steps import plan_steps
 from loadtest.engine.driver import RunContext, RunPlan, Sinks, drive
@@ -40,7 +40,7 @@ from loadtest.output.rundir import RunFiles, analyze, new_run_dir, write_scenari
 from loadtest.output.servermetrics import ServerMetricsFile
 from loadtest.transport.loop import new_loop
 from loadtest.transport.netconn import ProxyUnsupported, proxy_route
-from loadtest.workload.prompts import CyclePool, PromptPool, run_prompts
+from loadtest.workload.prompts import CyclePool, PromptPool, dataset_info, fix_run_nonces, run_prompts
 from loadtest.workload.tokens import TokenizerError, token_source, tokenizer_problem
 
 __all__ = [
@@ -187,6 +187,7 @@ class _Measured:
     base_url: str
     stopped_by: list[int]
     route: str | None  # the tokenize route that answered (target.tokenizer: server)
+    dataset: dict[str, Any] | None = None  # workload.prompt.dataset: the file's sha256, rows kept and dropped
 
 
 def execute(
@@ -206,6 +207,7 @@ def execute(
     to draw live progress on (one process only; with workers the step lines come at the end)."""
     opts = _Options(on_step, grace_s, transport, warn, tuple(observers), live, report)
     key = api_key(scenario, source)  # fail before anything is written when the variable is missing
+    scenario = fix_run_nonces(scenario)  # recorded in scenario.yaml; the same for every worker
     _route_through_proxy(scenario, source, warn)
     _check_tokenizers(scenario, source)
     cluster = _ray_backend(source) if scenario.distributed is not None else None
@@ -224,7 +226,9 @@ def _measure(
     here, by worker processes or by Ray actors."""
     here = scenario.workers == 1 and cluster is None
     by_server = scenario.target.tokenizer == "server"  # counted by the endpoint: built once it is up
-    prompts, route = _prompts(scenario, "", key, source) if here and not by_server else (CyclePool([]), None)
+    dataset = isinstance(scenario.workload.prompt, DatasetPrompt)  # read here too: summary.json describes it
+    build_here = (here or dataset) and not by_server
+    prompts, route = _prompts(scenario, "", key, source) if build_here else (CyclePool([]), None)
     dist = scenario.distributed
     # Ray first: a cluster that cannot be reached is a one-line error before anything is written
     session = cluster.connected(dist, source, opts.warn) if cluster and dist else contextlib.nullcontext()
@@ -236,7 +240,7 @@ def _measure(
         with _endpoint(scenario) as base_url, contextlib.ExitStack() as stack:
             if by_server:  # with workers, each builds its own; this finds the route early, once
                 built, route = _prompts(scenario, base_url, key, source)
-                prompts = built if here else prompts
+                prompts = built if here or dataset else prompts
             t0 = time.perf_counter_ns()
             edges = _watch_server(scenario, base_url, key, run_dir, t0, source, opts.warn, stack)
             if here:
@@ -249,7 +253,7 @@ def _measure(
                     )
                 except KeyboardInterrupt:  # a second Ctrl-C while Ray was still starting the actors
                     stopped_by = [signal.SIGINT]
-    return _Measured(run_dir, started, base_url, stopped_by, route)
+    return _Measured(run_dir, started, base_url, stopped_by, route, dataset_info(prompts))
 
 
 def _write_results(scenario: Scenario, m: _Measured, opts: _Options) -> Run:
@@ -265,6 +269,8 @@ def _write_results(scenario: Scenario, m: _Measured, opts: _Options) -> Run:
     )
     if m.route is not None:
         run.summary["tokenizer"]["route"] = m.route
+    if m.dataset is not None:
+        run.summary["dataset"] = m.dataset
     _say_tokenizer(run.summary, opts.warn)
     write_summary(m.run_dir, run.summary)
     if opts.report:
@@ -322,7 +328,9 @@ def _run_here(
     step = LiveStep()  # fed once per event, first; the planner, the step lines and the display read it
     planner = StepPlanner(scenario, step)  # the fixed sweep, or limit discovery choosing as it goes
     live = opts.live
-    progress = LiveProgress(plan_steps(scenario.load), live, lambda: ctx.in_flight, step) if live is not None else None
+    unit = "conversations" if scenario.workload.sessions is not None else "requests"
+    steps = plan_steps(scenario.load)
+    progress = LiveProgress(steps, live, lambda: ctx.in_flight, step, unit) if live is not None else None
     watchers = [planner, *opts.observers, *edges] + ([progress] if progress is not None else [])
 
     def sink(event: Event) -> None:

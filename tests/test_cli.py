@@ -14,8 +14,18 @@ from pathlib import Path
 import pytest
 
 from loadtest.mock import MockSettings, start_mock
+from loadtest.output.plots import PLOTS
 from loadtest.output.rundir import read_records
-from tests.conftest import ROOT, check_shared_by_two_workers, free_port, mock_stats, only_run_dir, run_cli, write
+from tests.conftest import (
+    RAY_GROUP,
+    ROOT,
+    check_shared_by_two_workers,
+    free_port,
+    mock_stats,
+    only_run_dir,
+    run_cli,
+    write,
+)
 
 
 def test_demo_sweep_writes_one_step_per_concurrency_value(tmp_path: Path) -> None:
@@ -83,6 +93,7 @@ def test_report_rebuilds_the_same_summary_from_records(tmp_path: Path) -> None:
         "load.requests=5",
         "--out",
         str(tmp_path),
+        "--no-report",  # `report` below makes the plots and the page
     )
     assert r.returncode == 0, r.stderr
     run = only_run_dir(tmp_path)
@@ -92,6 +103,7 @@ def test_report_rebuilds_the_same_summary_from_records(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     after = json.loads((run / "summary.json").read_text())
     assert after["steps"] == before["steps"] and after["slo"] == before["slo"]
+    assert (run / "report.html").is_file() and len(list((run / "plots").glob("*.png"))) == len(PLOTS)
     r = run_cli("report", str(tmp_path))
     assert r.returncode == 2 and "not a run directory" in r.stderr
 
@@ -157,14 +169,20 @@ def test_interrupt_keeps_what_was_measured(tmp_path: Path, workers: int, sig: si
         assert jsonl is not None, "run never wrote records"
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
+        stats = mock_stats(mock.base_url)
     assert proc.returncode == code, err
     summary = json.loads((jsonl.parent / "summary.json").read_text())
-    lines = jsonl.read_text().splitlines()
+    records = list(read_records(jsonl))
+    ok, failed = (sum(1 for x in records if x.status == s) for s in ("ok", "error"))
     (step,) = summary["steps"]
     assert summary["partial"] is True
-    assert step["requests"]["sent"] == len(lines) and step["requests"]["ok"] + step["requests"]["failed"] == len(lines)
+    # every request the server received is a line of requests.jsonl, and each of those is ok or an error
+    assert stats["requests"] == len(records) == ok + failed
+    assert stats["stream_tokens"] == 16 * ok  # the ok ones are the streams the server sent to the end
+    assert step["requests"] == {"sent": len(records), "ok": ok, "failed": failed}
 
 
+@pytest.mark.timing
 def test_workers_share_the_load_and_merge_into_one_run(tmp_path: Path) -> None:
     with start_mock(MockSettings(ttft_ms=20, itl_ms=2, output_tokens=16)) as mock:
         sc = write(
@@ -250,7 +268,9 @@ def test_grace_period_expires_and_in_flight_requests_are_cancelled(tmp_path: Pat
     assert summary["partial"] is True and summary["steps"][0]["errors"] == {"cancelled": 3}
 
 
-@pytest.mark.parametrize("how", [[], ["--workers", "2"], ["--ray", "local", "--workers", "2"]])
+@pytest.mark.parametrize(
+    "how", [[], ["--workers", "2"], pytest.param(["--ray", "local", "--workers", "2"], marks=RAY_GROUP)]
+)
 def test_ctrl_c_at_a_terminal_lets_the_built_in_mock_finish_what_is_in_flight(tmp_path: Path, how: list[str]) -> None:
     """A terminal sends SIGINT to the whole process group: the mock the run started must keep
     serving through the grace period, so the requests in flight end ok, not broken."""
@@ -278,4 +298,6 @@ def test_ctrl_c_at_a_terminal_lets_the_built_in_mock_finish_what_is_in_flight(tm
     assert proc.returncode == 130, err
     run = only_run_dir(tmp_path / "out")
     (step,) = json.loads((run / "summary.json").read_text())["steps"]
-    assert step["errors"] == {} and step["requests"]["ok"] == step["requests"]["sent"] >= 4
+    records = list(read_records(run / "requests.jsonl"))
+    assert len(records) >= 4 and [x.error_class for x in records if x.status != "ok"] == []  # none broken
+    assert step["errors"] == {} and step["requests"] == {"sent": len(records), "ok": len(records), "failed": 0}

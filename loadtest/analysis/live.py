@@ -83,7 +83,7 @@ class LiveStep:
     def __init__(self) -> None:
         self.current: StepPlan | None = None
         self.stats = LiveStats()
-        self.done = 0  # records of the current step, warmup included
+        self.done = 0  # records of the current step, warmup included (conversations: the ones ended)
         self.last: dict[str, Any] | None = None
 
     def __call__(self, event: Event) -> None:
@@ -91,7 +91,7 @@ class LiveStep:
             case StepStarted(step=step):
                 self.current = step
             case RequestDone(record=record):
-                self.done += 1
+                self.done += _counts_done(record)
                 self.stats.add(record)
             case StepFinished(step=step):
                 line = self.stats.line(index=step.index, mode=step.mode, value=step.value)
@@ -100,3 +100,11 @@ class LiveStep:
                 line["unreachable"] = endpoint_unreachable(line)
                 self.last = line
                 self.current, self.stats, self.done = None, LiveStats(), 0
+
+
+def _counts_done(r: RequestRecord) -> int:
+    """1 for a request; a conversation's turn counts when it ends the conversation (its last turn, or
+    a failed one): a step with ``workload.sessions`` counts conversations."""
+    if r.session is None:
+        return 1
+    return int(r.final and (r.status != "ok" or r.turn == r.session_turns))

@@ -14,9 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.analysis.apistats import ApiStats
 from loadtest.analysis.connstats import ConnectionStats
+from loadtest.analysis.groups import GroupStats
 from loadtest.analysis.ratelimit import parse_ratelimit
 from loadtest.analysis.records import RequestRecord
+from loadtest.analysis.sessions import SessionStats
 from loadtest.analysis.stats import PERCENTILES, distribution, weighted_percentile
 from loadtest.config.scenario import PerRequestSLO
 
@@ -248,8 +251,12 @@ class StepAccumulator:
         self.logical_e2e, self.attempts = array("d"), array("d")
         self.connections = ConnectionStats()
         self.ttfa, self.reasoning_tokens, self.tokens_per_chunk = array("d"), array("d"), array("d")
+        self.groups = GroupStats()  # shared-prefix groups: summarized with the run's first sends (summary.py)
+        self.sessions = SessionStats()  # conversations: per turn index and per conversation
+        self.apis = ApiStats()  # embeddings inputs, images, tool calls
 
     def add(self, r: RequestRecord) -> None:
+        self.groups.add(r)  # warmup too: a warmup request may be the one that warmed its group
         if r.warmup:
             self.warmup += 1
             return
@@ -260,6 +267,7 @@ class StepAccumulator:
             self.lag.append(lag)
         self._add_logical(r)
         self.connections.add(r)
+        self.sessions.add(r)
         if r.ratelimit and (parsed := parse_ratelimit(r.ratelimit)):
             self.limited_ns.append(r.end_ns)
             self.remaining_requests.append(_remaining(parsed, "requests"))
@@ -302,6 +310,7 @@ class StepAccumulator:
             self.reasoning_tokens.append(r.reasoning_tokens)
         if (v := tokens_per_chunk(r)) is not None:
             self.tokens_per_chunk.append(v)
+        self.apis.add(r)
 
     def _add_logical(self, r: RequestRecord) -> None:
         self.logical_sent += r.attempt == 1
@@ -350,6 +359,7 @@ class StepAccumulator:
             "output_tokens": distribution(self.output_tokens),
             "reasoning_tokens": distribution(self.reasoning_tokens),
             "tokens_per_chunk": distribution(self.tokens_per_chunk),
+            **self.apis.summary(duration, self.tokens_in_ok),
             "schedule_lag_ms": distribution(self.lag) if self.lag else None,
             "in_flight": in_flight(self.sent_ns, self.end_ns),
             **self.connections.summary(),
@@ -367,6 +377,7 @@ class StepAccumulator:
                 "attempts": distribution(self.attempts),
                 "e2e_ms": distribution(self.logical_e2e),
             },
+            **({"sessions": conv} if (conv := self.sessions.summary()) is not None else {}),
         }
 
 

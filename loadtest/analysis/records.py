@@ -50,6 +50,21 @@ class RequestRecord:
     # without reasoning; whole body when not streaming)
     first_answer_ns: int | None = None
     reasoning_tokens: int | None = None  # of output_tokens: usage.completion_tokens_details, else counted
+    group: int | None = None  # shared-prefix group of the prompt (workload.prompt.shared_prefix)
+    cached_tokens: int | None = None  # of input_tokens: usage.prompt_tokens_details.cached_tokens (server's cache)
+    # conversations (workload.sessions): which one (unique in a run), which turn of it (1, 2, ...), how
+    # many turns it was to have, and the context sent (every message's tokens, by target.tokenizer)
+    session: int | None = None
+    turn: int | None = None
+    session_turns: int | None = None
+    context_tokens: int | None = None
+    # the APIs beyond chat (README "Other APIs"): None where they do not apply
+    api: str | None = None  # chat | completions | responses | embeddings (None: a record from before it was kept)
+    inputs: int | None = None  # embeddings: inputs in the request (the batch)
+    images: int | None = None  # images in the prompt
+    image_bytes: int | None = None  # their encoded (PNG/JPEG) bytes; base64 sends 4/3 of that
+    tool_calls: int | None = None  # calls in the answer (0: answered without one) when tools were sent
+    tool_round: int | None = None  # 1: the turn that answered the previous request's calls (workload.tool_result)
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))

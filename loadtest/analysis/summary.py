@@ -14,6 +14,7 @@ from typing import Any
 from loadtest import __version__
 from loadtest.analysis.capacity import capacity_result, oversaturation
 from loadtest.analysis.checks import endpoint_unreachable, evaluate_slos, harness_warnings
+from loadtest.analysis.groups import first_sends
 from loadtest.analysis.limitprobe import ProbeSeries
 from loadtest.analysis.limitsummary import search_result
 from loadtest.analysis.metrics import StepAccumulator, distribution
@@ -90,6 +91,7 @@ def build_summary(
     and ``environment`` are what the caller found out (which tokenizer counted, the machine)."""
     health = list(step_health)
     ran = {h.get("step") for h in health} | set(accumulators)
+    first = first_sends(acc.groups for acc in accumulators.values())  # each prefix group's cold request
     steps, verdicts, skipped = [], [], []
     for plan in _planned_steps(scenario, health):
         if plan.index not in ran:
@@ -99,6 +101,8 @@ def build_summary(
         acc = accumulators.get(plan.index) or StepAccumulator(scenario.slo.per_request)
         s = acc.summary(index=plan.index, mode=plan.mode, value=plan.value)
         s["loop_lag_ms"] = merge_loop_lag([h for h in health if h.get("step") == plan.index])
+        if (groups := acc.groups.summary(first)) is not None:
+            s["prefix_groups"] = groups
         s["warnings"] = harness_warnings(s)
         if scenario.load.capacity is not None and plan.mode == "rate":
             s["saturation"] = oversaturation(acc.sent_ns, acc.end_ns, plan.value)

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from loadtest.config.scenario import FilePrompt, Scenario, ScenarioError
+from loadtest.config.scenario import DatasetPrompt, FilePrompt, Scenario, ScenarioError
 from loadtest.config.secrets import redacted
 from loadtest.config.tls import ssl_context
 
@@ -133,14 +133,22 @@ def load_scenario(
     if expand and isinstance(written, dict):
         tree["target"] = _expand(written, "target", source, dict(os.environ) if env is None else env)
     try:
-        scenario = Scenario.model_validate(tree, context={"unexpanded": not expand})
+        # base_dir: a file a field names (workload.tools) is relative to the scenario file
+        scenario = Scenario.model_validate(tree, context={"unexpanded": not expand, "base_dir": str(path.parent)})
     except ValidationError as e:
         raise ScenarioError(_format_validation(e, source)) from None
     scenario.target._written = written if isinstance(written, dict) else None
-    # A prompt file is relative to the scenario file, not to the working directory.
+    # A prompt (or trace) file is relative to the scenario file, not to the working directory.
     prompt = scenario.workload.prompt
     if isinstance(prompt, FilePrompt):
         prompt.file = _relative_to(path, prompt.file)
+    if (trace := scenario.load.trace) is not None:
+        trace.path = _relative_to(path, trace.path)
+    if isinstance(prompt, DatasetPrompt):
+        prompt.dataset.path = _relative_to(path, prompt.dataset.path)
+    images = scenario.workload.images
+    if images is not None and images.folder is not None:
+        images.folder = _relative_to(path, images.folder)
     tls = scenario.target.tls
     for name in ("ca_file", "client_cert", "client_key"):
         if (value := getattr(tls, name)) is not None:

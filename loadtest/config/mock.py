@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loadtest.config.faults import FAULTS
 
-__all__ = ["FaultKind", "MockSettings", "TokenizeMode"]
+__all__ = ["FaultKind", "MockSettings", "PrefixCacheSettings", "TokenizeMode"]
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -17,6 +17,17 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 
 TokenizeMode = Literal["all", "vllm", "llama-server", "llama-cpp-python", "none"]  # tokenize routes served
 FaultKind = Literal[FAULTS]  # type: ignore[valid-type] - one list of kinds, in faults.py
+
+
+class PrefixCacheSettings(BaseModel):
+    """A prefix cache like vLLM's: full blocks of ``block_tokens`` keyed by their chain of hashes, LRU
+    within ``capacity_tokens``; TTFT grows by ``prefill_ms_per_1k`` per 1,000 prompt tokens not cached."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    block_tokens: Annotated[int, Field(ge=1)] = 16  # vLLM's default block size on GPUs
+    capacity_tokens: Annotated[int, Field(ge=1)] = 262_144  # a single GPU's KV cache, roughly
+    prefill_ms_per_1k: NonNegFloat = 20.0  # prefill time of 1,000 uncached prompt tokens
 
 
 class MockSettings(BaseModel):
@@ -61,6 +72,12 @@ class MockSettings(BaseModel):
     # GET /metrics: Prometheus text with vLLM's names (mock/metrics.py); none: 404, as SGLang without
     # --enable-metrics (a server without metrics)
     metrics: Literal["vllm", "none"] = "vllm"
+    prefix_cache: PrefixCacheSettings | None = None  # off: TTFT does not depend on the prompt
+    # /v1/responses: reasoning as summary deltas (OpenAI asked for a summary, SGLang), raw reasoning_text
+    # deltas (vLLM, llama.cpp), or hidden (OpenAI without a summary: an item, no deltas, only usage)
+    responses_reasoning: Literal["summary", "text", "hidden"] = "summary"
+    # /v1/embeddings: the answer takes ttft_ms plus this much per 1,000 input tokens
+    embed_ms_per_1k_tokens: NonNegFloat = 0.0
 
     @model_validator(mode="after")
     def _key_header_with_its_variable(self) -> MockSettings:

@@ -7,6 +7,7 @@ the file, the field path and what was expected.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,25 +22,35 @@ from pydantic import (
     model_validator,
 )
 
+from loadtest.config.apis import ApiName, Images, Tool, ToolChoice, api_problem, read_tools
 from loadtest.config.mock import MockSettings
 from loadtest.config.servermetrics import ServerMetrics
+from loadtest.config.sessions import DatasetPrompt, DatasetSpec, Sessions
+from loadtest.config.traffic import Ramp, SharedPrefixPrompt, SharedPrefixSpec, Trace
 
 __all__ = [
     "SLO",
     "Capacity",
+    "DatasetPrompt",
+    "DatasetSpec",
     "Distributed",
     "FilePrompt",
+    "Images",
     "Load",
     "MaxBound",
     "MinBound",
     "MockSettings",
     "PerRequestSLO",
     "PercentileBounds",
+    "Ramp",
     "RetryPolicy",
     "Scenario",
     "ScenarioError",
     "Search",
     "ServerMetrics",
+    "Sessions",
+    "SharedPrefixPrompt",
+    "SharedPrefixSpec",
     "StepSLO",
     "Stop",
     "SyntheticPrompt",
@@ -47,6 +58,8 @@ __all__ = [
     "Target",
     "TextPrompt",
     "Tls",
+    "Tool",
+    "Trace",
     "Workload",
 ]
 
@@ -86,7 +99,7 @@ class Target(_Strict):
     base_url: str = "mock"
     api_key_env: str | None = None
     model: str = "mock-model"
-    api: Literal["chat", "completions"] = "chat"
+    api: ApiName = "chat"  # chat | completions | responses | embeddings
     timeout_s: PositiveFloat = 60.0  # whole-request deadline
     connect_timeout_s: PositiveFloat = 10.0
     idle_timeout_s: PositiveFloat | None = None  # longest silence between two reads; default: timeout_s
@@ -136,21 +149,27 @@ class SyntheticPrompt(_Strict):
 
 def _prompt_kind(v: Any) -> str | None:
     if isinstance(v, dict):
-        keys = [k for k in ("text", "file", "synthetic") if k in v]
+        keys = [k for k in ("text", "file", "synthetic", "shared_prefix", "dataset") if k in v]
         return keys[0] if len(keys) == 1 else None
     if isinstance(v, BaseModel):
-        return {TextPrompt: "text", FilePrompt: "file", SyntheticPrompt: "synthetic"}.get(type(v))
+        kinds = {TextPrompt: "text", FilePrompt: "file", SyntheticPrompt: "synthetic", DatasetPrompt: "dataset"}
+        return {**kinds, SharedPrefixPrompt: "shared_prefix"}.get(type(v))
     return None
 
 
 Prompt = Annotated[
     Annotated[TextPrompt, Tag("text")]
     | Annotated[FilePrompt, Tag("file")]
-    | Annotated[SyntheticPrompt, Tag("synthetic")],
+    | Annotated[SyntheticPrompt, Tag("synthetic")]
+    | Annotated[SharedPrefixPrompt, Tag("shared_prefix")]
+    | Annotated[DatasetPrompt, Tag("dataset")],
     Discriminator(
         _prompt_kind,
         custom_error_type="prompt_kind",
-        custom_error_message="expected exactly one of {text: ...}, {file: ...}, {synthetic: {input_tokens: N}}",
+        custom_error_message=(
+            "expected exactly one of {text: ...}, {file: ...}, {synthetic: {input_tokens: N}}, {shared_prefix: {...}},"
+            " {dataset: {path: ...}}"
+        ),
     ),
 ]
 
@@ -162,6 +181,39 @@ class Workload(_Strict):
     stream: bool = True
     extra_body: dict[str, Any] = Field(default_factory=dict)
     seed: int = 42
+    sessions: Sessions | None = None  # conversations of several turns (config/sessions.py)
+
+    @model_validator(mode="after")
+    def _sessions_need_turns(self) -> Workload:
+        s = self.sessions
+        if s is None:
+            return self
+        if not isinstance(self.prompt, SyntheticPrompt | DatasetPrompt):
+            raise ValueError("sessions: the user messages come from workload.prompt synthetic or dataset")
+        if isinstance(self.prompt, SyntheticPrompt) and s.turns is None:
+            raise ValueError("sessions.turns: how many turns a synthetic conversation has (a number or {mean: ...})")
+        if isinstance(self.prompt, DatasetPrompt) and (s.input_tokens is not None or s.max_tokens is not None):
+            raise ValueError("sessions: a dataset's turns have their own lengths (dataset.output_tokens sets answers)")
+        if isinstance(self.prompt, DatasetPrompt) and s.turns is not None and not isinstance(s.turns, int):
+            raise ValueError("sessions.turns: with a dataset, a number (the most turns taken from a conversation)")
+        return self
+
+    # the APIs beyond plain chat (config/apis.py)
+    batch_size: Annotated[int, Field(ge=1, le=2048)] = 1  # embeddings: inputs per request
+    encoding_format: Literal["float", "base64"] = "float"  # embeddings: always sent
+    images: Images | None = None
+    tools: list[Tool] | None = None  # or a JSON/YAML file of them
+    tool_choice: ToolChoice | None = None  # auto | none | required | {name: f}; unset: the server's default
+    tool_result: str | None = None  # a canned result answering each call, then one more turn
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _tools_from_file(cls, v: Any, info: ValidationInfo) -> Any:
+        if not isinstance(v, str):
+            return v
+        base = (info.context or {}).get("base_dir")
+        path = Path(v) if base is None or Path(v).is_absolute() else Path(base) / v
+        return read_tools(path)
 
 
 class Search(_Strict):
@@ -220,7 +272,10 @@ class Stop(_Strict):
 class Load(_Strict):
     concurrency: list[Annotated[int, Field(ge=1)]] | None = None
     rate: list[PositiveFloat] | None = None
-    arrival: Literal["constant", "poisson"] = "poisson"
+    arrival: Literal["constant", "poisson", "gamma"] = "poisson"
+    burstiness: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0  # gamma's shape: 1 Poisson, <1 burstier
+    ramp: Ramp | None = None  # one step whose rate (or concurrency) rises along a line, then holds
+    trace: Trace | None = None  # replay a timestamped JSONL: one open-loop step per speedup
     requests: Annotated[int, Field(ge=1)] | None = None
     duration_s: PositiveFloat | None = None
     warmup_requests: Annotated[int, Field(ge=0)] = 0
@@ -241,9 +296,13 @@ class Load(_Strict):
         if self.capacity is not None:
             if self.concurrency is not None or self.rate is not None or self.search is not None:
                 raise ValueError("capacity chooses the load itself: remove concurrency/rate/search")
+            if self.ramp is not None or self.trace is not None:
+                raise ValueError("capacity chooses the load itself: remove ramp/trace")
             if self.workers > 1:
                 raise ValueError("capacity runs in one process: remove workers")
             return self
+        if self.ramp is not None or self.trace is not None:
+            return self._shaped()
         if self.concurrency is not None and self.rate is not None:
             raise ValueError("give either concurrency (closed loop) or rate (open loop), not both")
         if self.search is not None:
@@ -264,14 +323,46 @@ class Load(_Strict):
             self.requests = 100
         return self
 
+    def _shaped(self) -> Load:
+        """A ramp or a trace: the steps come from it, not from concurrency/rate lists."""
+        what = "load.ramp" if self.ramp is not None else "load.trace"
+        if self.ramp is not None and self.trace is not None:
+            raise ValueError("give either ramp or trace, not both")
+        if self.concurrency is not None or self.rate is not None or self.search is not None:
+            raise ValueError(f"{what} sets the load itself: remove concurrency/rate/search")
+        if self.workers > 1:
+            raise ValueError(f"{what} runs in one process: remove workers")
+        if self.requests is not None and self.duration_s is not None:
+            raise ValueError("give either requests or duration_s per step, not both")
+        if self.trace is not None:
+            if self.warmup_requests:
+                raise ValueError("load.trace replays the trace's rows as they are: remove warmup_requests")
+            return self  # without requests/duration_s: every row
+        ramp = self.ramp
+        assert ramp is not None
+        whole = ramp.start == int(ramp.start) and ramp.to == int(ramp.to)
+        if ramp.of == "concurrency" and (ramp.start < 1 or ramp.to <= ramp.start or not whole):
+            raise ValueError("a concurrency ramp goes up, from a whole number of users (at least 1) to a larger one")
+        if self.requests is None and self.duration_s is None:
+            self.requests = 100
+        return self
+
     @property
-    def mode(self) -> Literal["concurrency", "rate"]:
+    def mode(self) -> Literal["concurrency", "rate", "trace"]:
         if self.capacity is not None:
             return self.capacity.over
+        if self.trace is not None:
+            return "trace"
+        if self.ramp is not None:
+            return self.ramp.of
         return "concurrency" if self.concurrency is not None else "rate"  # search: open loop
 
     @property
     def values(self) -> list[float]:
+        if self.trace is not None:
+            return list(self.trace.speedup)
+        if self.ramp is not None:
+            return [self.ramp.to]
         return list(self.concurrency if self.concurrency is not None else self.rate or [])
 
 
@@ -366,6 +457,14 @@ class Scenario(_Strict):
     distributed: Distributed | None = None
     server_metrics: ServerMetrics = Field(default_factory=ServerMetrics)
 
+    @field_validator("workload")
+    @classmethod
+    def _fits_the_api(cls, v: Workload, info: ValidationInfo) -> Workload:
+        target = info.data.get("target")  # validated before this field
+        if isinstance(target, Target) and (problem := api_problem(target.api, v)) is not None:
+            raise ValueError(problem)
+        return v
+
     @field_validator("distributed")
     @classmethod
     def _one_way_to_share(cls, v: Distributed | None, info: ValidationInfo) -> Distributed | None:
@@ -376,7 +475,22 @@ class Scenario(_Strict):
             raise ValueError("give the number of workers here (distributed.workers), not as load.workers")
         if load.search is not None or load.stop is not None or load.capacity is not None:
             raise ValueError("load.search and load.stop run in one process: remove distributed")
+        if load.ramp is not None or load.trace is not None:
+            raise ValueError("load.ramp and load.trace run in one process: remove distributed")
         return v
+
+    @model_validator(mode="after")
+    def _trace_prompts(self) -> Scenario:
+        default = Workload.model_fields["prompt"].get_default(call_default_factory=True)
+        if self.load.trace is not None and self.workload.prompt != default:  # a run's scenario.yaml: the default
+            raise ValueError("load.trace supplies the prompts: remove workload.prompt")
+        if self.workload.sessions is not None and self.load.search is not None:
+            raise ValueError("load.search sends single requests: remove workload.sessions")
+        if self.workload.sessions is not None and self.load.capacity is not None:
+            raise ValueError("load.capacity sends single requests: remove workload.sessions")
+        if self.workload.sessions is not None and self.load.trace is not None:
+            raise ValueError("load.trace sends single requests: remove workload.sessions")
+        return self
 
     @property
     def workers(self) -> int:

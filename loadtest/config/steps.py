@@ -13,14 +13,17 @@ __all__ = ["StepPlan", "plan_steps", "step_plan"]
 @dataclass(frozen=True)
 class StepPlan:
     index: int
-    mode: Literal["concurrency", "rate"]
+    mode: Literal["concurrency", "rate", "trace"]  # trace: value is the speedup
     value: float
     requests: int | None  # measured requests; None when the step is timed
     duration_s: float | None
     warmup: int
-    arrival: Literal["constant", "poisson"] = "poisson"
+    arrival: Literal["constant", "poisson", "gamma"] = "poisson"
     max_concurrency: int = 1024
     pause_s: float = 0.0  # wait before the step (limit discovery lets the server's buckets refill)
+    burstiness: float = 1.0  # gamma arrivals' shape
+    ramp_from: float | None = None  # load.ramp: the load rises from this to value over ramp_s, then holds
+    ramp_s: float | None = None
     watch_saturation: bool = False  # capacity search: an open-loop step past capacity ends early
 
     @property
@@ -43,6 +46,9 @@ def step_plan(load: Load, index: int, value: float) -> StepPlan:
         warmup=load.warmup_requests,
         arrival=load.arrival,
         max_concurrency=load.max_concurrency,
+        burstiness=load.burstiness,
+        ramp_from=load.ramp.start if load.ramp is not None else None,
+        ramp_s=load.ramp.over_s if load.ramp is not None else None,
     )
 
 
@@ -60,6 +66,7 @@ def _capacity_step(load: Load, index: int, value: float) -> StepPlan:
         warmup=load.warmup_requests,
         arrival=load.arrival,
         max_concurrency=load.max_concurrency,
+        burstiness=load.burstiness,
         watch_saturation=cap.over == "rate",
     )
 

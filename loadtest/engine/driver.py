@@ -2,7 +2,9 @@
 
 Closed loop (``concurrency``): N workers, each sends its next request when the previous one ends.
 Open loop (``rate``): send i is due at ``start + offset_i`` (fixed times, never ``sleep(interval)``),
-its due time is recorded, so schedule lag (sent - due) is measured, not hidden.
+its due time is recorded, so schedule lag (sent - due) is measured, not hidden. A trace step is an
+open-loop step whose offsets come from the trace; a ramp moves the rate (or the users) along a line.
+Conversations (``workload.sessions``) run in ``sessions.py``: users and conversations instead of requests.
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ from loadtest.config.scenario import Scenario
 from loadtest.config.steps import StepPlan, plan_steps, step_plan
 from loadtest.config.tls import ssl_context
 from loadtest.engine.retry import retry_delay_s
+from loadtest.engine.sessions import run_sessions
 from loadtest.engine.signals import STOP_SIGNALS, on_loop
+from loadtest.transport.bodies import request_shape
 from loadtest.transport.client import Endpoint, make_endpoint, send
-from loadtest.workload.arrivals import arrival_offsets_ns
+from loadtest.workload.arrivals import arrival_offsets_ns, ramp_starts_s
 from loadtest.workload.prompts import PromptItem, PromptPool
+from loadtest.workload.tools import ToolCall, follow_up
+from loadtest.workload.trace import TracePool
 
 __all__ = [
     "Event",
@@ -79,6 +85,7 @@ class RunState:
         self.flying: dict[int, RequestRecord] = {}  # attempts under way, by request id
         self._ids = itertools.count(plan.worker, plan.workers)
         self._prompt_i = itertools.count()
+        self.conversations = itertools.count()  # this process's conversations (workload.sessions), in order
         self._jitter = np.random.default_rng(plan.scenario.workload.seed * 1009 + plan.worker)
 
 
@@ -88,6 +95,7 @@ class RunContext:
     def __init__(self, plan: RunPlan, prompts: PromptPool, sinks: Sinks) -> None:
         self.plan, self.sinks = plan, sinks
         self.state = RunState(plan, prompts)
+        self.shape = request_shape(plan.scenario.workload)  # tools, image detail, embeddings format
 
     @property
     def in_flight(self) -> int:
@@ -123,13 +131,25 @@ class RunContext:
         return self.state.prompts[next(self.state._prompt_i)]
 
 
-async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
-    """One request: its attempts, each a record, with the retry policy's waits between them."""
-    prompt = ctx.next_prompt()
+async def _send(
+    ctx: RunContext,
+    ep: Endpoint,
+    rec: RequestRecord,
+    prompt: PromptItem | None = None,
+    headers: dict[str, str] | None = None,
+    answer: list[str] | None = None,
+) -> RequestRecord:
+    """One request: its attempts, each a record, with the retry policy's waits between them; then the
+    turn answering its tool calls, when ``workload.tool_result`` says to. Returns the last attempt's
+    record. ``prompt``: the next of the pool unless given (a conversation's turn); ``headers`` and
+    ``answer``: see ``transport.client.send``."""
+    prompt = prompt if prompt is not None else ctx.next_prompt()
+    calls: list[ToolCall] = []
     while True:
         ctx.state.flying[rec.id] = rec  # until its record is out: a watcher sees it in flight or done, never neither
+        calls.clear()
         try:
-            await _attempt(ctx, ep, rec, prompt)
+            await _attempt(ctx, ep, rec, prompt, headers, answer, calls)
             rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
             delay = None if ctx.state.stop.is_set() else retry_delay_s(ctx.plan.scenario.retry, rec, ctx.jitter())
             rec.final = delay is None
@@ -137,9 +157,10 @@ async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
         finally:
             del ctx.state.flying[rec.id]
         if delay is None:
-            return
+            await _answer_calls(ctx, ep, rec, prompt, calls)
+            return rec
         if not await ctx.wait(delay):
-            return  # stopping: the request ends with its last attempt (counted failed: no final answer)
+            return rec  # stopping: the request ends with its last attempt (counted failed: no final answer)
         rec = RequestRecord(
             id=rec.id,
             step=rec.step,
@@ -147,11 +168,39 @@ async def _send(ctx: RunContext, ep: Endpoint, rec: RequestRecord) -> None:
             attempt=rec.attempt + 1,
             worker=rec.worker,
             first_sent_ns=rec.first_sent_ns,
+            session=rec.session,
+            turn=rec.turn,
+            session_turns=rec.session_turns,
+            context_tokens=rec.context_tokens,
+            tool_round=rec.tool_round,
         )
 
 
-async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: PromptItem) -> None:
+async def _answer_calls(
+    ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: PromptItem, calls: list[ToolCall]
+) -> None:
+    """One more turn (its own record, ``tool_round`` 1) answering each of the model's calls with
+    ``workload.tool_result``; a turn that was itself an answer is not answered again."""
+    result = ctx.plan.scenario.workload.tool_result
+    if result is None or not calls or rec.status != "ok" or rec.tool_round or ctx.state.stop.is_set():
+        return
+    turn = follow_up(prompt, ctx.plan.scenario.target.api, calls, result)
+    nxt = ctx.new_record(rec.step, rec.warmup)
+    nxt.tool_round = 1
+    await _send(ctx, ep, nxt, turn)
+
+
+async def _attempt(
+    ctx: RunContext,
+    ep: Endpoint,
+    rec: RequestRecord,
+    prompt: PromptItem,
+    headers: dict[str, str] | None = None,
+    answer: list[str] | None = None,
+    calls: list[ToolCall] | None = None,
+) -> None:
     t, w = ctx.plan.scenario.target, ctx.plan.scenario.workload
+    rec.group = prompt.group
     try:
         await send(
             ep,
@@ -164,6 +213,10 @@ async def _attempt(ctx: RunContext, ep: Endpoint, rec: RequestRecord, prompt: Pr
             t0=ctx.plan.t0,
             timeout_s=t.timeout_s,
             encoding=t.tokenizer,
+            headers=headers,
+            answer=answer,
+            shape=ctx.shape,
+            calls=calls,
         )
     except asyncio.CancelledError:
         rec.status, rec.error_class, rec.error = "error", "cancelled", "cancelled by the harness"
@@ -178,8 +231,13 @@ async def _closed_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
     total = step.warmup + step.requests if step.requests is not None else None
     duration_ns = int(step.duration_s * 1e9) if step.duration_s is not None else None
     measured_from: list[int] = []  # first measured send, for a timed step
+    n = int(step.value)
+    # load.ramp of concurrency: users join one by one along the line; else all at once
+    starts = ramp_starts_s(int(step.ramp_from), n, step.ramp_s) if step.ramp_s is not None else [0.0] * n
 
-    async def sender() -> None:  # one of the step's concurrent senders: the next request when one ends
+    async def sender(start_s: float) -> None:  # one of the step's concurrent senders: the next request when one ends
+        if start_s > 0 and not await ctx.wait(start_s):
+            return
         while not ctx.state.stop.is_set():
             i = next(sends)
             if total is not None and i >= total:
@@ -193,15 +251,35 @@ async def _closed_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
                     return
             await _send(ctx, ep, ctx.new_record(step.index, warm))
 
-    await asyncio.gather(*(sender() for _ in range(int(step.value))))
+    await asyncio.gather(*(sender(s) for s in starts))
+
+
+def _offsets_ns(ctx: RunContext, step: StepPlan) -> list[int]:
+    """Due times of an open-loop step's sends: warmup at a constant rate, then the arrival process
+    (its ramp, if any); a trace step's come from the trace (its value is the speedup)."""
+    if step.mode == "trace":
+        if not isinstance(ctx.state.prompts, TracePool):
+            raise TypeError("a trace step needs the trace's prompts (build_prompts with trace=)")
+        return ctx.state.prompts.offsets_ns(step.value, step.requests, step.duration_s)
+    seed = ctx.plan.scenario.workload.seed + step.index
+    warm_rate = step.ramp_from or step.value
+    warm = arrival_offsets_ns(warm_rate, "constant", count=step.warmup) if step.warmup else np.empty(0, np.int64)
+    ramp = (step.ramp_from, step.ramp_s) if step.ramp_from is not None and step.ramp_s is not None else None
+    measured = arrival_offsets_ns(
+        step.value,
+        step.arrival,
+        count=step.requests,
+        duration_s=step.duration_s,
+        seed=seed,
+        burstiness=step.burstiness,
+        ramp=ramp,
+    )
+    lead = int(warm[-1] + 1e9 / warm_rate) if len(warm) else 0
+    return np.concatenate((warm, measured + lead)).tolist()
 
 
 async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
-    seed = ctx.plan.scenario.workload.seed + step.index
-    warm = arrival_offsets_ns(step.value, "constant", count=step.warmup) if step.warmup else np.empty(0, np.int64)
-    measured = arrival_offsets_ns(step.value, step.arrival, count=step.requests, duration_s=step.duration_s, seed=seed)
-    lead = int(warm[-1] + 1e9 / step.value) if len(warm) else 0
-    offsets = np.concatenate((warm, measured + lead)).tolist()
+    offsets = _offsets_ns(ctx, step)
     gate = asyncio.Semaphore(step.max_concurrency)
     tasks: set[asyncio.Task[None]] = set()
     watch = SaturationWatch(step.value) if step.watch_saturation else None
@@ -283,9 +361,11 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
         sampler = asyncio.get_running_loop().create_task(_sample_loop_lag(lag))
         try:
             match step.mode:
+                case _ if ctx.plan.scenario.workload.sessions is not None:
+                    await run_sessions(ctx, ep, step, _send)  # conversations: engine/sessions.py
                 case "concurrency":
                     await _closed_loop(ctx, ep, step)
-                case "rate":
+                case "rate" | "trace":
                     await _open_loop(ctx, ep, step)
         finally:
             sampler.cancel()

@@ -171,7 +171,11 @@ def _placed(actors: list[Any], signals: _Signals, timeout_s: float, source: str)
     while not signals.got:
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_S)
         if len(ready) == len(refs):
-            return ray.get(refs)
+            try:
+                return ray.get(refs)
+            except RayActorError as e:  # an actor (or its node) died while starting: one line, not a traceback
+                died = first_line(e)
+                raise ScenarioError(f"{source}: distributed: a Ray actor died while starting ({died})") from None
         if time.monotonic() > deadline:
             raise ScenarioError(
                 f"{source}: distributed.workers: {len(refs) - len(ready)} of {len(refs)} Ray actors were not "

@@ -1,6 +1,7 @@
 """One completion, answered whole or streamed, at the times the mock's settings say.
 
-Token i is due at ``start + ttft + gaps`` (fixed deadlines, so the mock never drifts); a shared token
+Token i is due at ``start + ttft (+ the prefill of uncached prompt tokens: prefixcache.py) + gaps`` (fixed
+deadlines, so the mock never drifts); a shared token
 capacity (``capacity_tok_s``) pushes each token to the next free slot. Every token already due is
 written in one go, so with zero delays a whole response is one write. ``start`` is when the request
 got its generation slot (``slots``): time spent queueing is inside the client's TTFT, as on a real
@@ -10,6 +11,7 @@ server whose batch is full.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -18,10 +20,11 @@ from typing import Any, Protocol
 
 from loadtest.config.mock import MockSettings
 from loadtest.mock.generation import Generation, tool_name
+from loadtest.mock.responses import ResponsesFrames
 from loadtest.mock.state import MAX_SAMPLES, MockState
 from loadtest.mock.wire import chunk, now, response, sleep_until
 
-__all__ = ["Conn", "complete", "output_tokens"]
+__all__ = ["Conn", "complete", "output_tokens", "send_whole"]
 
 
 class Conn(Protocol):
@@ -29,6 +32,7 @@ class Conn(Protocol):
 
     extra: bytes  # header lines (rate limits) for the response being written
     received: float  # when the request had arrived whole (now()): server-side TTFT counts from it
+    logged: dict[str, Any] | None  # the request's entry in the request log, when it is on
 
     def send(self, data: bytes, close: bool = False) -> None: ...
 
@@ -39,7 +43,7 @@ class Conn(Protocol):
 
 def output_tokens(body: dict[str, Any], cfg: MockSettings) -> tuple[int, int | None]:
     """(tokens the mock will generate, reasoning included, the max_tokens asked for)."""
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
     n = cfg.output_tokens + cfg.reasoning_tokens  # max_tokens caps both, as on vLLM and OpenAI
     if not isinstance(max_tokens, int) or max_tokens <= 0:
         return n, None
@@ -114,28 +118,47 @@ class _Clock:
 
 
 async def complete(
-    conn: Conn, state: MockState, body: dict[str, Any], chat: bool, close: bool, fault: str | None
+    conn: Conn,
+    state: MockState,
+    body: dict[str, Any],
+    chat: bool,
+    close: bool,
+    fault: str | None,
+    responses: bool = False,
 ) -> None:
-    """Answer one (chat) completion request; ``fault`` may strike halfway (faults.py)."""
+    """Answer one (chat) completion request, or a Responses API one (responses.py: the same tokens at
+    the same times, in its events); ``fault`` may strike halfway (faults.py)."""
     start = now()
     answer = _answer(state, body, chat)
-    state.metrics.admitted(body, answer.usage["prompt_tokens"])
+    if conn.logged is not None:  # the request log says what each request was answered (tests of conversations)
+        choice = answer.gen.choice(chat, answer.finish)
+        conn.logged["answer"] = choice["message"]["content"] if chat else choice["text"]
     clock = _Clock(state)
-    due = clock.due(start + state.gap(state.config.ttft_ms))
+    prefill_s, cached, chain = state.prefill(body, start)
+    state.metrics.admitted(answer.usage["prompt_tokens"], cached)
+    due = clock.due(start + state.gap(state.config.ttft_ms) + prefill_s)
+    if state.prefix is not None:  # usable once the prefill is done (its first token due); usage says the hit
+        state.prefix.insert(chain, due)
+        answer.usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    state.apis.tool_calls += answer.gen.tool is not None
+    if responses:
+        frames = ResponsesFrames(answer, body, state.config.responses_reasoning)
     if body.get("stream"):
-        include_usage = state.config.usage and bool((body.get("stream_options") or {}).get("include_usage"))
-        await _stream(conn, state, answer, clock, start, due, close, fault, include_usage)
+        if responses:
+            event, tail, opening = frames.event, frames.tail, frames.opening()
+        else:
+            include_usage = state.config.usage and bool((body.get("stream_options") or {}).get("include_usage"))
+            event, tail, opening = _events(state, answer), functools.partial(_tail, answer, include_usage), b""
+        await _stream(conn, state, answer, clock, start, due, close, fault, event, tail, opening)
     else:
-        await _whole(conn, state, answer, clock.after(due, answer.n_out - 1), start, close, fault)
+        out = frames.whole() if responses else _chat_object(answer)
+        await send_whole(conn, state, out, clock.after(due, answer.n_out - 1), start, close, fault)
         state.metrics.ttft.observe(due - conn.received)  # its first token was due then
     state.metrics.generation_tokens += answer.n_out
 
 
-async def _whole(
-    conn: Conn, state: MockState, a: _Answer, due: float, start: float, close: bool, fault: str | None
-) -> None:
-    await sleep_until(due)
-    out = {
+def _chat_object(a: _Answer) -> dict[str, Any]:
+    return {
         "id": a.rid,
         "object": "chat.completion" if a.chat else "text_completion",
         "created": a.created,
@@ -143,11 +166,18 @@ async def _whole(
         "choices": [a.gen.choice(a.chat, a.finish)],
         "usage": a.usage,
     }
+
+
+async def send_whole(
+    conn: Conn, state: MockState, out: dict[str, Any] | bytes, due: float, start: float, close: bool, fault: str | None
+) -> None:
+    """A whole JSON answer (a dict, or its bytes) at ``due``; the mid-answer faults strike here."""
+    await sleep_until(due)
     if fault == "stall":
         await asyncio.sleep(state.config.stall_s)
     if len(state.ttft_s) < MAX_SAMPLES:
         state.ttft_s.append(now() - start)
-    whole = response("200 OK", json.dumps(out).encode(), extra=conn.extra)
+    whole = response("200 OK", out if isinstance(out, bytes) else json.dumps(out).encode(), extra=conn.extra)
     if fault == "drop":
         conn.send(whole[: len(whole) - len(whole) // 3])
         conn.reset()
@@ -184,15 +214,19 @@ async def _stream(
     due: float,
     close: bool,
     fault: str | None,
-    include_usage: bool,
+    event: Callable[[int], bytes],
+    tail: Callable[[bool], bytes],
+    opening: bytes = b"",
 ) -> None:
-    """Chunks as they fall due; the mid-stream faults strike once half of them are out. (Long: the loop
-    is the mock's hot path, kept in one piece so a chunk costs no extra calls.)"""
+    """Chunks as they fall due (``event(i)``: chunk i on the wire; ``tail(done)``: what ends the stream,
+    with its end marker when ``done``; ``opening``: sent with the head); the mid-stream faults strike
+    once half of them are out. (Long: the loop is the mock's hot path, kept in one piece so a chunk
+    costs no extra calls.)"""
     conn.send(
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
         b"transfer-encoding: chunked\r\n" + (b"connection: close\r\n" if close else b"") + conn.extra + b"\r\n"
-    )
-    event = _events(state, a)
+        + opening
+    )  # fmt: skip
     n_chunks, k, answer_at = a.gen.chunks, a.gen.per_chunk, a.gen.first_answer_chunk
     last_sent: float | None = None
     i = 0
@@ -231,7 +265,7 @@ async def _stream(
                 state.ttfa_s.append(t - start)
                 answer_at = None
         last_sent = t
-    conn.send(_tail(a, include_usage, fault != "no_done"), close)
+    conn.send(tail(fault != "no_done"), close)
     state.stream_chunks += n_chunks
     state.stream_tokens += a.n_out
 

@@ -24,14 +24,31 @@ __all__ = ["Generation", "tool_name"]
 _COMPACT = (",", ":")
 
 
+def _answers_calls(body: dict[str, Any]) -> bool:
+    """The prompt ends with tool results (chat: a ``role: tool`` message; Responses: a
+    ``function_call_output`` item): the model answers them."""
+    items = body.get("messages") if "messages" in body else body.get("input")
+    last = items[-1] if isinstance(items, list) and items else None
+    return isinstance(last, dict) and (last.get("role") == "tool" or last.get("type") == "function_call_output")
+
+
 def tool_name(body: dict[str, Any]) -> str | None:
-    """The function a chat request with ``tools`` gets called (None: answer with content)."""
+    """The function a request with ``tools`` gets called (None: answer with content): the one
+    ``tool_choice`` names, else the first. Tools and a named choice may be nested (chat: ``{type,
+    function: {name}}``) or flat (Responses: ``{type, name}``). After tool results the answer is
+    text, unless ``tool_choice`` forces a call (``required`` or a name)."""
     tools, choice = body.get("tools"), body.get("tool_choice")
     if not isinstance(tools, list) or not tools or choice == "none":
         return None
-    named = choice.get("function") if isinstance(choice, dict) else None
-    fn = named if isinstance(named, dict) else (tools[0].get("function") if isinstance(tools[0], dict) else None)
-    name = fn.get("name") if isinstance(fn, dict) else None
+    if isinstance(choice, dict):
+        named = choice.get("function") if isinstance(choice.get("function"), dict) else choice
+        if isinstance(named.get("name"), str) and named["name"]:
+            return str(named["name"])
+    elif choice != "required" and _answers_calls(body):
+        return None
+    first = tools[0] if isinstance(tools[0], dict) else {}
+    fn = first.get("function") if isinstance(first.get("function"), dict) else first
+    name = fn.get("name")
     return name if isinstance(name, str) and name else "tool"
 
 

@@ -8,9 +8,9 @@ metrics). Labels are vLLM v1's ``model_name`` (the mock's one model) and ``engin
 - ``vllm:kv_cache_usage_perc``: running / slots (0 to 1): a request holds its slot's share of the cache
   while it generates; 0 without ``slots`` (every request generates at once: the cache never fills);
 - ``vllm:prefix_cache_queries`` / ``vllm:prefix_cache_hits`` (counters, in tokens): every admitted
-  prompt's tokens are queries; they are hits when the very same prompt was admitted before (a
-  whole-prompt cache of the last 100,000 prompts), so repeated prompts show as a hit rate near 1 and
-  loadtest's never-repeating synthetic prompts as 0;
+  prompt's tokens are queries; hits are the tokens the mock's prefix cache (``prefix_cache``,
+  ``prefixcache.py``) served, the same count its usage reports as ``cached_tokens``; 0 without one
+  (a server with prefix caching off);
 - ``vllm:num_preemptions``: always 0 (the mock never evicts a running request);
 - ``vllm:prompt_tokens`` / ``vllm:generation_tokens`` (counters): tokens of admitted prompts and of answers;
 - ``vllm:time_to_first_token_seconds``: from the request's arrival to its first token (queueing
@@ -21,8 +21,6 @@ metrics). Labels are vLLM v1's ``model_name`` (the mock's one model) and ``engin
 from __future__ import annotations
 
 import bisect
-import hashlib
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,7 +36,6 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 TTFT_BUCKETS += (20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
 QUEUE_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0)
 QUEUE_BUCKETS += (120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
-_CACHED_PROMPTS = 100_000
 
 
 class Histogram:
@@ -69,20 +66,12 @@ class MockMetrics:
         self.queue = Histogram(QUEUE_BUCKETS)
         self.prompt_tokens = self.generation_tokens = 0
         self.prefix_queries = self.prefix_hits = 0
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
 
-    def admitted(self, body: dict[str, Any], prompt_tokens: int) -> None:
-        """A request got its slot: its prompt is looked up in the prefix cache and counted."""
-        key = hashlib.blake2b(repr((body.get("messages"), body.get("prompt"))).encode(), digest_size=16).digest()
+    def admitted(self, prompt_tokens: int, cached_tokens: int) -> None:
+        """A request got its slot: its prompt's tokens are queries, those the prefix cache held hits."""
         self.prompt_tokens += prompt_tokens
         self.prefix_queries += prompt_tokens
-        if key in self._seen:
-            self.prefix_hits += prompt_tokens
-            self._seen.move_to_end(key)
-            return
-        self._seen[key] = None
-        if len(self._seen) > _CACHED_PROMPTS:
-            self._seen.popitem(last=False)
+        self.prefix_hits += cached_tokens
 
 
 def _families(metrics: MockMetrics, running: int, waiting: int, slots: int | None) -> Iterator[Metric]:

@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from loadtest.config.mock import MockSettings
 from loadtest.mock.server import serve
 from loadtest.transport.loop import new_loop
@@ -83,6 +85,8 @@ def mock_args(config: MockSettings) -> list[str]:
         if isinstance(value, dict):
             for kind, rate in value.items():
                 args += ["--fault", f"{kind}={rate}"]
+        elif isinstance(value, BaseModel):  # prefix_cache: --prefix-cache block_tokens=16,...
+            args += [flag, ",".join(f"{k}={v}" for k, v in value.model_dump().items())]
         elif isinstance(value, bool):
             args.append(flag if value else "--no-" + name.replace("_", "-"))
         elif value is not None:

@@ -6,11 +6,13 @@ keep-alive, requests with Content-Length bodies, chunked responses (``wire.py``)
 completion is in ``completion.py``.
 
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming
-with ``usage`` when ``stream_options.include_usage`` is asked, and not), ``GET /mock/stats``
+with ``usage`` when ``stream_options.include_usage`` is asked, and not), ``POST /v1/responses`` (the
+Responses API's events: ``responses.py``), ``POST /v1/embeddings`` (``embeddings.py``); images in a
+prompt count as prompt tokens by OpenAI's rule (``inputs.py``); ``GET /mock/stats``
 (what the mock itself measured: requests, peak in-flight, queue, TTFT/ITL it sent), ``GET /mock/requests``
 (the last ``request_log`` requests: time received on the host's monotonic clock, path, headers without
-secrets, body), ``POST /mock/reset``, and the tokenize routes of vLLM, llama-server and llama-cpp-python
-(``tokenizer.py``). With ``api_key_header`` the ``/v1/`` routes want the key (the value of the variable
+secrets, body, the answer's text), ``POST /mock/reset``, and the tokenize routes of vLLM, llama-server and
+llama-cpp-python (``tokenizer.py``). With ``api_key_header`` the ``/v1/`` routes want the key (the value of the variable
 ``api_key_env``, read by the mock process itself) in that header, as Azure OpenAI and gateways do; else 401.
 With ``slots`` at most that many requests generate at once and the rest wait in line (``state.py``).
 ``GET /metrics`` is Prometheus text with vLLM's names (``metrics.py``).
@@ -29,6 +31,7 @@ from typing import Any
 
 from loadtest.config.mock import MockSettings
 from loadtest.mock.completion import complete, output_tokens
+from loadtest.mock.embeddings import embed, embeddings_inputs, warm
 from loadtest.mock.metrics import CONTENT_TYPE, render
 from loadtest.mock.state import WORDS, MockState
 from loadtest.mock.tokenizer import tokenize_route, words_encode
@@ -37,6 +40,12 @@ from loadtest.mock.wire import error, now, response
 __all__ = ["WORDS", "MockProtocol", "MockState", "serve"]
 
 _REASONS = {"500": "Internal Server Error", "502": "Bad Gateway", "503": "Service Unavailable"}
+_APIS = {  # the routes that answer a model's output, and their API
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/responses": "responses",  # responses.py
+    "/v1/embeddings": "embeddings",  # embeddings.py
+}
 
 
 def _auth_error(state: MockState, headers: dict[str, str]) -> bytes | None:
@@ -67,6 +76,7 @@ class MockProtocol(asyncio.Protocol):
         self.extra = b""  # rate-limit header lines for the response being written
         self.request_headers: dict[str, str] = {}  # of the request being answered (one at a time)
         self.received = 0.0  # when the request being answered had arrived whole
+        self.logged: dict[str, Any] | None = None  # its entry in the request log (None: the log is off)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -139,7 +149,7 @@ class MockProtocol(asyncio.Protocol):
         if (answer := self._service(method, path, raw)) is not None:
             self.send(answer, close)
             return
-        if method != "POST" or path not in ("/v1/chat/completions", "/v1/completions"):
+        if method != "POST" or path not in _APIS:
             self.send(error("404 Not Found", f"no route {method} {path}"), close)
             return
         try:
@@ -149,10 +159,15 @@ class MockProtocol(asyncio.Protocol):
         except ValueError:
             self.send(error("400 Bad Request", "request body is not a JSON object"), close)
             return
-        state.record(self.received, method, path, self.request_headers, body)
-        if self._throttled(body, close):
+        self.logged = state.record(self.received, method, path, self.request_headers, body)
+        api = _APIS[path]
+        state.apis.received(api, body)
+        if api == "embeddings" and isinstance(bad := embeddings_inputs(body), bytes):
+            self.send(bad, close)
             return
-        await self._generate(body, path == "/v1/chat/completions", close)
+        if self._throttled(body, close, generates=api != "embeddings"):
+            return
+        await self._generate(body, api, close)
 
     def _service(self, method: str, path: str, raw: bytes) -> bytes | None:
         """The answer of a route that generates nothing (models, the mock's own routes, tokenize); None otherwise."""
@@ -174,13 +189,14 @@ class MockProtocol(asyncio.Protocol):
             return response(*tokenize_route(path, raw, state.config.tokenize, encode))
         return None
 
-    def _throttled(self, body: dict[str, Any], close: bool) -> bool:
-        """Charge the rate limiter (when there is one); True when the request got a 429."""
+    def _throttled(self, body: dict[str, Any], close: bool, generates: bool = True) -> bool:
+        """Charge the rate limiter (when there is one); True when the request got a 429. ``generates``:
+        False for embeddings, charged their input tokens only."""
         state = self.state
         self.extra = b""
         if state.limiter is None:
             return False
-        n_out, max_tokens = output_tokens(body, state.config)
+        n_out, max_tokens = output_tokens(body, state.config) if generates else (0, 0)
         # charged at admission as providers do: prompt tokens + max_tokens (what it will generate if unset)
         tokens = state.prompt_tokens(body) + (max_tokens if max_tokens is not None else n_out)
         admitted, wait, headers = state.limiter.admit(now(), tokens)
@@ -193,7 +209,7 @@ class MockProtocol(asyncio.Protocol):
         self.send(error("429 Too Many Requests", message, "rate_limit_exceeded", self.extra + retry), close)
         return True
 
-    async def _generate(self, body: dict[str, Any], chat: bool, close: bool) -> None:
+    async def _generate(self, body: dict[str, Any], api: str, close: bool) -> None:
         state = self.state
         state.requests += 1
         state.in_flight += 1
@@ -205,7 +221,10 @@ class MockProtocol(asyncio.Protocol):
                 if await self._early_fault(fault, close):
                     return
             async with state.generating():
-                await complete(self, state, body, chat, close, fault)
+                if api == "embeddings":
+                    await embed(self, state, body, close, fault)
+                else:
+                    await complete(self, state, body, api != "completions", close, fault, api == "responses")
         finally:
             state.in_flight -= 1
 
@@ -229,6 +248,7 @@ class MockProtocol(asyncio.Protocol):
 async def serve(config: MockSettings, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
     """Start listening; the caller keeps the loop running. ``server.sockets[0]`` has the port."""
     state = MockState(config)
+    warm()  # the embeddings' vectors
     loop = asyncio.get_running_loop()
     tls = None
     if config.tls_cert:

@@ -14,12 +14,14 @@ from typing import Any
 from loadtest.analysis.stats import distribution
 from loadtest.config.mock import MockSettings
 from loadtest.mock.faults import FaultPlan
+from loadtest.mock.inputs import prompt_image_tokens, prompt_texts
 from loadtest.mock.limits import RateLimiter
 from loadtest.mock.metrics import MockMetrics
+from loadtest.mock.prefixcache import PrefixCache
 from loadtest.mock.tokenizer import HFTokenizer
 from loadtest.mock.wire import now
 
-__all__ = ["MAX_SAMPLES", "WORDS", "MockState", "prompt_words"]
+__all__ = ["MAX_SAMPLES", "WORDS", "ApiCounts", "MockState", "prompt_words"]
 
 # never logged: where clients put keys (the configured api_key_header is added)
 _SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization", "cookie"})
@@ -65,6 +67,7 @@ class MockState:
         self.itl_s: list[float] = []
         self.ttfa_s: list[float] = []  # to the first answer chunk (after the reasoning)
         self.stream_chunks = self.stream_tokens = 0  # of the streams sent to the end
+        self.apis = ApiCounts()  # responses, embeddings, images, tool calls
         self.ids = 0
         self.faults: dict[str, int] = {}
         self.fault_plan = FaultPlan(config.faults)
@@ -78,14 +81,19 @@ class MockState:
         self.slots = asyncio.Semaphore(config.slots) if config.slots else None  # FIFO: waiters in arrival order
         self.running = self.waiting = self.waiting_max = 0
         self.metrics = MockMetrics()  # GET /metrics (metrics.py); like a server's, never reset
+        pc = config.prefix_cache
+        self.prefix = PrefixCache(pc.block_tokens, pc.capacity_tokens) if pc is not None else None
 
-    def record(self, t: float, method: str, path: str, headers: dict[str, str], body: Any) -> None:
-        """Keep a request for ``GET /mock/requests`` (tests read what arrived, and when); secrets left out."""
+    def record(self, t: float, method: str, path: str, headers: dict[str, str], body: Any) -> dict[str, Any] | None:
+        """Keep a request for ``GET /mock/requests`` (tests read what arrived, and when); secrets left out.
+        Returns the entry kept (the completion adds the ``answer`` it generates), None when the log is off."""
         if not self.config.request_log:
-            return
+            return None
         hidden = _SECRET_HEADERS | {(self.config.api_key_header or "").lower()}
         kept = {k: v for k, v in headers.items() if k not in hidden}
-        self.log.append({"t": t, "method": method, "path": path, "headers": kept, "body": body})
+        entry = {"t": t, "method": method, "path": path, "headers": kept, "body": body}
+        self.log.append(entry)
+        return entry
 
     @contextlib.asynccontextmanager
     async def generating(self) -> AsyncIterator[None]:
@@ -114,7 +122,31 @@ class MockState:
             self.slots.release()
 
     def prompt_tokens(self, body: dict[str, Any]) -> int:
-        return self.tok.prompt_tokens(body) if self.tok is not None else prompt_words(body)
+        """The prompt's text tokens and its images' (inputs.py)."""
+        text = self.tok.prompt_tokens(body) if self.tok is not None else prompt_words(body)
+        return text + sum(t for _, _, t in prompt_image_tokens(body))
+
+    def prompt_token_seq(self, body: dict[str, Any]) -> list[Any]:
+        """The prompt's tokens as the mock counts them (words, or the tokenizer's ids), messages in order."""
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            texts = [str(m.get("content", "")) for m in messages if isinstance(m, dict)]
+        else:
+            texts = [body["prompt"]] if isinstance(body.get("prompt"), str) else []
+        if self.tok is not None:
+            return [i for t in texts for i in self.tok.encode(t, False)]
+        return [w for t in texts for w in t.split()]
+
+    def prefill(self, body: dict[str, Any], start: float) -> tuple[float, int, list[int]]:
+        """(prefill seconds, cached tokens, the prompt's block chain) of a request starting at ``start``
+        under the prefix cache; (0, 0, []) without one."""
+        pc = self.config.prefix_cache
+        if self.prefix is None or pc is None:
+            return 0.0, 0, []
+        tokens = self.prompt_token_seq(body)
+        chain = self.prefix.chain(tokens)
+        cached = self.prefix.lookup(chain, len(tokens), start)
+        return pc.prefill_ms_per_1k * (len(tokens) - cached) / 1e6, cached, chain
 
     def piece(self, i: int, k: int) -> str:
         """Text of generated token ``i`` of answer ``k``."""
@@ -148,10 +180,13 @@ class MockState:
         self.in_flight_max = self.in_flight
         self.waiting_max = self.waiting
         self.log.clear()
+        if self.prefix is not None:
+            self.prefix.clear()
         self.ttft_s.clear()
         self.itl_s.clear()
         self.ttfa_s.clear()
         self.stream_chunks = self.stream_tokens = 0
+        self.apis = ApiCounts()
 
     def stats(self) -> dict[str, Any]:
         def pct(values: list[float]) -> dict[str, float | None]:
@@ -174,6 +209,12 @@ class MockState:
             "ttfa_ms": pct(self.ttfa_s),
             "stream_chunks": self.stream_chunks,
             "stream_tokens": self.stream_tokens,
+            "prefix_cache": (
+                {"queries": self.prefix.queries, "hits": self.prefix.hits, "blocks": len(self.prefix.blocks)}
+                if self.prefix is not None
+                else None
+            ),
+            **self.apis.stats(),
         }
 
     def gap(self, base_ms: float) -> float:
@@ -189,7 +230,32 @@ def _ms(seconds: float | None) -> float | None:
 
 def prompt_words(body: dict[str, Any]) -> int:
     """Prompt tokens, estimated as whitespace-separated words (exact for loadtest's synthetic prompts)."""
-    if isinstance(body.get("messages"), list):
-        return sum(len(str(m.get("content", "")).split()) for m in body["messages"] if isinstance(m, dict))
-    prompt = body.get("prompt", "")
-    return len(prompt.split()) if isinstance(prompt, str) else 0
+    return sum(len(t.split()) for t in prompt_texts(body))
+
+
+class ApiCounts:
+    """What the mock received and answered beyond chat: per API, images (and their sizes and tokens),
+    embeddings inputs, tool calls made; in ``/mock/stats``."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, int] = {}
+        self.images = self.image_tokens = self.embedding_inputs = self.embedding_tokens = self.tool_calls = 0
+        self.image_sizes: dict[str, int] = {}
+
+    def received(self, api: str, body: dict[str, Any]) -> None:
+        self.requests[api] = self.requests.get(api, 0) + 1
+        for w, h, tokens in prompt_image_tokens(body):
+            self.images += 1
+            self.image_tokens += tokens
+            self.image_sizes[f"{w}x{h}"] = self.image_sizes.get(f"{w}x{h}", 0) + 1
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "api_requests": self.requests,
+            "images": self.images,
+            "image_sizes": self.image_sizes,
+            "image_tokens": self.image_tokens,
+            "embedding_inputs": self.embedding_inputs,
+            "embedding_tokens": self.embedding_tokens,
+            "tool_calls": self.tool_calls,
+        }

@@ -18,6 +18,7 @@ import json
 from typing import Any, get_args
 
 from loadtest.config.mock import TokenizeMode
+from loadtest.mock.inputs import prompt_texts
 
 __all__ = ["TOKENIZE_MODES", "HFTokenizer", "tokenize_route", "words_encode"]
 
@@ -46,11 +47,7 @@ class HFTokenizer:
 
     def prompt_tokens(self, body: dict[str, Any]) -> int:
         """Tokens of the prompt text (each message's content), as the words count does: no template."""
-        messages = body.get("messages")
-        if isinstance(messages, list):
-            texts = [str(m.get("content", "")) for m in messages if isinstance(m, dict)]
-        else:
-            texts = [body["prompt"]] if isinstance(body.get("prompt"), str) else []
+        texts = prompt_texts(body)
         return sum(len(e.ids) for e in self.tok.encode_batch(texts, add_special_tokens=False)) if texts else 0
 
     def piece(self, i: int, k: int) -> str:

@@ -18,7 +18,7 @@ from loadtest.config.loading import scenario_to_yaml
 from loadtest.output.plots import Series, _png, render_plots
 from loadtest.output.rundir import write_atomic
 from loadtest.output.sloplot import has_capacity, slo_vs_load
-from loadtest.output.table import answer_metrics
+from loadtest.output.table import EMBEDDINGS_NOTE, answer_metrics, embeddings_only
 
 __all__ = [
     "COLUMNS",
@@ -69,6 +69,13 @@ COLUMNS = [
     Column("out tokens mean", "output_tokens.mean", 1),
     Column("reasoning tokens mean", "reasoning_tokens.mean", 1),
     Column("tokens/chunk mean", "tokens_per_chunk.mean", 2),
+    Column("inputs/s", "inputs_per_s", 1),  # embeddings
+    Column("input tok/s", "input_tokens_per_s", 1),
+    Column("batch mean", "embeddings.batch_size.mean", 1),
+    Column("images/req", "images.per_request", 1),
+    Column("image bytes/s", "images.bytes_per_s", 0),
+    Column("tool called", "tools.called", 0),
+    Column("tool calls", "tools.calls", 0),
     Column("in flight max", "in_flight.max", 0),
     Column("loop lag p99", "loop_lag_ms.p99", 2),
 ]
@@ -82,17 +89,30 @@ SERVER_COLUMNS = [
 ]
 
 
-_ANSWER_METRICS = ("ttfa_ms", "reasoning_tokens", "tokens_per_chunk")
+_ANSWER_METRICS = ("ttfa_ms", "reasoning_tokens", "tokens_per_chunk", "images", "tools")
+_EMBEDDINGS_KEYS = ("inputs_per_s", "input_tokens_per_s", "embeddings")
+_TOKEN_TIMINGS = ("ttft_ms", "ttfa_ms", "itl_ms", "tpot_ms", "output_token_throughput", "output_tokens")
 
 
 def columns_for(summaries: list[dict[str, Any]]) -> list[Column]:
-    """The columns of the step tables: TTFA, reasoning tokens and tokens per chunk only where one of
-    the runs' steps has something to say in them (``report.answer_metrics``); the server's where its
-    metrics have them."""
+    """The columns of the step tables: TTFA, reasoning tokens, tokens per chunk, images and tool calls
+    only where one of the runs' steps has something to say in them (``report.answer_metrics``);
+    embeddings runs get inputs/s instead of the token timings they do not have; the server's columns
+    where its metrics have them."""
     steps = [s for summary in summaries for s in summary["steps"]]
     shown = answer_metrics(steps)
-    columns = [c for c in COLUMNS if c.key.split(".")[0] not in _ANSWER_METRICS or c.key.split(".")[0] in shown]
-    return columns + [c for c in SERVER_COLUMNS if any(c.get(s) is not None for s in steps)]
+    only = embeddings_only(steps)
+    if any(s.get("embeddings") for s in steps):
+        shown |= set(_EMBEDDINGS_KEYS)
+    hidden = set(_TOKEN_TIMINGS) if only else set()
+
+    def keep(c: Column) -> bool:
+        head = c.key.split(".")[0]
+        if head in hidden or (head in _EMBEDDINGS_KEYS and head not in shown):
+            return False
+        return head not in _ANSWER_METRICS or head in shown
+
+    return [c for c in COLUMNS if keep(c)] + [c for c in SERVER_COLUMNS if any(c.get(s) is not None for s in steps)]
 
 
 _CAPTIONS = {
@@ -167,6 +187,7 @@ def write_report(
             title=" vs ".join(labels) if len(runs) > 1 else f"loadtest report: {labels[0]}",
             tool_version=__version__,
             columns=columns_for([run.summary for run in runs]),
+            notes=[EMBEDDINGS_NOTE] if any(embeddings_only(run.summary["steps"]) for run in runs) else [],
             runs=[
                 {
                     "label": label,

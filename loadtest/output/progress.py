@@ -40,8 +40,15 @@ def sweep_fraction(steps: list[StepPlan], current: int, done: int, elapsed_s: fl
 
 
 class LiveProgress:
-    def __init__(self, steps: list[StepPlan], console: Console, in_flight: Callable[[], int], live: LiveStep) -> None:
-        self.steps, self.console, self.in_flight = steps, console, in_flight
+    def __init__(
+        self,
+        steps: list[StepPlan],
+        console: Console,
+        in_flight: Callable[[], int],
+        live: LiveStep,
+        unit: str = "requests",  # what a step's count counts: conversations with workload.sessions
+    ) -> None:
+        self.steps, self.console, self.in_flight, self.unit = steps, console, in_flight, unit
         self.live_step = live  # fed before this display: the step under way and its figures
         self.started = self.step_started = time.monotonic()
         self.live = Live(self, console=console, refresh_per_second=4, transient=True)
@@ -68,11 +75,13 @@ class LiveProgress:
         elapsed = now - self.started
         eta = elapsed * (1 - frac) / frac if frac > 0.01 else None
         line = self.live_step.stats.line(index=step.index, mode=step.mode, value=step.value)
-        unit = "concurrency" if step.mode == "concurrency" else "req/s"
+        unit = {"concurrency": "concurrency", "trace": "trace speedup"}.get(step.mode, "req/s")
         if step.duration_s is not None:
             progress = f"{max(0.0, step.duration_s - in_step):.0f} s left"
+        elif step.requests is None:  # a whole trace
+            progress = f"{done} requests"
         else:
-            progress = f"{done}/{step.warmup + (step.requests or 0)} requests"
+            progress = f"{done}/{step.warmup + step.requests} {self.unit}"
         grid = Table.grid(padding=(0, 2))
         p50 = line["ttft_ms"]["p50"]
         grid.add_row(

@@ -288,4 +288,6 @@ def load_run(run_dir: Path, warn: Any = None) -> Run:
     run = analyze(run_dir, scenario, started_at=started, partial=partial, base_url=base_url, warn=warn)
     if route := (old.get("tokenizer") or {}).get("route"):  # which tokenize route answered: known at run time only
         run.summary["tokenizer"]["route"] = route
+    if "dataset" in old:  # the dataset file as it was read at run time (its sha256, rows kept and dropped)
+        run.summary["dataset"] = old["dataset"]
     return run

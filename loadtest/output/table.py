@@ -9,7 +9,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-__all__ = ["answer_metrics", "print_step_table", "step_line"]
+__all__ = ["EMBEDDINGS_NOTE", "answer_metrics", "embeddings_only", "print_step_table", "step_line"]
+
+# said where an embeddings run's table would show TTFT and the other token timings
+EMBEDDINGS_NOTE = "embeddings: no TTFT, TTFA, ITL or TPOT (one response body, no tokens generated); latency is E2E"
 
 
 def _f(v: float | None, digits: int = 1) -> str:
@@ -28,7 +31,13 @@ def answer_metrics(steps: list[dict[str, Any]]) -> set[str]:
             shown.add("reasoning_tokens")
         if (s.get("tokens_per_chunk") or {}).get("mean") not in (None, 1.0):
             shown.add("tokens_per_chunk")
+        shown |= {k for k in ("images", "tools") if s.get(k)}  # the APIs beyond chat (analysis/apistats.py)
     return shown
+
+
+def embeddings_only(steps: list[dict[str, Any]]) -> bool:
+    """Every step measured embeddings: tables show inputs/s and E2E instead of token timings."""
+    return bool(steps) and all(s.get("embeddings") for s in steps)
 
 
 def _answer_columns(steps: list[dict[str, Any]]) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
@@ -40,12 +49,22 @@ def _answer_columns(steps: list[dict[str, Any]]) -> list[tuple[str, Callable[[di
         cols.append(("reasoning tok", lambda s: _f(s["reasoning_tokens"]["mean"])))
     if "tokens_per_chunk" in shown:
         cols.append(("tok/chunk", lambda s: _f(s["tokens_per_chunk"]["mean"], 2)))
+    if "images" in shown:
+        cols.append(("img/req", lambda s: _f((s.get("images") or {}).get("per_request"))))
+    if "tools" in shown:
+        cols.append(("tool called", lambda s: "{called}/{requests}".format(**s["tools"]) if s.get("tools") else "-"))
     return cols
 
 
 def step_line(s: dict[str, Any]) -> str:
     """One line per finished step (CI logs, non-interactive output)."""
     r = s["requests"]
+    if s.get("embeddings"):
+        return (
+            f"step {s['index']} {s['mode']}={s['value']}: {r['ok']}/{r['sent']} ok, "
+            f"{_f(s['request_throughput'], 2)} req/s, {_f(s['inputs_per_s'])} inputs/s, "
+            f"{_f(s['input_tokens_per_s'])} input tok/s, E2E p50 {_f(s['e2e_ms']['p50'])} ms"
+        )
     return (
         f"step {s['index']} {s['mode']}={s['value']}: {r['ok']}/{r['sent']} ok, "
         f"{_f(s['request_throughput'], 2)} req/s, {_f(s['output_token_throughput'])} tok/s, "
@@ -53,7 +72,34 @@ def step_line(s: dict[str, Any]) -> str:
     ) + (f", TTFA p50 {_f(s['ttfa_ms']['p50'])} ms" if "ttfa_ms" in answer_metrics([s]) else "")
 
 
+def _embeddings_table(summary: dict[str, Any], console: Console) -> None:
+    t = Table(title=f"{summary['scenario']}" + (" (partial)" if summary["partial"] else ""), title_justify="left")
+    cols = ("step", "load", "ok/sent", "req/s", "inputs/s", "in tok/s", "batch", "E2E p50", "E2E p99", "errors")
+    for col in cols:
+        t.add_column(col, justify="right" if col not in ("load", "errors") else "left")
+    for s in summary["steps"]:
+        unit = "c" if s["mode"] == "concurrency" else " req/s"
+        t.add_row(
+            str(s["index"]),
+            f"{s['value']}{unit}",
+            f"{s['requests']['ok']}/{s['requests']['sent']}",
+            _f(s["request_throughput"], 2),
+            _f(s["inputs_per_s"]),
+            _f(s["input_tokens_per_s"]),
+            _f(s["embeddings"]["batch_size"]["mean"]),
+            _f(s["e2e_ms"]["p50"]),
+            _f(s["e2e_ms"]["p99"]),
+            ", ".join(f"{k}:{v}" for k, v in sorted(s["errors"].items())) or "-",
+        )
+    console.print(t)
+    console.print(f"latencies in ms; {EMBEDDINGS_NOTE}", style="dim")
+
+
 def print_step_table(summary: dict[str, Any], console: Console) -> None:
+    if embeddings_only(summary["steps"]):
+        _embeddings_table(summary, console)
+        _print_notes(summary, console)
+        return
     t = Table(title=f"{summary['scenario']}" + (" (partial)" if summary["partial"] else ""), title_justify="left")
     extra = _answer_columns(summary["steps"])  # TTFA, reasoning tokens, tokens per chunk: when they differ
     for col in (
@@ -73,7 +119,7 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
     ):
         t.add_column(col, justify="right" if col not in ("load", "errors") else "left")
     for s in summary["steps"]:
-        unit = "c" if s["mode"] == "concurrency" else " req/s"
+        unit = {"concurrency": "c", "trace": "x trace"}.get(s["mode"], " req/s")
         errors = ", ".join(f"{k}:{v}" for k, v in sorted(s["errors"].items())) or "-"
         t.add_row(
             str(s["index"]),
@@ -92,6 +138,11 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
         )
     console.print(t)
     console.print("latencies in ms", style="dim")
+    _print_notes(summary, console)
+
+
+def _print_notes(summary: dict[str, Any], console: Console) -> None:
+    """What follows a step table: an early stop, limit discovery, warnings, failed SLOs."""
     if summary.get("skipped_steps"):
         why = escape(summary.get("stopped_early") or "load.stop")
         console.print(f"[yellow]stopped early[/]: {why}; steps {summary['skipped_steps']} were skipped")
@@ -101,6 +152,9 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
         console.print(f"[{'bold' if found else 'red'}]limit discovery[/]: {escape(verdict)}", highlight=False)
         console.print(f"audit: {escape(search['audit'])}", highlight=False)
     for s in summary["steps"]:
+        if g := s.get("prefix_groups"):
+            console.print(f"step {s['index']}: {_cache_line(g)}", highlight=False)
+    for s in summary["steps"]:
         for w in s.get("warnings", []):
             console.print(f"[yellow]warning[/]: step {s['index']} ({s['value']}): {w}", highlight=False)
     for v in summary["slo"]["verdicts"]:
@@ -109,3 +163,16 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
                 f"[red]SLO failed[/]: step {v['step']} ({v['value_of_step']}): {v['slo']} {v['stat']} "
                 f"= {_f(v['measured'], 2)}, bound {v['kind']} {v['bound']}"
             )
+
+
+def _cache_line(g: dict[str, Any]) -> str:
+    """Shared-prefix groups in one line: TTFT p50 of cold (first of a group) and warm requests."""
+
+    def part(name: str) -> str:
+        p = g[name]
+        if not p["requests"]:
+            return f"{name} none"
+        share = "" if p["cached_share"] is None else f", {100 * p['cached_share']:.0f}% cached"
+        return f"{name} {_f(p['ttft_ms']['p50'])} ms ({p['requests']}{share})"
+
+    return f"{g['groups']} prefix groups, TTFT p50 {part('cold')}, {part('warm')}"

@@ -33,14 +33,26 @@ from loadtest.analysis.ratelimit import retry_after_s
 from loadtest.analysis.records import RequestRecord
 from loadtest.config.secrets import scrub, secret_values
 from loadtest.transport.aiotrace import CURRENT_PHASES, aiohttp_transport
+from loadtest.transport.apis import body_end_ns, body_reads, note_api, read_api
+from loadtest.transport.bodies import RequestShape, request_body
 from loadtest.transport.errors import root_cause
-from loadtest.transport.h1 import H1Body, H1Transport
+from loadtest.transport.h1 import H1Transport
 from loadtest.transport.netconn import env_proxy_url, origin
-from loadtest.transport.outputs import Side, delta_output, message_output, set_reasoning
+from loadtest.transport.outputs import (
+    Side,
+    cached_tokens,
+    delta_output,
+    message_content,
+    message_output,
+    set_reasoning,
+    track_calls,
+)
 from loadtest.transport.phases import PHASES_EXTENSION, Phases
+from loadtest.transport.responses import StreamFailed
 from loadtest.workload.prompts import PromptItem
 from loadtest.workload.servertok import count_on_server
 from loadtest.workload.tokens import count_tokens, token_source
+from loadtest.workload.tools import ToolCall
 
 __all__ = ["Endpoint", "classify_status", "make_endpoint", "send"]
 
@@ -126,6 +138,7 @@ def make_endpoint(
 
 
 _PATHS = {"chat": "chat/completions", "completions": "completions"}
+_PATHS.update(responses="responses", embeddings="embeddings")  # transport/apis.py
 
 
 def classify_status(status: int) -> str:
@@ -184,7 +197,7 @@ def _fail(rec: RequestRecord, t0: int, error_class: str, text: str, secret: tupl
         rec.first_token_ns, rec.last_token_ns = rec.chunk_times_ns[0], rec.chunk_times_ns[-1]
 
 
-class _StreamError(Exception):
+class _StreamError(StreamFailed):
     """The server sent an error object inside the stream."""
 
 
@@ -211,21 +224,37 @@ async def send(
     item: PromptItem,
     *,
     model: str,
-    api: Literal["chat", "completions"],
+    api: Literal["chat", "completions", "responses", "embeddings"],
     stream: bool,
     extra_body: dict[str, Any] | None,
     t0: int,
     timeout_s: float,
     encoding: str = "o200k_base",
+    headers: dict[str, str] | None = None,
+    answer: list[str] | None = None,
+    shape: RequestShape | None = None,
+    calls: list[ToolCall] | None = None,
 ) -> RequestRecord:
-    """Send one request and fill ``rec`` in place (so a cancelled request still leaves its times)."""
-    rec.stream = stream
+    """Send one request and fill ``rec`` in place (so a cancelled request still leaves its times).
+    ``headers``: added to this request only (a conversation's session id); ``answer``: gets the answer's
+    text (its content) appended when the response is whole (a conversation's history); ``shape``: tools,
+    image detail, embeddings format (bodies.py); ``calls`` receives the answer's tool calls."""
+    rec.stream = stream and api != "embeddings"  # an embeddings response is one body
+    note_api(rec, api, item, shape)
     secret = ep.secrets
     phases = Phases()
+    found: dict[Any, ToolCall] = {}
     try:
         texts = await _with_deadline(
-            _exchange(ep, rec, item, model, api, stream, extra_body, t0, encoding, phases), timeout_s
+            _exchange(
+                ep, rec, item, model, api, stream, extra_body, t0, encoding, phases, headers, answer, shape, found
+            ),
+            timeout_s,
         )
+        if rec.tool_calls is not None:
+            rec.tool_calls = len(found)
+        if calls is not None:
+            calls.extend(found.values())
         if texts is not None:  # counted by the endpoint, after the request (not in its latency)
             await _count_on_server(ep, rec, *texts)
     except (TimeoutError, asyncio.TimeoutError):  # the whole-request deadline
@@ -236,7 +265,7 @@ async def send(
         root = root_cause(e)
         kind = _transport_error_class(root, phases, got_status=rec.http_status is not None)
         _fail(rec, t0, kind, f"{root.__class__.__name__}: {root}", secret)
-    except _StreamError as e:
+    except StreamFailed as e:
         _fail(rec, t0, "stream_error", f"error in stream: {e}", secret)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:  # orjson.JSONDecodeError included
         _fail(rec, t0, "bad_response", f"{e.__class__.__name__}: {e}", secret)
@@ -252,19 +281,6 @@ def _set_phases(rec: RequestRecord, phases: Phases) -> None:
     rec.queue_ms, rec.connect_ms, rec.tls_ms = d["queue_ms"], d["connect_ms"], d["tls_ms"]
     rec.request_ms, rec.ttfb_ms = d["request_ms"], d["ttfb_ms"]
     rec.new_connection = phases.new_connection if phases.slot else None
-
-
-def _body(item: PromptItem, model: str, api: str, stream: bool, extra_body: dict[str, Any] | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "max_tokens": item.max_tokens, "stream": stream}
-    if stream:
-        body["stream_options"] = {"include_usage": True}
-    if api == "chat":
-        body["messages"] = item.messages
-    else:
-        body["prompt"] = item.prompt
-    if extra_body:
-        body.update(extra_body)
-    return body
 
 
 def _error_message(raw: bytes) -> str:
@@ -291,7 +307,7 @@ def _set_tokens(
     if item.input_tokens is not None:
         rec.input_tokens = item.input_tokens
     elif item.messages is not None and rec.tokens_source != "server":
-        rec.input_tokens = count_tokens("\n".join(str(m.get("content", "")) for m in item.messages), encoding)
+        rec.input_tokens = count_tokens("\n".join(str(m.get("content") or "") for m in item.messages), encoding)
     if rec.tokens_source == "server":
         return text()
     rec.output_tokens = count_tokens(text(), encoding)
@@ -309,6 +325,7 @@ def _counts(
     """Output and reasoning tokens from usage or the local tokenizer; with ``target.tokenizer:
     server`` and no usage, the texts the endpoint is to count (after the request)."""
     output = _set_tokens(rec, usage, item, text, encoding)
+    rec.cached_tokens = cached_tokens(usage)
     if output is not None:
         set_reasoning(rec, usage, "", encoding)  # from usage when given, else counted with the output
         return output, reasoning
@@ -340,10 +357,16 @@ async def _exchange(
     t0: int,
     encoding: str,
     phases: Phases,
+    headers: dict[str, str] | None = None,
+    answer: list[str] | None = None,
+    shape: RequestShape | None = None,
+    calls: dict[Any, ToolCall] | None = None,
 ) -> tuple[str, str] | None:
     """Fill ``rec`` from one exchange; returns the output and reasoning texts when the endpoint
     itself is to count them (``target.tokenizer: server``)."""
-    request = ep.request(api, orjson.dumps(_body(item, model, api, stream, extra_body)))
+    request = ep.request(api, orjson.dumps(request_body(item, model, api, stream, extra_body, shape)))
+    if headers:
+        request.headers.update(headers)
     request.extensions[PHASES_EXTENSION] = phases
     CURRENT_PHASES.set(phases)  # for aiohttp's trace hooks, which run in this task
     phases.issued = _NS()  # "issued": TTFT and E2E count from here, a new connection's handshake inside
@@ -355,33 +378,53 @@ async def _exchange(
         if resp.status_code >= 400:
             rec.retry_after_s = retry_after_s(resp.headers)
             raise _HTTPError(resp.status_code, _error_message(await resp.aread()))
+        calls = calls if calls is not None else {}
+        if api in ("responses", "embeddings"):  # transport/apis.py
+            out = await read_api(resp, rec, item, api, stream, t0, encoding, calls)
+            return None if out is None else _counts(rec, out.usage, item, out.text, out.reasoning, encoding)
         read = _read_stream if stream else _read_whole
-        return await read(resp, rec, item, api == "chat", t0, encoding)
+        return await read(resp, rec, item, api == "chat", t0, encoding, answer, calls)
     finally:
         await resp.aclose()
 
 
 async def _read_whole(
-    resp: httpx2.Response, rec: RequestRecord, item: PromptItem, chat: bool, t0: int, encoding: str
+    resp: httpx2.Response,
+    rec: RequestRecord,
+    item: PromptItem,
+    chat: bool,
+    t0: int,
+    encoding: str,
+    answer: list[str] | None,
+    calls: dict[Any, ToolCall],
 ) -> tuple[str, str] | None:
     """A response that is not streamed: every token arrives with the last byte."""
     obj = orjson.loads(await resp.aread())
-    body = resp.stream
-    end = body.read_ns if isinstance(body, H1Body) else _NS()
-    rec.end_ns = rec.first_token_ns = rec.last_token_ns = end - t0
+    rec.end_ns = rec.first_token_ns = rec.last_token_ns = body_end_ns(resp) - t0
     rec.first_answer_ns = rec.first_token_ns  # the reasoning came in the same body
     text, reasoning = message_output(obj, chat)
+    if answer is not None:
+        answer.append(message_content(obj, chat))
+    if chat and obj.get("choices"):
+        track_calls(calls, (obj["choices"][0].get("message") or {}).get("tool_calls"))
     return _counts(rec, obj.get("usage"), item, lambda: text, reasoning, encoding)
 
 
 async def _read_stream(
-    resp: httpx2.Response, rec: RequestRecord, item: PromptItem, chat: bool, t0: int, encoding: str
+    resp: httpx2.Response,
+    rec: RequestRecord,
+    item: PromptItem,
+    chat: bool,
+    t0: int,
+    encoding: str,
+    answer: list[str] | None,
+    calls: dict[Any, ToolCall],
 ) -> tuple[str, str] | None:
     """A streamed response, event by event, each stamped with the read that carried it. (Long: the loop
     runs once per streamed event, so it stays in one piece, with the common case first.)"""
     loads = orjson.loads
     pieces: list[str] = []
-    side = Side([], [])
+    side = Side([], [], calls)
     answering = not chat  # completions: every piece is the answer
     times = rec.chunk_times_ns
     usage = None
@@ -389,11 +432,9 @@ async def _read_stream(
     tail = b""
     # An identity-encoded body is read straight from the transport's stream (httpx2's decoder and
     # chunker layers cost a few microseconds per chunk); a compressed one goes through aiter_bytes.
-    encoding_hdr = resp.headers.get("content-encoding", "identity").lower()
-    chunks = resp.stream if encoding_hdr == "identity" else resp.aiter_bytes()
     # h1 stamps each read as it arrives (several events in one read share its time); otherwise
     # the time is taken as the piece reaches this loop
-    arrival = chunks if isinstance(chunks, H1Body) else None
+    chunks, arrival = body_reads(resp)
     async for raw in chunks:  # type: ignore[union-attr]
         t = (arrival.read_ns if arrival is not None else _NS()) - t0
         lines = (tail + raw).split(b"\n")
@@ -434,6 +475,8 @@ async def _read_stream(
             rec.first_answer_ns = times[0]
     if not done:
         raise httpx2.RemoteProtocolError("stream ended without [DONE]")
+    if answer is not None:
+        answer.append("".join(pieces))  # the content (chat) or text (completions), not reasoning
     return _counts(rec, usage, item, lambda: side.output(pieces), "".join(side.reasoning), encoding)
 
 

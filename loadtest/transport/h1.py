@@ -33,11 +33,14 @@ import httpx2
 from loadtest.transport.netconn import Connection, Proxy, env_proxy, open_connection, read_head
 from loadtest.transport.phases import PHASES_EXTENSION, Phases
 
-__all__ = ["H1Body", "H1Transport"]
+__all__ = ["BODY_EXTENSION", "H1Body", "H1Transport"]
 
 _NS = time.perf_counter_ns
 _MAX_SIZE_LINE = 1024  # a chunk's size line
 _NO_BODY_STATUS = (204, 304)
+# The response's own H1Body, for its arrival stamps: httpx2's client wraps ``response.stream`` in a
+# BoundAsyncStream of its own, so the body is handed over in the response's extensions too.
+BODY_EXTENSION = "loadtest_h1_body"
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -254,7 +257,7 @@ class H1Transport(httpx2.AsyncBaseTransport):
                 raise
             body = H1Body(self, origin, conn, framing, length, keep_alive)
             body.read_ns = phases.head
-            extensions: dict[str, Any] = {"http_version": version, "reason_phrase": reason}
+            extensions: dict[str, Any] = {"http_version": version, "reason_phrase": reason, BODY_EXTENSION: body}
             return httpx2.Response(status, headers=headers, stream=body, request=request, extensions=extensions)
         except BaseException:
             self._slots.release()
