@@ -58,6 +58,12 @@ def record(rid: int, step: int, sent: float, start: float) -> RequestRecord:
     )  # fmt: skip
 
 
+@functools.cache
+def full_size(slots: int = SLOTS) -> tuple[dict[str, Any], float]:
+    """The search at scenarios/capacity.yaml's settings (15-s steps from 3 req/s), once per slot count."""
+    return search(scenario(start=3, step_duration_s=15), slots)
+
+
 def search(sc: Scenario, slots: int = SLOTS) -> tuple[dict[str, Any], float]:
     """(the summary's capacity, virtual seconds the search took; a step past capacity is cut where
     the saturation watch fires, as the driver does)."""
@@ -113,26 +119,49 @@ def oracle_rate(slots: int, bound_ms: float, n: int = 60_000) -> float:
 
 
 def test_capacity_of_an_8_slot_server_within_10_percent() -> None:
+    """The issue's full-size case at scenarios/capacity.yaml's settings (15-s steps from 3 req/s):
+    a short step near capacity passes too easily (a queue's long busy periods are rare within
+    seconds), so only lengthened, pooled runs and sure verdicts put the oracle inside the interval."""
     truth = oracle_rate(SLOTS, BOUND_MS)
     assert 0.7 * SLOTS / HOLD_S < truth < SLOTS / HOLD_S  # the oracle itself: under saturation, not far under
-    cap, took = search(scenario())
+    cap, took = full_size()
     assert cap["status"] == "found", cap
     assert abs(cap["value"] - truth) <= 0.10 * truth, (cap["value"], truth)
     lo, hi = cap["interval"]
-    # the bracket of the last passing and first failing step: its edges carry the steps' sampling noise
-    assert lo <= truth * 1.05 and hi >= truth * 0.95, (cap["interval"], truth)
-    assert (hi - lo) / lo <= 0.1 + 1e-9
+    assert lo <= truth <= hi, (cap["interval"], truth)
+    assert lo <= cap["value"] < hi
     assert cap["binding_slo"] in ("ttft_ms.p95", "saturation")
     assert cap["unit"] == "req/s"
-    assert took < 20 * 60  # virtual: a real run at these step lengths
+    assert took < 8 * 60  # virtual seconds: what a real run at these step lengths takes
+
+
+def test_an_unsure_step_is_run_again_longer_and_pooled() -> None:
+    """Every step whose bootstrap interval straddled the bound is followed by a run at the same load,
+    twice as long as the one before (at most ``lengthen`` of them); a sure verdict's interval lies
+    wholly on one side of the bound."""
+    cap, _ = full_size()
+    rows = cap["steps"]
+    runs: dict[float, int] = {}
+    for row, after in zip(rows, [*rows[1:], None], strict=True):
+        runs[row["load"]] = runs.get(row["load"], 0) + 1
+        if row["verdict"] == "uncertain" and runs[row["load"]] <= 2:
+            assert after is not None and after["load"] == row["load"], (row, after)
+            assert 1.8 <= after["duration_s"] / row["duration_s"] <= 2.2, (row, after)
+        if row["binding"] == "ttft_ms.p95" and row["verdict"] == "pass":
+            assert row["ci"][1] <= BOUND_MS, row
+        if row["binding"] == "ttft_ms.p95" and row["verdict"] == "fail":
+            assert row["ci"][0] > BOUND_MS, row
+    assert any(r["verdict"] == "uncertain" for r in rows)  # the boundary was met
 
 
 def test_six_slots_carry_less() -> None:
-    eight, _ = search(scenario())
-    six, _ = search(scenario(), slots=6)
+    eight, _ = full_size()
+    six, _ = full_size(6)
     truth6 = oracle_rate(6, BOUND_MS)
     assert abs(six["value"] - truth6) <= 0.10 * truth6, (six, truth6)
-    assert six["interval"][1] < eight["interval"][0]
+    # a sure pass can still sit a little above the oracle (the interval sees only what its runs saw)
+    assert six["interval"][0] <= 1.05 * truth6 <= 1.1 * six["interval"][1], (six, truth6)
+    assert six["value"] < eight["value"]
 
 
 def test_a_step_at_three_times_saturation_is_flagged_in_seconds() -> None:
@@ -180,3 +209,61 @@ def test_concurrency_search_ends_on_adjacent_integers() -> None:
         search.observe(load, {"verdict": "pass" if load <= 8 else "fail", "uncertain": False})
     assert (search.lo, search.hi, search.status) == (8, 9, "found")
     assert all(float(x).is_integer() for x in tried) and len(tried) <= 10, tried
+
+
+def test_an_unsure_verdict_is_rerun_twice_as_long_each_time_and_no_more_than_lengthen() -> None:
+    from loadtest.analysis.capacity import CapacitySearch
+    from loadtest.config.scenario import Capacity
+
+    search = CapacitySearch(Capacity(over="rate", start=4, max=64, lengthen=2))
+    unsure = {"verdict": "pass", "uncertain": True}
+    assert search.next() == (4.0, 1.0)
+    search.observe(4.0, unsure)
+    assert search.next() == (4.0, 2.0)
+    search.observe(4.0, unsure)
+    assert search.next() == (4.0, 4.0)
+    search.observe(4.0, unsure)  # still unsure after two re-runs: its point verdict (pass) stands
+    assert search.next() == (8.0, 1.0)
+
+
+def test_block_interval_covers_the_true_percentile() -> None:
+    """i.i.d. exponential values (p95 = ln 20 exactly) cut into ten windows: the 90% interval covers
+    the true p95 in about 90% of samples, and a sample larger by 16x gives a narrower interval."""
+    from loadtest.analysis.capverdict import BLOCKS, block_percentile_interval
+
+    rng = np.random.default_rng(5)
+    true_p95 = float(np.log(20))
+    covered, widths = 0, {}
+    for n in (400, 6400):
+        ws = []
+        for _ in range(100 if n == 400 else 10):
+            values = rng.exponential(1.0, n)
+            lo, hi = block_percentile_interval(values, np.arange(n) * BLOCKS // n, 95, rng, resamples=200)
+            covered += n == 400 and lo <= true_p95 <= hi
+            ws.append(hi - lo)
+        widths[n] = float(np.median(ws))
+    assert 78 <= covered <= 98, covered
+    assert widths[6400] < widths[400] / 2.5, widths
+
+
+def test_a_queue_that_comes_and_goes_under_capacity_is_not_saturation() -> None:
+    """M/D/8 at 85% of N/S for 40 s: the server's waiting count (from the FIFO simulation, read every
+    0.25 s) has bursts, but never keeps growing across the step; at 1.25x N/S it does, within 10 s."""
+
+    def waiting_series(rate: float, arrivals: np.ndarray) -> list[tuple[float, float]]:
+        starts = fifo_starts(arrivals, SLOTS, HOLD_S)
+        grid = np.arange(0, arrivals[-1], 0.25)
+        queued = np.searchsorted(arrivals, grid, side="right") - np.searchsorted(np.sort(starts), grid, side="right")
+        return list(zip(grid.tolist(), queued.astype(float).tolist(), strict=True))
+
+    under = 0.85 * SLOTS / HOLD_S
+    for seed in range(10):
+        series = waiting_series(under, np.cumsum(np.random.default_rng(seed).exponential(1 / under, int(under * 40))))
+        watch = SaturationWatch(under, lambda s=series: s)
+        assert not any(watch.check(now) for now, _ in series), (seed, watch.reason)
+    assert max(w for _, w in series) >= 3  # a real queue at times
+    over = 1.25 * SLOTS / HOLD_S
+    series = waiting_series(over, np.arange(0, 30, 1 / over))
+    watch = SaturationWatch(over, lambda: series)
+    fired = [now for now, _ in series if watch.check(now)]
+    assert fired and fired[0] <= 10 and "waiting requests grew" in (watch.reason or ""), fired[:3]

@@ -1,7 +1,8 @@
 """Nightly on capacity: two capacity searches, the candidate against a mock with 6 slots instead of
-8, compared by the CLI as CI runs it: the candidate's capacity interval lies wholly below the
+8, compared by the CLI (in-process): the candidate's capacity interval lies wholly below the
 baseline's, so compare says regressed and exits 1; history tracks both capacities. Time-compressed:
-each request holds a slot S = 20 + 15 x 10 = 170 ms, so the mocks carry 8/S = 47 and 6/S = 35 req/s.
+each request holds a slot S = 20 + 15 x 10 = 170 ms, so the mocks carry 8/S = 47 and 6/S = 35 req/s;
+1-s steps, not re-run (``lengthen: 0``: test_capacity.py tests the re-runs).
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from loadtest.cli import app
 from loadtest.config.scenario import Scenario
 from loadtest.mock import MockProcess
 from loadtest.runner import execute
-from tests.conftest import run_cli
 
 HOLD_S = (20 + 15 * 10) / 1e3
 
@@ -26,7 +30,14 @@ def capacity_run(tmp_path: Path, server: MockProcess) -> Path:
             "workload": {"max_tokens": 16, "prompt": {"synthetic": {"input_tokens": 8}}},
             "load": {
                 "arrival": "constant",
-                "capacity": {"over": "rate", "start": 16, "max": 128, "tolerance": 0.1, "step_duration_s": 1.5},
+                "capacity": {
+                    "over": "rate",
+                    "start": 16,
+                    "max": 128,
+                    "tolerance": 0.1,
+                    "step_duration_s": 1,
+                    "lengthen": 0,
+                },
             },
             "slo": {"ttft_ms": {"p95": 100}},
         }
@@ -36,13 +47,14 @@ def capacity_run(tmp_path: Path, server: MockProcess) -> Path:
     return outcome.run_dir
 
 
+@pytest.mark.timing
 def test_compare_of_capacity_runs_6_vs_8_slots_regressed(
     tmp_path: Path, mock_server: Callable[..., MockProcess]
 ) -> None:
     base = capacity_run(tmp_path, mock_server(ttft_ms=20, itl_ms=10, output_tokens=16, slots=8))
     cand = capacity_run(tmp_path, mock_server(ttft_ms=20, itl_ms=10, output_tokens=16, slots=6))
-    done = run_cli("compare", str(base), str(cand))
-    assert done.returncode == 1, done.stdout + done.stderr
+    done = CliRunner().invoke(app, ["compare", str(base), str(cand)])  # in-process: no interpreter to start
+    assert done.exit_code == 1, done.output
     result = json.loads((cand / "compare.json").read_text())
     row = next(r for r in result["rows"] if r["metric"] == "capacity")
     assert row["verdict"] == "regressed", row
@@ -50,8 +62,10 @@ def test_compare_of_capacity_runs_6_vs_8_slots_regressed(
     # each capacity near its mock's own N/S (HTTP lengthens a slot's hold a little)
     assert 0.8 * 8 / HOLD_S <= row["baseline"] <= 1.05 * 8 / HOLD_S, row
     assert 0.8 * 6 / HOLD_S <= row["candidate"] <= 1.05 * 6 / HOLD_S, row
+    for (lo, hi), slots in ((row["baseline_interval"], 8), (row["candidate_interval"], 6)):
+        assert lo <= slots / HOLD_S * 1.05 and hi >= slots / HOLD_S * 0.9, (row, slots)  # N/S inside, nearly
     assert [r for r in result["regressed"]] == [row]  # the steps past capacity do not gate
-    hist = run_cli("history", "nightly-capacity", "--results", str(tmp_path))
-    assert hist.returncode == 0, hist.stdout + hist.stderr
-    assert hist.stdout.count("capacity ") >= 2, hist.stdout
+    hist = CliRunner().invoke(app, ["history", "nightly-capacity", "--results", str(tmp_path)])
+    assert hist.exit_code == 0, hist.output
+    assert hist.output.count("capacity ") >= 2, hist.output
     assert (tmp_path / "nightly-capacity" / "history" / "capacity.png").is_file()

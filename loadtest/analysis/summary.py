@@ -105,7 +105,8 @@ def build_summary(
             s["prefix_groups"] = groups
         s["warnings"] = harness_warnings(s)
         if scenario.load.capacity is not None and plan.mode == "rate":
-            s["saturation"] = oversaturation(acc.sent_ns, acc.end_ns, plan.value)
+            cut = next((h["saturation"] for h in health if h.get("step") == plan.index and h.get("saturation")), None)
+            s["saturation"] = cut or oversaturation(acc.sent_ns, acc.end_ns, plan.value)
         steps.append(s)
         verdicts += evaluate_slos(s, scenario.slo)
     out = {
@@ -126,7 +127,7 @@ def build_summary(
         "stopped_early": _stop_reason(steps[-1]) if skipped and steps else None,
         "slo": {"passed": all(v["ok"] for v in verdicts), "verdicts": verdicts},
         "search": search_result(steps, scenario, probe),
-        "capacity": capacity_result(steps, scenario),
+        "capacity": capacity_result(steps, scenario, accumulators),
     }
     if out["capacity"] is not None:  # a capacity search breaks the SLOs on purpose: it passes when it found one
         out["slo"]["passed"] = out["capacity"]["status"] in ("found", "above_max")

@@ -240,8 +240,11 @@ class Search(_Strict):
 class Capacity(_Strict):
     """Capacity under SLO (analysis/capacity.py): the highest rate (or concurrency) at which every SLO
     in ``slo`` holds, found by growing from ``start`` by ``growth`` then bisecting to ``tolerance``.
-    A step whose worst SLO margin is within ``uncertain_margin`` of its bound is run again twice as
-    long; the longer run's verdict stands. An open-loop step past capacity ends early (over-saturation)."""
+    A step whose verdict is not sure (a latency percentile's bootstrap interval straddles its bound;
+    another SLO within ``uncertain_margin`` of it) is run again, twice as long each time, up to
+    ``lengthen`` times, and judged on all its runs; one still unsure then goes by its point estimates
+    and lies inside the reported interval. An open-loop
+    step past capacity ends early (over-saturation)."""
 
     over: Literal["rate", "concurrency"] = "rate"
     start: PositiveFloat = 1.0
@@ -252,6 +255,7 @@ class Capacity(_Strict):
     step_requests: Annotated[int, Field(ge=1)] | None = None
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
     uncertain_margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    lengthen: Annotated[int, Field(ge=0, le=4)] = 2  # re-runs of an unsure step, each twice as long
     max_steps: Annotated[int, Field(ge=1, le=100)] = 24
 
     @model_validator(mode="after")

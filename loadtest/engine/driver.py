@@ -28,6 +28,7 @@ from loadtest.config.tls import ssl_context
 from loadtest.engine.retry import retry_delay_s
 from loadtest.engine.sessions import run_sessions
 from loadtest.engine.signals import STOP_SIGNALS, on_loop
+from loadtest.engine.waitingtap import WaitingTap
 from loadtest.transport.bodies import request_shape
 from loadtest.transport.client import Endpoint, make_endpoint, send
 from loadtest.workload.arrivals import arrival_offsets_ns, ramp_starts_s
@@ -65,6 +66,7 @@ class RunPlan:
     transport: httpx2.AsyncBaseTransport | None = None  # tests inject httpx2.MockTransport
     worker: int = 0
     workers: int = 1  # request ids are worker, worker + workers, ...: unique across processes
+    waiting: WaitingTap | None = None  # the server's waiting gauge, live (capacity search, one process)
 
 
 @dataclass(frozen=True)
@@ -278,12 +280,16 @@ def _offsets_ns(ctx: RunContext, step: StepPlan) -> list[int]:
     return np.concatenate((warm, measured + lead)).tolist()
 
 
-async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
+async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> str | None:
+    """An open-loop step; why it ended early when its saturation watch fired (else None)."""
     offsets = _offsets_ns(ctx, step)
     gate = asyncio.Semaphore(step.max_concurrency)
     tasks: set[asyncio.Task[None]] = set()
-    watch = SaturationWatch(step.value) if step.watch_saturation else None
     start = ctx.now()
+    tap = ctx.plan.waiting
+    watch = None
+    if step.watch_saturation:
+        watch = SaturationWatch(step.value, (lambda: tap.since(start)) if tap is not None else None)
 
     async def one(rec: RequestRecord) -> None:
         async with gate:  # waiting here shows up as schedule lag: the client, not the server, limited
@@ -307,6 +313,7 @@ async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
         await _cut(tasks)  # past capacity: the queue would take long to drain, and its answers are known
     elif tasks:
         await asyncio.gather(*tasks)
+    return watch.reason if watch is not None else None
 
 
 async def _cut(tasks: set[asyncio.Task[None]]) -> None:
@@ -358,6 +365,7 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
         started = ctx.now()
         ctx.emit(StepStarted(step, started))
         lag: list[float] = []
+        saturation: str | None = None
         sampler = asyncio.get_running_loop().create_task(_sample_loop_lag(lag))
         try:
             match step.mode:
@@ -366,11 +374,11 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
                 case "concurrency":
                     await _closed_loop(ctx, ep, step)
                 case "rate" | "trace":
-                    await _open_loop(ctx, ep, step)
+                    saturation = await _open_loop(ctx, ep, step)
         finally:
             sampler.cancel()
             await ep.close()
-        ctx.emit(StepFinished(step, ctx.now(), started, tuple(lag), ctx.plan.worker))
+        ctx.emit(StepFinished(step, ctx.now(), started, tuple(lag), ctx.plan.worker, saturation))
 
 
 class Stopper:

@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from loadtest.analysis.capacity import CapacitySearch, oversaturation, step_verdict
+from loadtest.analysis.capverdict import LoadPool
 from loadtest.analysis.events import Event, RequestDone, StepFinished
 from loadtest.analysis.limitprobe import SHALLOW, Findings, ProbeSeries, findings, judge
 from loadtest.analysis.limitsummary import step_holds
@@ -51,6 +52,7 @@ class StepPlanner:
         self.last: dict[str, Any] | None = None  # limit discovery: the summary of the step that just finished
         # limit discovery: every request's charge, admission and advertised remaining
         self.probe = ProbeSeries(scenario.workload.max_tokens) if scenario.load.search is not None else None
+        self.pools: dict[float, LoadPool] = {}  # capacity search: every run at each load, pooled
 
     @property
     def unreachable(self) -> bool:
@@ -65,10 +67,12 @@ class StepPlanner:
                 self.acc.add(record)
                 if self.probe is not None:
                     self.probe.add(record)
-            case StepFinished(step=step):
+            case StepFinished(step=step, saturation=cut):
                 self.last = self.acc.summary(index=step.index, mode=step.mode, value=step.value)
-                if step.watch_saturation:
-                    self.last["saturation"] = oversaturation(self.acc.sent_ns, self.acc.end_ns, step.value)
+                if step.watch_saturation:  # the driver's reason when it cut the step, else the replay's
+                    self.last["saturation"] = cut or oversaturation(self.acc.sent_ns, self.acc.end_ns, step.value)
+                if self.scenario.load.capacity is not None:
+                    self.pools.setdefault(step.value, LoadPool(step.value)).add(self.acc)
                 self.acc = StepAccumulator(self.scenario.slo.per_request)
 
     def _error_ceiling_passed(self) -> bool:
@@ -95,7 +99,7 @@ class StepPlanner:
         search = CapacitySearch(cap)
         index = 0
         while index < cap.max_steps and (nxt := search.next()) is not None:
-            load, longer = nxt
+            load, longer = nxt  # longer: an unsure load's re-run, this many times the step's length
             plan = step_plan(self.scenario.load, index, load)
             if longer != 1.0:
                 plan = replace(
@@ -107,7 +111,7 @@ class StepPlanner:
             index += 1
             if self.last is None or self.unreachable:
                 return
-            search.observe(load, step_verdict(self.last, self.scenario, cap))
+            search.observe(load, step_verdict(self.last, self.scenario, cap, self.pools.get(load)))
 
     def _cooldown(self) -> float:
         """The advertised reset of the per-minute buckets (at most 60 s), or ``cooldown_s``: a day
