@@ -65,8 +65,14 @@ def full_size(slots: int = SLOTS) -> tuple[dict[str, Any], float]:
 
 
 def search(sc: Scenario, slots: int = SLOTS) -> tuple[dict[str, Any], float]:
-    """(the summary's capacity, virtual seconds the search took; a step past capacity is cut where
-    the saturation watch fires, as the driver does)."""
+    """(the summary's capacity, virtual seconds the search took)."""
+    summary, clock = virtual_run(sc, slots)
+    return summary["capacity"], clock
+
+
+def virtual_run(sc: Scenario, slots: int = SLOTS) -> tuple[dict[str, Any], float]:
+    """(the summary, virtual seconds the search took; a step past capacity is cut where the
+    saturation watch fires, as the driver does)."""
     live = LiveStep()
     planner = StepPlanner(sc, live)
     clock, rid, records, health = 0.0, 0, [], []
@@ -89,7 +95,7 @@ def search(sc: Scenario, slots: int = SLOTS) -> tuple[dict[str, Any], float]:
         health.append({"step": step.index, "value": step.value})
     acc = accumulate(sc, records)
     summary = build_summary(sc, acc, started_at="", partial=False, base_url="mock", step_health=health)
-    return summary["capacity"], clock
+    return summary, clock
 
 
 def _cut_at(sent: np.ndarray, ends: np.ndarray, rate: float) -> float:
@@ -267,3 +273,16 @@ def test_a_queue_that_comes_and_goes_under_capacity_is_not_saturation() -> None:
     watch = SaturationWatch(over, lambda: series)
     fired = [now for now, _ in series if watch.check(now)]
     assert fired and fired[0] <= 10 and "waiting requests grew" in (watch.reason or ""), fired[:3]
+
+
+def test_a_capacity_under_its_floor_fails_the_run() -> None:
+    """load.capacity.floor gates a nightly: 5-s steps against the 8-slot server (capacity ~9.3 req/s):
+    a floor of 12 (above N/S = 11.8: no search can reach it) fails the SLO gate with a capacity verdict,
+    a floor of 4 passes."""
+    high, _ = virtual_run(scenario(start=3, step_duration_s=5, floor=12))
+    assert high["capacity"]["status"] == "found" and high["capacity"]["value"] < 12
+    assert high["slo"]["passed"] is False
+    floor = [v for v in high["slo"]["verdicts"] if v["slo"] == "capacity"]
+    assert floor == [{**floor[0], "ok": False, "bound": 12, "measured": high["capacity"]["value"]}]
+    low, _ = virtual_run(scenario(start=3, step_duration_s=5, floor=4))
+    assert low["slo"]["passed"] is True and low["capacity"]["value"] >= 4

@@ -34,6 +34,7 @@ __all__ = [
     "SaturationWatch",
     "capacity_result",
     "compare_capacity",
+    "floor_verdict",
     "oversaturation",
     "passed",
     "pooled_verdicts",
@@ -316,6 +317,24 @@ def capacity_result(
         "binding_slo": final[top]["binding"] if top is not None else None,
         "tolerance": cap.tolerance,
         "steps": rows,
+    }
+
+
+def floor_verdict(result: dict[str, Any], cap: Capacity) -> dict[str, Any] | None:
+    """The gate of ``load.capacity.floor``, as an SLO verdict: the capacity found (none: 0) at least
+    the floor; None without a floor."""
+    if cap.floor is None:
+        return None
+    value = result["value"]
+    return {
+        "step": "capacity",
+        "value_of_step": result["unit"],
+        "slo": "capacity",
+        "stat": "floor",
+        "bound": cap.floor,
+        "kind": "min",
+        "measured": value,
+        "ok": value is not None and value >= cap.floor,
     }
 
 

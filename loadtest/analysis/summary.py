@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import __version__
-from loadtest.analysis.capacity import capacity_result, oversaturation
+from loadtest.analysis.capacity import capacity_result, floor_verdict, oversaturation
 from loadtest.analysis.checks import endpoint_unreachable, evaluate_slos, harness_warnings
 from loadtest.analysis.groups import first_sends
 from loadtest.analysis.limitprobe import ProbeSeries
@@ -131,6 +131,9 @@ def build_summary(
     }
     if out["capacity"] is not None:  # a capacity search breaks the SLOs on purpose: it passes when it found one
         out["slo"]["passed"] = out["capacity"]["status"] in ("found", "above_max")
+        if (floor := floor_verdict(out["capacity"], scenario.load.capacity)) is not None:  # ...at least the floor
+            out["slo"]["verdicts"].append(floor)
+            out["slo"]["passed"] = out["slo"]["passed"] and floor["ok"]
     return out
 
 

@@ -256,6 +256,7 @@ class Capacity(_Strict):
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
     uncertain_margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
     lengthen: Annotated[int, Field(ge=0, le=4)] = 2  # re-runs of an unsure step, each twice as long
+    floor: PositiveFloat | None = None  # the run fails (exit 1, a JUnit case) when the capacity found is below it
     max_steps: Annotated[int, Field(ge=1, le=100)] = 24
 
     @model_validator(mode="after")
