@@ -2,7 +2,8 @@
 8, compared by the CLI (in-process): the candidate's capacity interval lies wholly below the
 baseline's, so compare says regressed and exits 1; history tracks both capacities. Time-compressed:
 each request holds a slot S = 20 + 15 x 10 = 170 ms, so the mocks carry 8/S = 47 and 6/S = 35 req/s;
-1-s steps, not re-run (``lengthen: 0``: test_capacity.py tests the re-runs).
+1-s steps, an unsure one re-run once (2 s). A 1-s step a little past N/S has not queued up to the
+bound yet (at 1.08 N/S the last request waits 80 ms): the capacities may read up to ~10% high.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def capacity_run(tmp_path: Path, server: MockProcess) -> Path:
                     "max": 128,
                     "tolerance": 0.1,
                     "step_duration_s": 1,
-                    "lengthen": 0,
+                    "lengthen": 1,
                 },
             },
             "slo": {"ttft_ms": {"p95": 100}},
@@ -60,10 +61,10 @@ def test_compare_of_capacity_runs_6_vs_8_slots_regressed(
     assert row["verdict"] == "regressed", row
     assert row["candidate_interval"][1] < row["baseline_interval"][0]
     # each capacity near its mock's own N/S (HTTP lengthens a slot's hold a little)
-    assert 0.8 * 8 / HOLD_S <= row["baseline"] <= 1.05 * 8 / HOLD_S, row
-    assert 0.8 * 6 / HOLD_S <= row["candidate"] <= 1.05 * 6 / HOLD_S, row
+    assert 0.8 * 8 / HOLD_S <= row["baseline"] <= 1.1 * 8 / HOLD_S, row
+    assert 0.8 * 6 / HOLD_S <= row["candidate"] <= 1.1 * 6 / HOLD_S, row
     for (lo, hi), slots in ((row["baseline_interval"], 8), (row["candidate_interval"], 6)):
-        assert lo <= slots / HOLD_S * 1.05 and hi >= slots / HOLD_S * 0.9, (row, slots)  # N/S inside, nearly
+        assert lo <= slots / HOLD_S * 1.1 and hi >= slots / HOLD_S * 0.9, (row, slots)  # N/S inside, nearly
     assert [r for r in result["regressed"]] == [row]  # the steps past capacity do not gate
     hist = CliRunner().invoke(app, ["history", "nightly-capacity", "--results", str(tmp_path)])
     assert hist.exit_code == 0, hist.output
