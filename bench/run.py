@@ -8,7 +8,12 @@ and peak RSS are the client's alone; the mock server runs in its own process.
   100,000 tokens, TTFT/ITL p50/p99 minus what the mock measured it sent.
 - B: concurrency 256, zero delays, 20,000 requests: the most one process does, its CPU share,
   its peak RSS (and at 100,000 requests: memory must not grow with the run).
-- The same A and B with a bare asyncio client (bench/bare_client.py): the floor.
+- C: concurrency 256 at 20/2 ms: the share of the ideal rate one process delivers, and its TTFT error.
+- D: long contexts: 32 concurrent 100,000-token prompts with 4,000-token answers: client CPU, TTFT
+  error, and whether loadtest saw itself as the bottleneck (loop-lag warnings).
+- The same A, B and C with a bare asyncio client (bench/bare_client.py): the floor.
+- R: ``loadtest report`` of a 4,000-request, 8-step sweep, in a fresh process: CPU seconds.
+- S: startup: ``loadtest validate`` and a one-request ``loadtest run`` (no report), CPU seconds.
 - The request-path alternatives inside AsyncOpenAI (bench/transports.py), behind README's choice.
 """
 
@@ -30,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES: dict[str, dict[str, Any]] = {
     "A": {"ttft_ms": 20.0, "itl_ms": 2.0, "tokens": 64, "concurrency": 64, "requests": 4000},
     "B": {"ttft_ms": 0.0, "itl_ms": 0.0, "tokens": 64, "concurrency": 256, "requests": 20000},
+    "C": {"ttft_ms": 20.0, "itl_ms": 2.0, "tokens": 64, "concurrency": 256, "requests": 12000},
+    "D": {"ttft_ms": 20.0, "itl_ms": 5.0, "tokens": 4000, "concurrency": 32, "requests": 32, "input_tokens": 100_000},
 }
 GOALS = {
     "A_cpu_s_per_1k": 1.0,
@@ -39,7 +46,14 @@ GOALS = {
     "A_ttft_p99_err_ms": 5.0,
     "B_req_s": 2500.0,
     "B_peak_rss_mb": 200.0,
+    "B_vs_bare_req_s": 1.0,
+    "C_throughput_of_ideal": 0.9,
+    "C_ttft_p50_err_ms": 3.0,
+    "D_bottleneck_warnings": 0,
+    "R_report_cpu_s": 1.0,
+    "S_run_cpu_s": 0.3,
 }
+_AT_LEAST = ("A_throughput_of_ideal", "B_req_s", "B_vs_bare_req_s", "C_throughput_of_ideal")
 
 
 def _cpu() -> float:
@@ -59,12 +73,15 @@ def _one_loadtest(base_url: str, case: dict[str, Any], out: Path) -> dict[str, A
         {
             "name": "bench",
             "target": {"base_url": base_url, "timeout_s": 120},
-            "workload": {"prompt": {"synthetic": {"input_tokens": 32}}, "max_tokens": case["tokens"]},
+            "workload": {
+                "prompt": {"synthetic": {"input_tokens": case.get("input_tokens", 32)}},
+                "max_tokens": case["tokens"],
+            },
             "load": {"concurrency": [case["concurrency"]], "requests": case["requests"]},
         }
     )
     cpu0, t = _cpu(), time.perf_counter()
-    outcome = execute(sc, "bench", out, on_step=lambda s: None)
+    outcome = execute(sc, "bench", out, on_step=lambda s: None, report=False)  # R measures the report
     wall, cpu = time.perf_counter() - t, _cpu() - cpu0
     (s,) = outcome.summary["steps"]
     return {
@@ -79,6 +96,7 @@ def _one_loadtest(base_url: str, case: dict[str, Any], out: Path) -> dict[str, A
         "itl_p50": s["itl_ms"]["p50"],
         "itl_p99": s["itl_ms"]["p99"],
         "loop_lag_p99": s["loop_lag_ms"]["p99"],
+        "bottleneck_warnings": sum(w.startswith("client bottleneck") for w in s["warnings"]),
         "peak_rss_mb": _peak_rss_mb(),
     }
 
@@ -152,6 +170,45 @@ def measure(client: str, case_name: str, requests: int | None = None) -> dict[st
     return result
 
 
+def _child_cpu(cmd: list[str]) -> float:
+    """CPU seconds (user + system) of one child process run to its end."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd[2:4])} failed: {done.stderr.strip().splitlines()[-1:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def measure_report_and_startup(reps: int) -> dict[str, Any]:
+    """R: ``loadtest report`` of a 4,000-request sweep of 8 steps; S: ``loadtest validate`` and a
+    one-request run without a report (an upper bound of the CPU spent before the first request)."""
+    import tempfile
+
+    from loadtest.mock import MockSettings, start_mock
+
+    loadtest = [sys.executable, "-m", "loadtest"]
+    with tempfile.TemporaryDirectory() as tmp, start_mock(MockSettings(ttft_ms=0, itl_ms=0, output_tokens=64)) as mock:
+        sweep = Path(tmp) / "sweep.yaml"
+        sweep.write_text(
+            f"name: sweep\ntarget: {{base_url: '{mock.base_url}'}}\nworkload: {{max_tokens: 64}}\n"
+            "load: {concurrency: [1, 2, 4, 8, 16, 32, 64, 128], requests: 500}\n"
+        )
+        subprocess.run(
+            [*loadtest, "run", str(sweep), "--out", tmp, "--no-report"], cwd=ROOT, check=True, capture_output=True
+        )
+        (run_dir,) = [d for d in Path(tmp, "sweep").iterdir() if d.is_dir()]
+        report = [_child_cpu([*loadtest, "report", str(run_dir)]) for _ in range(reps)]
+        validate = [_child_cpu([*loadtest, "validate", str(sweep)]) for _ in range(reps)]
+        one = ["--set", "load.concurrency=[1]", "--set", "load.requests=1", "--no-report", "--out", tmp]
+        run = [_child_cpu([*loadtest, "run", str(sweep), *one]) for _ in range(reps)]
+    return {
+        "R_report_cpu_s": statistics.median(report),
+        "S_validate_cpu_s": statistics.median(validate),
+        "S_run_cpu_s": statistics.median(run),
+    }
+
+
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k in runs[0] if all(isinstance(r.get(k), int | float) for r in runs)]
     return {k: statistics.median(r[k] for r in runs) for k in keys}
@@ -176,8 +233,8 @@ def main_all(reps: int) -> None:
         "runs": {},
         "medians": {},
     }
-    for case in ("A", "B"):
-        for client in ("loadtest", "bare"):
+    for case in ("A", "B", "C", "D"):
+        for client in ("loadtest", "bare") if case != "D" else ("loadtest",):
             runs = []
             for rep in range(reps):
                 console.print(f"[dim]{case} {client} repetition {rep + 1}/{reps}...[/]")
@@ -186,12 +243,16 @@ def main_all(reps: int) -> None:
             out["medians"][f"{case}_{client}"] = _median(runs)
     console.print("[dim]B loadtest at 100,000 requests (memory)...[/]")
     out["B_loadtest_100k"] = measure("loadtest", "B", requests=100_000)
+    console.print("[dim]report of a 4,000-request sweep, and startup...[/]")
+    out["report_and_startup"] = measure_report_and_startup(reps)
     console.print("[dim]request paths inside AsyncOpenAI...[/]")
     out["transports"] = compare_transports()
 
     m = out["medians"]
     a, ab, b, bb = m["A_loadtest"], m["A_bare"], m["B_loadtest"], m["B_bare"]
+    c, cb, d = m["C_loadtest"], m["C_bare"], m["D_loadtest"]
     ideal = CASES["A"]["concurrency"] / ((CASES["A"]["ttft_ms"] + 63 * CASES["A"]["itl_ms"]) / 1000)
+    ideal_c = CASES["C"]["concurrency"] / ((CASES["C"]["ttft_ms"] + 63 * CASES["C"]["itl_ms"]) / 1000)
     figures = {
         "A_ideal_req_s": ideal,
         "A_throughput_of_ideal": a["req_s"] / ideal,
@@ -213,13 +274,25 @@ def main_all(reps: int) -> None:
         "B_peak_rss_mb": b["peak_rss_mb"],
         "B_100k_peak_rss_mb": out["B_loadtest_100k"]["peak_rss_mb"],
         "B_100k_req_s": out["B_loadtest_100k"]["req_s"],
+        "C_ideal_req_s": ideal_c,
+        "C_throughput_of_ideal": c["req_s"] / ideal_c,
+        "C_bare_throughput_of_ideal": cb["req_s"] / ideal_c,
+        "C_ttft_p50_err_ms": c["ttft_p50_err_ms"],
+        "C_bare_ttft_p50_err_ms": cb["ttft_p50_err_ms"],
+        "C_cpu_vs_bare": c["cpu_s_per_1k"] / cb["cpu_s_per_1k"],
+        "D_cpu_s_per_request": d["cpu_s"] / d["ok"],
+        "D_ttft_p50_err_ms": d["ttft_p50_err_ms"],
+        "D_itl_p50_err_ms": d["itl_p50_err_ms"],
+        "D_bottleneck_warnings": d["bottleneck_warnings"],
+        "D_loop_lag_p99_ms": d["loop_lag_p99"],
+        **out["report_and_startup"],
     }
     out["figures"] = figures
     out["goals"] = {
         k: {
             "goal": g,
             "value": figures[k],
-            "met": figures[k] >= g if k in ("A_throughput_of_ideal", "B_req_s") else figures[k] <= g,
+            "met": figures[k] >= g if k in _AT_LEAST else figures[k] <= g,
         }
         for k, g in GOALS.items()
     }

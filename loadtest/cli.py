@@ -20,15 +20,14 @@ from rich.table import Table
 from loadtest.analysis.checks import EXIT_HARNESS
 from loadtest.config.faults import FAULTS
 from loadtest.config.loading import load_scenario, scenario_to_yaml
-from loadtest.config.mock import MockSettings
+from loadtest.config.mock import MockSettings, MockStartError
 from loadtest.config.scenario import ScenarioError
-from loadtest.mock import MockStartError, run_mock
 from loadtest.output.table import print_step_table, step_line
 from loadtest.workload.tokens import TokenizerError, token_source, tokenizer_problem
 
 __all__ = ["app", "main"]
 
-# Commands import the heavy modules (the driver, matplotlib, numpy statistics) when they run:
+# Commands import the heavy modules (the driver, the plots, numpy statistics) when they run:
 # `loadtest mock` and `loadtest validate` start in a third of the time.
 
 app = typer.Typer(
@@ -373,6 +372,8 @@ def mock(
         _check_mock_auth(settings.api_key_env)
         if tokenizer is not None and (token_source(tokenizer) != "hf" or tokenizer_problem(tokenizer)):
             raise MockStartError(f"--tokenizer: {tokenizer_problem(tokenizer) or 'expected a tokenizer.json'}")
+        from loadtest.mock import run_mock  # here: every other command starts without the server's modules
+
         run_mock(settings, host, port)
 
 

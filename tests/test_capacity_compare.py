@@ -33,7 +33,7 @@ def capacity_run(tmp_path: Path, server: MockProcess) -> Path:
                 "arrival": "constant",
                 "capacity": {
                     "over": "rate",
-                    "start": 16,
+                    "start": 20,
                     "max": 128,
                     "tolerance": 0.1,
                     "step_duration_s": 1,

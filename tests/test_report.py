@@ -117,12 +117,13 @@ def test_comparison_report_has_both_runs_in_every_legend(tmp_path: Path) -> None
     runs = [load_run(a), load_run(b)]
     series = [Series("before", runs[0]), Series("after", runs[1])]
     for name, draw in PLOTS.items():
-        fig = draw(series)
-        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        chart = draw(series)
+        legends = [p.labels() for p in chart.panels if p.labels()]
         assert legends, name
         for legend in legends:
-            texts = " | ".join(t.get_text() for t in legend.get_texts())
+            texts = " | ".join(legend)
             assert "before" in texts and "after" in texts, (name, texts)
+        assert chart.png().startswith(b"\x89PNG")
     r = run_cli("report", str(a), str(b), "--out", str(tmp_path / "cmp"))
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "cmp" / "report.html").read_text()

@@ -165,9 +165,11 @@ def step_verdict(
         ci = pool.interval(v["slo"], v["stat"]) if pool is not None else None
         if ci is not None:
             margin, certain = sure(*ci, v["bound"], v["kind"])
-        else:
+        else:  # a percentile of too few requests (one of them decides it: a cold start) is never sure
             margin = _margin(v)
-            certain = abs(margin) > cap.uncertain_margin
+            certain = abs(margin) > cap.uncertain_margin and not (
+                pool is not None and pool.sampled(v["slo"], v["stat"])
+            )
         checks.append((f"{v['slo']}.{v['stat']}", margin, certain, describe(ci)))
     err = step.get("error_rate") or 0.0
     margin = (err - cap.max_error_rate) / max(cap.max_error_rate, 1e-12)

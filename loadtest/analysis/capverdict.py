@@ -73,10 +73,14 @@ class LoadPool:
             self.blocks[key].append(b.astype(np.int64))
         self.runs += 1
 
+    def sampled(self, metric: str, stat: str) -> bool:
+        """Whether ``stat`` of ``metric`` is a percentile of per-request values kept here."""
+        return metric in _SAMPLED and stat.startswith("p") and stat[1:].replace(".", "").isdigit()
+
     def interval(self, metric: str, stat: str) -> tuple[float, float, float] | None:
         """(point, low, high) of ``metric``'s ``stat`` (``pNN``) over the pooled runs, or None when it
         is not a sampled percentile or has too few values."""
-        if metric not in _SAMPLED or not stat.startswith("p") or not stat[1:].replace(".", "").isdigit():
+        if not self.sampled(metric, stat):
             return None
         values = np.concatenate(self.values[metric]) if self.values[metric] else np.empty(0)
         if len(values) < 2 * BLOCKS:

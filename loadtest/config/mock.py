@@ -9,7 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loadtest.config.faults import FAULTS
 
-__all__ = ["FaultKind", "MockSettings", "PrefixCacheSettings", "TokenizeMode"]
+__all__ = ["FaultKind", "MockSettings", "MockStartError", "PrefixCacheSettings", "TokenizeMode"]
+
+
+class MockStartError(RuntimeError):
+    """The mock could not start (port in use, a bad option, ...). The message is one line. Here,
+    not in mock/: the CLI catches it without importing the server."""
+
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import socket
 import time
@@ -92,10 +93,18 @@ def unreachable(address: str, timeout_s: float = 5.0) -> str | None:
     return None
 
 
-def _short_of_cpus(dist: Distributed, source: str) -> str | None:
-    """What is wrong when the cluster has fewer CPUs than the actors reserve (None when it has enough)."""
+def _local_cpus() -> int:
+    """The CPUs a local Ray is given: those this process may run on (a container's or taskset's
+    share, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _short_of_cpus(dist: Distributed, source: str, have: float | None = None) -> str | None:
+    """What is wrong when the cluster (``have`` CPUs; asked of Ray when None) has fewer CPUs than
+    the actors reserve (None when it has enough)."""
     need = dist.workers * dist.cpus_per_worker
-    have = float(ray.cluster_resources().get("CPU", 0.0))
+    if have is None:
+        have = float(ray.cluster_resources().get("CPU", 0.0))
     if need <= have:
         return None
     return (
@@ -119,10 +128,14 @@ def connected(dist: Distributed, source: str, warn: Callable[[str], None] | None
         return
     if (why := unreachable(address)) is not None:
         raise ScenarioError(f"{source}: distributed.address: cannot connect to Ray at {address!r} ({why})")
+    cpus = _local_cpus()
+    if address == "local" and (short := _short_of_cpus(dist, source, cpus)):
+        raise ScenarioError(short)  # known before starting Ray: no 10 s start and stop to say it
     try:
         if address == "local":
             ray.init(
                 address="local",
+                num_cpus=cpus,
                 include_dashboard=False,
                 logging_level=logging.WARNING,
                 log_to_driver=False,
@@ -135,11 +148,8 @@ def connected(dist: Distributed, source: str, warn: Callable[[str], None] | None
             f"{source}: distributed.address: cannot connect to Ray at {address!r} ({first_line(e)})"
         ) from None
     try:
-        if short := _short_of_cpus(dist, source):
-            if address == "local":
-                raise ScenarioError(short)
-            if warn is not None:
-                warn(f"{short}; waiting up to {dist.start_timeout_s:g} s (distributed.start_timeout_s) for them")
+        if address != "local" and warn is not None and (short := _short_of_cpus(dist, source)):
+            warn(f"{short}; waiting up to {dist.start_timeout_s:g} s (distributed.start_timeout_s) for them")
         yield
     finally:
         ray.shutdown()

@@ -176,7 +176,7 @@ async def send_whole(
     if fault == "stall":
         await asyncio.sleep(state.config.stall_s)
     if len(state.ttft_s) < MAX_SAMPLES:
-        state.ttft_s.append(now() - start)
+        state.ttft_s.append(now() - conn.received)
     whole = response("200 OK", out if isinstance(out, bytes) else json.dumps(out).encode(), extra=conn.extra)
     if fault == "drop":
         conn.send(whole[: len(whole) - len(whole) // 3])
@@ -257,12 +257,12 @@ async def _stream(
             state.metrics.ttft.observe(t - conn.received)
         if len(state.itl_s) < MAX_SAMPLES:
             if last_sent is None:
-                state.ttft_s.append(t - start)
+                state.ttft_s.append(t - conn.received)
             else:
                 state.itl_s.append(t - last_sent)
                 state.itl_s.extend(0.0 for _ in range(len(pieces) - 1))
             if answer_at is not None and i > answer_at:
-                state.ttfa_s.append(t - start)
+                state.ttfa_s.append(t - conn.received)
                 answer_at = None
         last_sent = t
     conn.send(tail(fault != "no_done"), close)

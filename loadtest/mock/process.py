@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from loadtest.config.mock import MockSettings
+from loadtest.config.mock import MockSettings, MockStartError
 from loadtest.mock.server import serve
 from loadtest.transport.loop import new_loop
 
@@ -30,10 +30,6 @@ __all__ = [
 ]
 
 _READY = "loadtest-mock listening on "
-
-
-class MockStartError(RuntimeError):
-    """The mock could not start (port in use, ...). The message is one line."""
 
 
 def run_mock(config: MockSettings, host: str = "127.0.0.1", port: int = 0) -> None:

@@ -64,14 +64,14 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 
 def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """One PNG per key metric: its value per run, one line per load value."""
-    from matplotlib.figure import Figure  # here: a run appends history without loading matplotlib
+    from loadtest.output.chart import Chart, color  # here: a run appends history without loading Pillow
 
     out_dir.mkdir(parents=True, exist_ok=True)
     loads = sorted({(s["mode"], s["value"]) for h in history for s in h["steps"]}, key=lambda m: (m[0], m[1]))
     paths = []
     for key, label in KEY_METRICS.items():
-        fig = Figure(figsize=(9, 4))
-        ax = fig.subplots()
+        chart = Chart(810, 360)
+        (ax,) = chart.panels
         for i, (mode, value) in enumerate(loads):
             xs, ys = [], []
             for n, h in enumerate(history):
@@ -80,16 +80,12 @@ def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
                         xs.append(n)
                         ys.append(s[key])
             if xs:
-                ax.plot(xs, ys, "o-", color=f"C{i % 10}", label=f"{mode}={value}")
-        ax.set_xticks(
-            range(len(history)), [h["started_at"][5:16] for h in history], rotation=45, ha="right", fontsize="x-small"
-        )
-        ax.set_title(f"{label} per run")
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="x-small")
+                ax.plot(xs, ys, color(i), f"{mode}={value}", marker=True)
+        every = max(1, len(history) // 10)  # at most ~10 dates under the axis
+        ax.xticks = [(n, h["started_at"][5:16]) for n, h in enumerate(history)][::every]
+        ax.title = f"{label} per run"
         path = out_dir / f"{key.replace('.', '_')}.png"
-        fig.savefig(path, dpi=80, bbox_inches="tight")
+        path.write_bytes(chart.png())
         paths.append(path)
     if any(h.get("capacity") for h in history):
         paths.append(_plot_capacity(history, out_dir))
@@ -97,23 +93,23 @@ def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 
 def _plot_capacity(history: list[dict[str, Any]], out_dir: Path) -> Path:
-    """Capacity per run, its interval as an error bar (an open top: drawn to the value)."""
-    from matplotlib.figure import Figure
+    """Capacity per run (each point labelled with its value) between its interval's edges (dotted;
+    an open top is not drawn)."""
+    from loadtest.output.chart import Chart, color
 
-    fig = Figure(figsize=(9, 4))
-    ax = fig.subplots()
+    chart = Chart(810, 360)
+    (ax,) = chart.panels
     runs = [(n, h["capacity"]) for n, h in enumerate(history) if (h.get("capacity") or {}).get("value") is not None]
-    xs = [n for n, _ in runs]
-    ys = [c["value"] for _, c in runs]
-    below = [c["value"] - (c["lo"] or c["value"]) for _, c in runs]
-    above = [(c["hi"] if c["hi"] is not None else c["value"]) - c["value"] for _, c in runs]
-    ax.errorbar(xs, ys, yerr=[below, above], fmt="o-", capsize=4)
-    unit = runs[0][1]["unit"] if runs else ""
-    ax.set_xticks(
-        range(len(history)), [h["started_at"][5:16] for h in history], rotation=45, ha="right", fontsize="x-small"
-    )
-    ax.set_title(f"capacity under SLO ({unit}) per run, with its interval")
-    ax.grid(True, alpha=0.3)
+    xs, ys = [n for n, _ in runs], [c["value"] for _, c in runs]
+    ax.plot(xs, ys, color(0), "capacity", marker=True, notes=[f"{y:.4g}" for y in ys])
+    for edge, label in (("lo", "interval low"), ("hi", "interval high")):
+        pts = [(n, c[edge]) for n, c in runs if c[edge] is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color(0), label, dash=":")
+    every = max(1, len(history) // 10)
+    ax.xticks = [(n, h["started_at"][5:16]) for n, h in enumerate(history)][::every]
+    ax.title = f"capacity under SLO ({runs[0][1]['unit'] if runs else ''}) per run, with its interval"
+    ax.ymin = 0.0
     path = out_dir / "capacity.png"
-    fig.savefig(path, dpi=80, bbox_inches="tight")
+    path.write_bytes(chart.png())
     return path

@@ -15,7 +15,7 @@ import jinja2
 from loadtest import __version__
 from loadtest.analysis.summary import Run, pick
 from loadtest.config.loading import scenario_to_yaml
-from loadtest.output.plots import Series, _png, render_plots
+from loadtest.output.plots import Series, render_plots
 from loadtest.output.rundir import write_atomic
 from loadtest.output.sloplot import has_capacity, slo_vs_load
 from loadtest.output.table import EMBEDDINGS_NOTE, answer_metrics, embeddings_only
@@ -175,7 +175,7 @@ def write_report(
     series = [Series(label, run) for label, run in zip(labels, runs, strict=True)]
     pngs = render_plots(series)
     if has_capacity(series):  # a capacity search: its picture first
-        pngs = {"capacity_slo": _png(slo_vs_load(series)), **pngs}
+        pngs = {"capacity_slo": slo_vs_load(series).png(), **pngs}
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name, png in pngs.items():

@@ -1,19 +1,18 @@
 """The pictures a sweep is read by, as PNG bytes. One or several runs per plot (a comparison).
 
-matplotlib's object API (``Figure``), never pyplot: no global state, safe in any thread, no display.
+Each plot is a ``Chart`` (output/chart.py): data first, drawn to PNG by ``render_plots``.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from loadtest.analysis.summary import Run
+from loadtest.output.chart import Bars, Chart, Mark, Panel
+from loadtest.output.chart import color as _color
 
 __all__ = [
     "PLOTS",
@@ -42,98 +41,76 @@ class Series:
     run: Run
 
 
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def _legend(ax: Axes, **kw: object) -> None:
-    """A legend when something is labelled (a step with no successful request draws nothing)."""
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(**kw)  # type: ignore[arg-type]
-
-
-def _color(i: int) -> str:
-    return f"C{i % 10}"
-
-
-def _load_axis(ax: Axes, series: list[Series]) -> None:
+def _load_axis(ax: Panel, series: list[Series]) -> None:
     modes = {s["mode"] for x in series for s in x.run.summary["steps"]}
-    ax.set_xlabel("concurrency" if modes == {"concurrency"} else "rate (req/s)" if modes == {"rate"} else "load")
+    ax.xlabel = "concurrency" if modes == {"concurrency"} else "rate (req/s)" if modes == {"rate"} else "load"
     values = [s["value"] for x in series for s in x.run.summary["steps"] if s["value"]]
     if values and max(values) / min(values) >= 8:
-        ax.set_xscale("log", base=2)
-    ax.grid(True, alpha=0.3)
+        ax.xlog = 2
 
 
 def _steps(x: Series) -> list[dict]:
     return [s for s in x.run.summary["steps"] if s["requests"]["ok"]]
 
 
-def throughput(series: list[Series]) -> Figure:
-    fig = Figure(figsize=(11, 4))
-    ax1, ax2 = fig.subplots(1, 2)
+def _notes(values: list[float]) -> list[str]:
+    """Each point's value written beside it: read exactly, not off the axis."""
+    return [f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}" for v in values]
+
+
+def throughput(series: list[Series]) -> Chart:
+    chart = Chart(990, 360, 1, 2)
+    ax1, ax2 = chart.panels
     for i, x in enumerate(series):
         steps = _steps(x)
         v = [s["value"] for s in steps]
-        ax1.plot(v, [s["request_throughput"] for s in steps], "o-", color=_color(i), label=x.label)
-        ax2.plot(v, [s["output_token_throughput"] for s in steps], "o-", color=_color(i), label=x.label)
+        for ax, key in ((ax1, "request_throughput"), (ax2, "output_token_throughput")):
+            ys = [s[key] for s in steps]
+            ax.plot(v, ys, _color(i), x.label, marker=True, notes=_notes(ys))
     for ax, title in ((ax1, "requests/s"), (ax2, "output tokens/s")):
         _load_axis(ax, series)
-        ax.set_title(title)
-        ax.set_ylim(bottom=0)
-        _legend(ax, fontsize="small")
-    return fig
+        ax.title, ax.ymin, ax.legend = title, 0.0, "upper left"
+    return chart
 
 
-def latency(series: list[Series]) -> Figure:
-    fig = Figure(figsize=(14, 4))
-    axes = fig.subplots(1, 3)
-    for ax, metric in zip(axes, ("ttft_ms", "tpot_ms", "e2e_ms"), strict=True):
+def latency(series: list[Series]) -> Chart:
+    chart = Chart(1260, 360, 1, 3)
+    for ax, metric in zip(chart.panels, ("ttft_ms", "tpot_ms", "e2e_ms"), strict=True):
         for i, x in enumerate(series):
             steps = [s for s in _steps(x) if s[metric]["p50"] is not None]
             for pct, style in _PCTS:
+                ys = [s[metric][pct] for s in steps]
+                notes = _notes(ys) if pct == "p50" else None
                 ax.plot(
-                    [s["value"] for s in steps],
-                    [s[metric][pct] for s in steps],
-                    style,
-                    marker="o",
-                    markersize=3,
-                    color=_color(i),
-                    label=f"{x.label} {pct}",
+                    [s["value"] for s in steps], ys, _color(i), f"{x.label} {pct}", dash=style, marker=True, notes=notes
                 )
         _load_axis(ax, series)
-        ax.set_title(metric.replace("_ms", " (ms)").upper().replace("(MS)", "(ms)"))
-        ax.set_ylim(bottom=0)
-        _legend(ax, fontsize="x-small")
-    return fig
+        ax.title = metric.replace("_ms", " (ms)").upper().replace("(MS)", "(ms)")
+        ax.ymin, ax.legend = 0.0, "upper left"
+    return chart
 
 
-def capacity(series: list[Series]) -> Figure:
+def capacity(series: list[Series]) -> Chart:
     """Output tokens/s against per-request latency, one point per step: the knee is where adding
     load stops buying throughput and starts costing latency."""
-    fig = Figure(figsize=(7, 5))
-    ax = fig.subplots()
+    chart = Chart(630, 450)
+    (ax,) = chart.panels
     streamed = all(x.run.scenario.workload.stream for x in series)
     key, name = ("tpot_ms", "TPOT p50 (ms)") if streamed else ("e2e_ms", "E2E p50 (ms)")
     for i, x in enumerate(series):
         steps = [s for s in _steps(x) if s[key]["p50"] is not None]
         xs, ys = [s[key]["p50"] for s in steps], [s["output_token_throughput"] for s in steps]
-        ax.plot(xs, ys, "o-", color=_color(i), label=x.label)
-        for s, px, py in zip(steps, xs, ys, strict=True):
-            ax.annotate(str(s["value"]), (px, py), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
-    ax.set_xlabel(f"per-request latency: {name}")
-    ax.set_ylabel("output tokens/s (all requests)")
-    ax.set_title("capacity curve")
-    ax.grid(True, alpha=0.3)
-    _legend(ax, fontsize="small")
-    return fig
+        notes = [f"{s['value']}: {y:,.0f}" for s, y in zip(steps, ys, strict=True)]
+        ax.plot(xs, ys, _color(i), x.label, marker=True, notes=notes)
+    ax.xlabel = f"per-request latency: {name}"
+    ax.ylabel = "output tokens/s (all requests)"
+    ax.title, ax.legend = "capacity curve (points: load, tokens/s)", "lower right"
+    return chart
 
 
-def _cdf(series: list[Series], title: str, quantiles: Callable[[Run, int], np.ndarray]) -> Figure:
-    fig = Figure(figsize=(8, 5))
-    ax = fig.subplots()
+def _cdf(series: list[Series], title: str, quantiles: Callable[[Run, int], np.ndarray]) -> Chart:
+    chart = Chart(720, 450)
+    (ax,) = chart.panels
     styles = ["-", "--", ":", "-."]
     for i, x in enumerate(series):
         steps = _steps(x)
@@ -141,23 +118,16 @@ def _cdf(series: list[Series], title: str, quantiles: Callable[[Run, int], np.nd
             q = quantiles(x.run, s["index"])
             if len(q):
                 shade = 0.15 + 0.75 * (j / max(1, len(steps) - 1))
-                ax.plot(
-                    q,
-                    _LEVELS,
-                    styles[i % len(styles)],
-                    color=(0.1, 0.3 * shade, shade),
-                    label=f"{x.label} {s['mode']}={s['value']}",
-                )
-    ax.set_xscale("log")
-    ax.set_xlabel(f"{title} (ms, log scale)")
-    ax.set_ylabel("fraction of values <= x")
-    ax.set_title(f"{title} distribution (CDF) per step")
-    ax.grid(True, alpha=0.3, which="both")
-    _legend(ax, fontsize="x-small", ncol=2)
-    return fig
+                rgb = f"#{25:02x}{int(255 * 0.3 * shade):02x}{int(255 * shade):02x}"
+                ax.plot(q, _LEVELS, rgb, f"{x.label} {s['mode']}={s['value']}", dash=styles[i % len(styles)])
+    ax.xlog, ax.ymin, ax.ymax, ax.legend = 10, 0.0, 1.0, "lower right"
+    ax.xlabel = f"{title} (ms, log scale)"
+    ax.ylabel = "fraction of values <= x"
+    ax.title = f"{title} distribution (CDF) per step"
+    return chart
 
 
-def ttft_cdf(series: list[Series]) -> Figure:
+def ttft_cdf(series: list[Series]) -> Chart:
     def q(run: Run, step: int) -> np.ndarray:
         values = np.asarray(run.steps[step].ttft) if step in run.steps else np.empty(0)
         return np.quantile(values, _LEVELS).clip(min=1e-3) if len(values) else values
@@ -165,7 +135,7 @@ def ttft_cdf(series: list[Series]) -> Figure:
     return _cdf(series, "TTFT", q)
 
 
-def itl_cdf(series: list[Series]) -> Figure:
+def itl_cdf(series: list[Series]) -> Chart:
     def q(run: Run, step: int) -> np.ndarray:
         return run.steps[step].itl.quantiles_ms(_LEVELS).clip(min=1e-3) if step in run.steps else np.empty(0)
 
@@ -182,72 +152,68 @@ def has_server_data(series: list[Series]) -> bool:
     return any(x.run.server is not None and len(x.run.server) for x in series)
 
 
-def _server_axes(ax: Axes, kv: Axes, x: Series, t0: float, i: int) -> None:
+def _server_axes(ax: Panel, x: Series, t0: float, i: int) -> None:
     """The server's own running and waiting requests (solid, dashed) and KV cache usage (dotted, right
     axis) as scraped, each value held until the next scrape."""
     server = x.run.server
     if server is None or not len(server):
         return
     t = server.t_ns / 1e9 - t0
-    for key, style, axis in (("running", "-", ax), ("waiting", "--", ax), ("kv_cache_usage", ":", kv)):
+    for key, style in (("running", "-"), ("waiting", "--"), ("kv_cache_usage", ":")):
         v = server.values.get(key)
         if v is not None and not np.isnan(v).all():
-            scale = 100.0 if key == "kv_cache_usage" else 1.0
-            what = "KV cache %" if key == "kv_cache_usage" else key
-            axis.step(t, v * scale, style, where="post", color=_color(i), label=f"{x.label} server {what}")
+            kv = key == "kv_cache_usage"
+            what = "KV cache %" if kv else key
+            ax.plot(
+                t, v * (100.0 if kv else 1.0), _color(i), f"{x.label} server {what}", dash=style, step=True, right=kv
+            )
 
 
-def timeline(series: list[Series]) -> Figure:
+def _pooled(accs: list, name: str) -> np.ndarray:
+    """One timestamp array of every step's accumulator, in seconds, sorted."""
+    return np.sort(np.concatenate([np.asarray(getattr(a, name), dtype=np.int64) for a in accs])) / 1e9
+
+
+def timeline(series: list[Series]) -> Chart:
     """In-flight requests, completions/s and errors/s over the run (measured and warmup alike are
     absent: only measured requests are in the accumulators), and under them the server's running and
     waiting requests and KV cache usage when its metrics were scraped."""
     server = has_server_data(series)
-    fig = Figure(figsize=(12, 9.5 if server else 7))
-    axes = fig.subplots(4 if server else 3, 1, sharex=True)
-    ax1, ax2, ax3 = axes[:3]
-    ax4 = axes[3] if server else None
-    kv = ax4.twinx() if ax4 is not None else None
+    chart = Chart(1080, 850 if server else 630, 4 if server else 3, 1, sharex=True)
+    titles = ["requests in flight", "completions/s", "errors/s", "server: requests"]
+    for ax, title in zip(chart.panels, titles, strict=False):
+        ax.ylabel, ax.ymin = title, 0.0
+    if server:
+        chart.panels[3].ylabel_right, chart.panels[3].right_ylim = "server: KV cache usage %", (0.0, 105.0)
+    ax1, ax2, ax3 = chart.panels[:3]
     for i, x in enumerate(series):
         accs = list(x.run.steps.values())
         if not accs or not any(len(a.sent_ns) for a in accs):
             continue
-        sent = np.sort(np.concatenate([np.asarray(a.sent_ns, dtype=np.int64) for a in accs])) / 1e9
-        end = np.sort(np.concatenate([np.asarray(a.end_ns, dtype=np.int64) for a in accs])) / 1e9
-        failed = np.concatenate([np.asarray(a.failed_end_ns, dtype=np.int64) for a in accs]) / 1e9
-        failed.sort()
+        sent, end, failed = _pooled(accs, "sent_ns"), _pooled(accs, "end_ns"), _pooled(accs, "failed_end_ns")
         t0 = sent[0]
         span = max(end[-1] - t0, 1e-3)
         grid = np.linspace(t0, end[-1], 400)
         window = max(1.0, span / 60)  # rates over a sliding window: bins would alias with lock-step load
-
         inflight = np.searchsorted(sent, grid, side="right") - np.searchsorted(end, grid, side="right")
-        ax1.plot(grid - t0, inflight, color=_color(i), label=x.label)
-        ax2.plot(grid - t0, _rate(end, grid, window), color=_color(i), label=f"{x.label} ({window:.1f} s window)")
-        ax3.plot(grid - t0, _rate(failed, grid, window), color=_color(i), label=x.label)
-        if ax4 is not None and kv is not None:
-            _server_axes(ax4, kv, x, t0, i)
+        ax1.plot(grid - t0, inflight, _color(i), x.label)
+        ax2.plot(grid - t0, _rate(end, grid, window), _color(i), f"{x.label} ({window:.1f} s window)")
+        ax3.plot(grid - t0, _rate(failed, grid, window), _color(i), x.label)
+        if server:
+            _server_axes(chart.panels[3], x, t0, i)
         for h in x.run.health:
             if h.get("worker", 0) == 0 and h.get("started_ns"):
-                for ax in axes:
-                    ax.axvline(h["started_ns"] / 1e9 - t0, color=_color(i), alpha=0.25, linestyle=":")
-    titles = ["requests in flight", "completions/s", "errors/s", "server: requests"]
-    for ax, title in zip(axes, titles, strict=False):
-        ax.set_ylabel(title)
-        ax.grid(True, alpha=0.3)
-        _legend(ax, fontsize="small", loc="upper right")
-    if kv is not None:
-        kv.set_ylabel("server: KV cache usage %")
-        kv.set_ylim(0, 105)
-        _legend(kv, fontsize="small", loc="upper left")
-    axes[-1].set_xlabel("seconds since the first measured send (dotted: step starts)")
-    return fig
+                for ax in chart.panels:
+                    ax.marks.append(Mark(_color(i), x=h["started_ns"] / 1e9 - t0, dash=":"))
+    chart.panels[-1].xlabel = "seconds since the first measured send (dotted: step starts)"
+    return chart
 
 
 def has_ratelimit_data(series: list[Series]) -> bool:
     return any(len(a.limited_ns) or len(a.throttled_ns) or a.retries for x in series for a in x.run.steps.values())
 
 
-def _probe_marks(axes: tuple[Axes, ...], x: Series, t0: float, grid: np.ndarray, window: float, i: int) -> None:
+def _probe_marks(axes: tuple[Panel, ...], x: Series, t0: float, grid: np.ndarray, window: float, i: int) -> None:
     """Limit discovery: requests admitted per second (the steady state once the bucket is empty),
     the sustainable rate found, the first 429 (dashed) and the steady windows (shaded)."""
     search, probe = x.run.summary.get("search") or {}, x.run.probe
@@ -255,22 +221,37 @@ def _probe_marks(axes: tuple[Axes, ...], x: Series, t0: float, grid: np.ndarray,
         return
     f = probe.frame()
     admitted = f.t[f.admitted]
-    axes[0].plot(grid - t0, _rate(admitted, grid, window), color=_color(i), alpha=0.6, label=f"{x.label} admitted/s")
+    axes[0].plot(grid - t0, _rate(admitted, grid, window), _color(i), f"{x.label} admitted/s")
     if (rps := search.get("sustainable_rate_rps")) is not None and search.get("evidence") != "steps":
-        axes[0].axhline(rps, color=_color(i), linestyle=":", label=f"{x.label} sustainable {rps:,.2f} req/s")
+        axes[0].marks.append(Mark(_color(i), y=rps, dash=":", label=f"{x.label} sustainable {rps:,.2f} req/s"))
     for ax in axes:
         if (first := search.get("first_429_s")) is not None:
-            ax.axvline(first - t0, color=_color(i), linestyle="--", alpha=0.7)
+            ax.marks.append(Mark(_color(i), x=first - t0, dash="--"))
         for a, b in search.get("steady_windows_s") or []:
-            ax.axvspan(a - t0, b - t0, color=_color(i), alpha=0.1)
+            ax.marks.append(Mark(_color(i), x=a - t0, x2=b - t0))
 
 
-def ratelimit(series: list[Series]) -> Figure:
+def _remaining(x: Series, accs: list) -> tuple[np.ndarray, list[tuple[bool, str, str, np.ndarray]]]:
+    """When each x-ratelimit-remaining value was seen, and the values (requests; tokens on the right
+    axis): in limit discovery as each request was admitted, otherwise as each response came."""
+    if x.run.probe is not None and len(x.run.probe):
+        f = x.run.probe.frame()
+        return f.t, [(False, "-", "requests", f.remaining["requests"]), (True, "--", "tokens", f.remaining["tokens"])]
+    when = np.concatenate([np.asarray(a.limited_ns, dtype=np.int64) for a in accs]) / 1e9
+    order = np.argsort(when)
+    values = [
+        (False, "-", "requests", np.concatenate([np.asarray(a.remaining_requests) for a in accs])[order]),
+        (True, "--", "tokens", np.concatenate([np.asarray(a.remaining_tokens) for a in accs])[order]),
+    ]
+    return when[order], values
+
+
+def ratelimit(series: list[Series]) -> Chart:
     """429s (and, in limit discovery, admitted requests) over time, what the server said was left
     over time (the bucket draining), and how many attempts requests took."""
-    fig = Figure(figsize=(12, 8))
-    ax1, ax2, ax3 = fig.subplots(3, 1)
-    ax2b = ax2.twinx()  # tokens: a scale of their own
+    chart = Chart(1080, 720, 3, 1)
+    ax1, ax2, ax3 = chart.panels
+    most = 1
     for i, x in enumerate(series):
         accs = list(x.run.steps.values())
         if not accs or not any(len(a.sent_ns) for a in accs):
@@ -279,55 +260,34 @@ def ratelimit(series: list[Series]) -> Figure:
         end = max(max(a.end_ns) for a in accs if len(a.end_ns)) / 1e9
         grid = np.linspace(t0, end, 400)
         window = max(1.0, (end - t0) / 60)
-        throttled = np.sort(np.concatenate([np.asarray(a.throttled_ns, dtype=np.int64) for a in accs])) / 1e9
-        ax1.plot(grid - t0, _rate(throttled, grid, window), color=_color(i), label=f"{x.label} 429/s")
+        ax1.plot(grid - t0, _rate(_pooled(accs, "throttled_ns"), grid, window), _color(i), f"{x.label} 429/s")
         _probe_marks((ax1, ax2), x, t0, grid, window, i)
-        if x.run.probe is not None and len(x.run.probe):  # limit discovery: as each request was admitted
-            f = x.run.probe.frame()
-            when, order = f.t, np.arange(len(f.t))
-            remaining = ((ax2, "-", "requests", f.remaining["requests"]), (ax2b, "--", "tokens", f.remaining["tokens"]))
-        else:  # as each response came
-            when = np.concatenate([np.asarray(a.limited_ns, dtype=np.int64) for a in accs]) / 1e9
-            order = np.argsort(when)
-            remaining = (
-                (ax2, "-", "requests", np.concatenate([np.asarray(a.remaining_requests) for a in accs])),
-                (ax2b, "--", "tokens", np.concatenate([np.asarray(a.remaining_tokens) for a in accs])),
-            )
-        for ax, style, what, values in remaining:
+        when, remaining = _remaining(x, accs)
+        for right, style, what, values in remaining:
             if len(values) and not np.isnan(values).all():
-                ax.plot(when[order] - t0, values[order], style, color=_color(i), label=f"{x.label} remaining {what}")
+                ax2.plot(when - t0, values, _color(i), f"{x.label} remaining {what}", dash=style, right=right)
         attempts = np.concatenate([np.asarray(a.attempts) for a in accs])
         if len(attempts):
             counts = np.bincount(attempts.astype(np.int64))[1:]
+            most = max(most, len(counts))
             width = 0.8 / len(series)
-            ax3.bar(
-                np.arange(1, len(counts) + 1) + (i - (len(series) - 1) / 2) * width,
-                counts,
-                width=width,
-                color=_color(i),
-                label=x.label,
-            )
-    ax1.set_ylabel("answers/s")
-    ax1.set_xlabel("seconds since the first measured send (dashed: first 429; shaded: steady windows)")
-    ax2.set_ylabel("remaining requests (solid)")
-    ax2b.set_ylabel("remaining tokens (dashed)")
-    for ax in (ax2, ax2b):  # from zero: an empty bucket shows as one
-        if ax.has_data():
-            ax.set_ylim(bottom=0)
-    ax2.set_xlabel("seconds since the first measured send (x-ratelimit-* headers; in limit discovery: at send)")
-    ax3.set_xlabel("attempts a request took (1: no retry)")
-    ax3.set_ylabel("requests")
-    most = int(max((max(a.attempts, default=1) for x in series for a in x.run.steps.values()), default=1))
-    ax3.set_xticks(range(1, most + 1))
-    for ax in (ax1, ax2, ax3):
-        ax.grid(True, alpha=0.3)
-    for ax in (ax1, ax2, ax2b, ax3):
-        _legend(ax, fontsize="small", loc="upper left" if ax is ax2 else "upper right")
-    fig.tight_layout()
-    return fig
+            xs = np.arange(1, len(counts) + 1) + (i - (len(series) - 1) / 2) * width
+            ax3.bars.append(Bars(xs.tolist(), counts.tolist(), width, _color(i), x.label))
+    ax1.ylabel, ax1.ymin = "answers/s", 0.0
+    ax1.xlabel = "seconds since the first measured send (dashed: first 429; shaded: steady windows)"
+    ax2.ylabel, ax2.ylabel_right, ax2.ymin, ax2.legend = (
+        "remaining requests (solid)",
+        "remaining tokens (dashed)",
+        0.0,
+        "upper left",
+    )
+    ax2.xlabel = "seconds since the first measured send (x-ratelimit-* headers; in limit discovery: at send)"
+    ax3.xlabel, ax3.ylabel, ax3.ymin = "attempts a request took (1: no retry)", "requests", 0.0
+    ax3.xticks = [(k, str(k)) for k in range(1, most + 1)]
+    return chart
 
 
-PLOTS: dict[str, Callable[[list[Series]], Figure]] = {
+PLOTS: dict[str, Callable[[list[Series]], Chart]] = {
     "throughput": throughput,
     "latency": latency,
     "capacity": capacity,
@@ -339,7 +299,7 @@ PLOTS: dict[str, Callable[[list[Series]], Figure]] = {
 
 def render_plots(series: list[Series]) -> dict[str, bytes]:
     """Every plot, as PNG bytes by name (the rate-limit one when a run saw limits or retries)."""
-    pngs = {name: _png(draw(series)) for name, draw in PLOTS.items()}
+    pngs = {name: draw(series).png() for name, draw in PLOTS.items()}
     if has_ratelimit_data(series):
-        pngs["ratelimit"] = _png(ratelimit(series))
+        pngs["ratelimit"] = ratelimit(series).png()
     return pngs

@@ -105,7 +105,7 @@ class H1Body(httpx2.AsyncByteStream):
     def _chunks(self) -> bytes:
         """Every whole piece of chunk data now in the buffer (``done`` after the last chunk)."""
         buf = self.conn.buf
-        pos, out = 0, []
+        pos, out = self._whole_chunks(buf) if self.state == "size" else (0, [])
         while True:
             if self.state == "size":
                 end = buf.find(b"\r\n", pos)
@@ -146,6 +146,27 @@ class H1Body(httpx2.AsyncByteStream):
                     break
         del buf[:pos]
         return b"".join(out)
+
+    @staticmethod
+    def _whole_chunks(buf: bytearray) -> tuple[int, list[bytes]]:
+        """The common case first: whole chunks (size line, data, CRLF) back to back, each cut out of
+        one copy of the buffer; stops at the first chunk not whole (or with an extension, or the last
+        one), which the state machine in ``_chunks`` takes from the returned position."""
+        data = bytes(buf)
+        pos, out, n = 0, [], len(data)
+        while True:
+            end = data.find(b"\r\n", pos, pos + _MAX_SIZE_LINE)
+            if end < 0:
+                return pos, out
+            try:
+                size = int(data[pos:end], 16)
+            except ValueError:  # an extension (;name=value) or a bad size: the state machine decides
+                return pos, out
+            stop = end + 2 + size
+            if size <= 0 or stop + 2 > n or data[stop : stop + 2] != b"\r\n":
+                return pos, out
+            out.append(data[end + 2 : stop])
+            pos = stop + 2
 
     def _release(self) -> None:
         if not self.released:
