@@ -12,6 +12,7 @@ and peak RSS are the client's alone; the mock server runs in its own process.
 - D: long contexts: 32 concurrent 100,000-token prompts with 4,000-token answers: client CPU, TTFT
   error, and whether loadtest saw itself as the bottleneck (loop-lag warnings).
 - The same A, B and C with a bare asyncio client (bench/bare_client.py): the floor.
+- W: B with ``--workers 2``: delivered req/s against one process (the mock shares the 2 cores).
 - R: ``loadtest report`` of a 4,000-request, 8-step sweep, in a fresh process: CPU seconds.
 - S: startup: ``loadtest validate`` and a one-request ``loadtest run`` (no report), CPU seconds.
 - The request-path alternatives inside AsyncOpenAI (bench/transports.py), behind README's choice.
@@ -36,6 +37,7 @@ CASES: dict[str, dict[str, Any]] = {
     "A": {"ttft_ms": 20.0, "itl_ms": 2.0, "tokens": 64, "concurrency": 64, "requests": 4000},
     "B": {"ttft_ms": 0.0, "itl_ms": 0.0, "tokens": 64, "concurrency": 256, "requests": 20000},
     "C": {"ttft_ms": 20.0, "itl_ms": 2.0, "tokens": 64, "concurrency": 256, "requests": 12000},
+    "W": {"ttft_ms": 0.0, "itl_ms": 0.0, "tokens": 64, "concurrency": 256, "requests": 20000, "workers": 2},
     "D": {"ttft_ms": 20.0, "itl_ms": 5.0, "tokens": 4000, "concurrency": 32, "requests": 32, "input_tokens": 100_000},
 }
 GOALS = {
@@ -57,8 +59,9 @@ _AT_LEAST = ("A_throughput_of_ideal", "B_req_s", "B_vs_bare_req_s", "C_throughpu
 
 
 def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    """This process's CPU and its finished children's (``--workers`` processes)."""
+    r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
 
 
 def _peak_rss_mb() -> float:
@@ -77,7 +80,11 @@ def _one_loadtest(base_url: str, case: dict[str, Any], out: Path) -> dict[str, A
                 "prompt": {"synthetic": {"input_tokens": case.get("input_tokens", 32)}},
                 "max_tokens": case["tokens"],
             },
-            "load": {"concurrency": [case["concurrency"]], "requests": case["requests"]},
+            "load": {
+                "concurrency": [case["concurrency"]],
+                "requests": case["requests"],
+                "workers": case.get("workers", 1),
+            },
         }
     )
     cpu0, t = _cpu(), time.perf_counter()
@@ -233,8 +240,8 @@ def main_all(reps: int) -> None:
         "runs": {},
         "medians": {},
     }
-    for case in ("A", "B", "C", "D"):
-        for client in ("loadtest", "bare") if case != "D" else ("loadtest",):
+    for case in ("A", "B", "C", "D", "W"):
+        for client in ("loadtest", "bare") if case in ("A", "B", "C") else ("loadtest",):
             runs = []
             for rep in range(reps):
                 console.print(f"[dim]{case} {client} repetition {rep + 1}/{reps}...[/]")
@@ -280,6 +287,7 @@ def main_all(reps: int) -> None:
         "C_ttft_p50_err_ms": c["ttft_p50_err_ms"],
         "C_bare_ttft_p50_err_ms": cb["ttft_p50_err_ms"],
         "C_cpu_vs_bare": c["cpu_s_per_1k"] / cb["cpu_s_per_1k"],
+        "W_workers_2_vs_1_req_s": m["W_loadtest"]["req_s"] / b["req_s"],
         "D_cpu_s_per_request": d["cpu_s"] / d["ok"],
         "D_ttft_p50_err_ms": d["ttft_p50_err_ms"],
         "D_itl_p50_err_ms": d["itl_p50_err_ms"],

@@ -84,3 +84,21 @@ def test_request_log_is_off_by_default(mock_server: Any) -> None:
     mock = mock_server(ttft_ms=0, itl_ms=0, output_tokens=1)
     post(mock.base_url, CHAT)
     assert logged(mock.base_url) == []
+
+
+def test_a_mock_that_cannot_start_says_why_in_one_line() -> None:
+    """start_mock's child (``python -m loadtest.mock``): a bad setting or a missing key variable is
+    one line naming it, and start_mock raises it as MockStartError."""
+    import subprocess
+    import sys
+
+    from loadtest.config.mock import MockSettings, MockStartError
+    from loadtest.mock import start_mock
+
+    r = subprocess.run(
+        [sys.executable, "-m", "loadtest.mock", '{"ttft_ms": -1}', "127.0.0.1", "0"], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and r.stderr.strip() == "error: ttft_ms: Input should be greater than or equal to 0"
+    settings = MockSettings(api_key_env="LOADTEST_TEST_UNSET_KEY_VAR", api_key_header="api-key")
+    with pytest.raises(MockStartError, match="LOADTEST_TEST_UNSET_KEY_VAR is not set"), start_mock(settings):
+        pass

@@ -104,7 +104,8 @@ class LiveStep:
 
 def _counts_done(r: RequestRecord) -> int:
     """1 for a request; a conversation's turn counts when it ends the conversation (its last turn, or
-    a failed one): a step with ``workload.sessions`` counts conversations."""
+    a failed one, or one after which the context would be too long): a step with ``workload.sessions``
+    counts conversations."""
     if r.session is None:
         return 1
-    return int(r.final and (r.status != "ok" or r.turn == r.session_turns))
+    return int(r.final and (r.status != "ok" or r.turn == r.session_turns or r.session_end is not None))

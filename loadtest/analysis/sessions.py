@@ -2,10 +2,12 @@
 
 Per turn (1, 2, ...): requests, ok, TTFT, E2E and context tokens over that turn of every
 conversation (TTFT at turn 1 against turn 5 shows what a growing context costs). Per conversation:
-how it ended (``completed``: every planned turn answered; ``failed``: a turn failed, which ends the
-conversation; ``cut``: the step ended or the run stopped before its last turn), the turns answered,
-and the duration of a completed conversation (its first turn's send to its last answer's end, think
-times included). Warmup records never reach here; a retried turn counts once, by its last attempt.
+how it ended (``completed``: every planned turn answered; ``completed_by_context``: its next prompt
+would have exceeded ``sessions.max_context_tokens``, so it ended there; ``failed``: a turn failed,
+which ends the conversation; ``cut``: the step ended or the run stopped before its last turn), the
+turns answered, and the duration of a completed conversation, by context too (its first turn's send
+to its last answer's end, think times included). Warmup records never reach here; a retried turn
+counts once, by its last attempt.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class _Session:
     last_end_ns: int
     answered: int = 0
     failed: bool = False
+    by_context: bool = False  # its last turn's record says the next prompt would exceed max_context_tokens
 
 
 class SessionStats:
@@ -66,6 +69,7 @@ class SessionStats:
             return
         t.ok += 1
         s.answered += 1
+        s.by_context = s.by_context or r.session_end == "context"
         if r.first_token_ns is not None:
             t.ttft_ms.append((r.first_token_ns - r.sent_ns) / _MS)
         t.e2e_ms.append((r.end_ns - r.sent_ns) / _MS)
@@ -89,13 +93,15 @@ class SessionStats:
             for n, t in sorted(self.turns.items())
         ]
         completed = [s for s in self.sessions.values() if not s.failed and s.answered >= s.planned]
+        by_context = [s for s in self.sessions.values() if not s.failed and s.by_context and s.answered < s.planned]
         failed = sum(s.failed for s in self.sessions.values())
         return {
             "started": len(self.sessions),
             "completed": len(completed),
+            "completed_by_context": len(by_context),
             "failed": failed,
-            "cut": len(self.sessions) - len(completed) - failed,
+            "cut": len(self.sessions) - len(completed) - len(by_context) - failed,
             "turns_answered": distribution([s.answered for s in self.sessions.values()]),
-            "duration_s": distribution([(s.last_end_ns - s.first_sent_ns) / 1e9 for s in completed]),
+            "duration_s": distribution([(s.last_end_ns - s.first_sent_ns) / 1e9 for s in completed + by_context]),
             "by_turn": by_turn,
         }

@@ -196,6 +196,8 @@ class Workload(_Strict):
             raise ValueError("sessions: a dataset's turns have their own lengths (dataset.output_tokens sets answers)")
         if isinstance(self.prompt, DatasetPrompt) and s.turns is not None and not isinstance(s.turns, int):
             raise ValueError("sessions.turns: with a dataset, a number (the most turns taken from a conversation)")
+        if s.history == "dataset" and not isinstance(self.prompt, DatasetPrompt):
+            raise ValueError("sessions.history: dataset replays a dataset's recorded answers (workload.prompt.dataset)")
         return self
 
     # the APIs beyond plain chat (config/apis.py)

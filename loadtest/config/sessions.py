@@ -64,6 +64,13 @@ class Sessions(_Strict):
     # the conversation's id goes in these request headers (routers that keep a session on one replica:
     # x-session-id in vLLM's multi-turn benchmark; production-stack's x-user-id; SGLang's X-SMG-Routing-Key)
     header: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")]] = Field(default_factory=lambda: ["x-session-id"])
+    # the answers a later turn's history carries: server (what the server answered: vLLM's multi-turn
+    # benchmark, AIPerf, GuideLLM) or dataset (the dataset's recorded answers: the same bytes every run,
+    # AIPerf's deltas_with_responses)
+    history: Literal["server", "dataset"] = "server"
+    # a conversation whose next prompt (every message so far and the new one, by target.tokenizer)
+    # would exceed this ends there, counted completed_by_context; its first turn is always sent
+    max_context_tokens: PositiveInt | None = None
 
     @field_validator("header", mode="before")
     @classmethod

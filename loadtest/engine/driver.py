@@ -31,7 +31,7 @@ from loadtest.engine.signals import STOP_SIGNALS, on_loop
 from loadtest.engine.waitingtap import WaitingTap
 from loadtest.transport.bodies import request_shape
 from loadtest.transport.client import Endpoint, make_endpoint, send
-from loadtest.workload.arrivals import arrival_offsets_ns, ramp_starts_s
+from loadtest.workload.arrivals import arrival_offsets_ns, ramp_starts_s, step_offsets_ns
 from loadtest.workload.prompts import PromptItem, PromptPool
 from loadtest.workload.tools import ToolCall, follow_up
 from loadtest.workload.trace import TracePool
@@ -140,11 +140,13 @@ async def _send(
     prompt: PromptItem | None = None,
     headers: dict[str, str] | None = None,
     answer: list[str] | None = None,
+    done: Callable[[RequestRecord], None] | None = None,
 ) -> RequestRecord:
     """One request: its attempts, each a record, with the retry policy's waits between them; then the
     turn answering its tool calls, when ``workload.tool_result`` says to. Returns the last attempt's
     record. ``prompt``: the next of the pool unless given (a conversation's turn); ``headers`` and
-    ``answer``: see ``transport.client.send``."""
+    ``answer``: see ``transport.client.send``; ``done``: sees the last attempt's record before it is out
+    (a conversation marks the turn that ends it)."""
     prompt = prompt if prompt is not None else ctx.next_prompt()
     calls: list[ToolCall] = []
     while True:
@@ -155,6 +157,8 @@ async def _send(
             rec.first_sent_ns = rec.first_sent_ns if rec.first_sent_ns is not None else rec.sent_ns
             delay = None if ctx.state.stop.is_set() else retry_delay_s(ctx.plan.scenario.retry, rec, ctx.jitter())
             rec.final = delay is None
+            if rec.final and done is not None:
+                done(rec)
             ctx.emit(RequestDone(rec))
         finally:
             del ctx.state.flying[rec.id]
@@ -263,21 +267,7 @@ def _offsets_ns(ctx: RunContext, step: StepPlan) -> list[int]:
         if not isinstance(ctx.state.prompts, TracePool):
             raise TypeError("a trace step needs the trace's prompts (build_prompts with trace=)")
         return ctx.state.prompts.offsets_ns(step.value, step.requests, step.duration_s)
-    seed = ctx.plan.scenario.workload.seed + step.index
-    warm_rate = step.ramp_from or step.value
-    warm = arrival_offsets_ns(warm_rate, "constant", count=step.warmup) if step.warmup else np.empty(0, np.int64)
-    ramp = (step.ramp_from, step.ramp_s) if step.ramp_from is not None and step.ramp_s is not None else None
-    measured = arrival_offsets_ns(
-        step.value,
-        step.arrival,
-        count=step.requests,
-        duration_s=step.duration_s,
-        seed=seed,
-        burstiness=step.burstiness,
-        ramp=ramp,
-    )
-    lead = int(warm[-1] + 1e9 / warm_rate) if len(warm) else 0
-    return np.concatenate((warm, measured + lead)).tolist()
+    return step_offsets_ns(step, ctx.plan.scenario.workload.seed + step.index)
 
 
 async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> str | None:

@@ -2,8 +2,10 @@
 
 Closed loop (``concurrency``): each unit of concurrency is a user who runs one conversation after
 another: send a turn, wait for the whole answer, think, send the next turn with the answer in its
-history. Open loop (``rate``): conversations start at the step's arrival times (each turn after
-the first follows its own answer and think time), and ``max_concurrency`` caps the turns in flight.
+history (under a concurrency ramp, users join along its line). Open loop (``rate``): conversations
+start at the step's arrival times, the very ones single requests would get (``step_offsets_ns``:
+gamma burstiness, ramps); each turn after the first follows its own answer and think time, and
+``max_concurrency`` caps the turns in flight.
 A step's ``requests`` and ``warmup_requests`` count conversations. A failed turn ends its
 conversation (its record says why); the user then starts the next one. A timed step sends no
 turn after its end (a conversation cut there is counted as cut, not failed). Think time runs from
@@ -13,16 +15,16 @@ the answer's last byte (a fixed due time, never a sleep after the bookkeeping).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from loadtest.analysis.records import RequestRecord
 from loadtest.config.steps import StepPlan
 from loadtest.transport.client import Endpoint
-from loadtest.workload.arrivals import arrival_offsets_ns
+from loadtest.workload.arrivals import ramp_starts_s, step_offsets_ns, warmup_lead_ns
+from loadtest.workload.datasets import DatasetTurn
 from loadtest.workload.prompts import PromptItem
 from loadtest.workload.sessions import History, SessionPool, session_id
 
@@ -33,7 +35,16 @@ __all__ = ["run_sessions"]
 
 # driver._send: one request with its retries; returns the last attempt's record
 Send = Callable[
-    ["RunContext", Endpoint, RequestRecord, PromptItem, dict[str, str], list[str]], Awaitable[RequestRecord]
+    [
+        "RunContext",
+        Endpoint,
+        RequestRecord,
+        PromptItem,
+        dict[str, str],
+        list[str],
+        Callable[[RequestRecord], None],
+    ],
+    Awaitable[RequestRecord],
 ]
 
 
@@ -62,12 +73,14 @@ class _Conversations:
 
     async def users(self) -> None:
         ctx, step = self.ctx, self.step
-        starts = itertools.count()
+        started = itertools.count()
         total = step.warmup + step.requests if step.requests is not None else None
 
-        async def user() -> None:  # one simulated user: a conversation, then the next
+        async def user(start_s: float) -> None:  # one simulated user: a conversation, then the next
+            if start_s > 0 and not await ctx.wait(start_s):
+                return
             while not self._over():
-                i = next(starts)
+                i = next(started)
                 if total is not None and i >= total:
                     return
                 warm = i < step.warmup
@@ -75,17 +88,16 @@ class _Conversations:
                     self.deadline = ctx.now() + int(step.duration_s * 1e9)  # from the first measured start
                 await self.converse(warm, None)
 
-        await asyncio.gather(*(user() for _ in range(int(step.value))))
+        n = int(step.value)
+        # load.ramp of concurrency: users join one by one along the line (as single-request senders do)
+        joins = ramp_starts_s(int(step.ramp_from), n, step.ramp_s) if step.ramp_s is not None else [0.0] * n
+        await asyncio.gather(*(user(s) for s in joins))
 
     async def arrivals(self) -> None:
         ctx, step = self.ctx, self.step
-        seed = ctx.plan.scenario.workload.seed + step.index
-        warm = arrival_offsets_ns(step.value, "constant", count=step.warmup) if step.warmup else np.empty(0, np.int64)
-        measured = arrival_offsets_ns(
-            step.value, step.arrival, count=step.requests, duration_s=step.duration_s, seed=seed
-        )
-        lead = int(warm[-1] + 1e9 / step.value) if len(warm) else 0
-        offsets = np.concatenate((warm, measured + lead)).tolist()
+        # the same due times as single requests: warmup, then the arrival process with its burstiness and ramp
+        offsets = step_offsets_ns(step, ctx.plan.scenario.workload.seed + step.index)
+        lead = warmup_lead_ns(step)
         self.gate = asyncio.Semaphore(step.max_concurrency)
         tasks: set[asyncio.Task[None]] = set()
         start = ctx.now()
@@ -135,13 +147,25 @@ class _Conversations:
             rec = ctx.new_record(self.step.index, warm, due if t == 1 else None)
             rec.session, rec.turn, rec.session_turns, rec.context_tokens = number, t, len(plan.turns), item.input_tokens
             answer: list[str] = []
+            following = plan.turns[t] if t < len(plan.turns) else None
+            done = functools.partial(self._answered, history, turn, following, answer)
             if self.gate is None:
-                last = await self.send(ctx, self.ep, rec, item, headers, answer)
+                last = await self.send(ctx, self.ep, rec, item, headers, answer, done)
             else:
                 async with self.gate:  # waiting here shows as the first turn's schedule lag
-                    last = await self.send(ctx, self.ep, rec, item, headers, answer)
-            if last.status != "ok" or not answer:
-                return  # a failed turn ends its conversation
-            reported = (last.output_tokens or 0) - (last.reasoning_tokens or 0)  # the answer, reasoning left out
-            history.answered(turn, answer[-1], self.pool.answer_tokens(answer[-1], reported))
+                    last = await self.send(ctx, self.ep, rec, item, headers, answer, done)
+            if last.status != "ok" or not answer or last.session_end is not None:
+                return  # a failed turn ends its conversation, and so does a full context
             ended = last.end_ns
+
+    def _answered(
+        self, history: History, turn: DatasetTurn, following: DatasetTurn | None, answer: list[str], last: RequestRecord
+    ) -> None:
+        """A turn's last attempt, before its record is out: its answer joins the history, and the record
+        says the conversation ends here when the next prompt would exceed ``max_context_tokens``."""
+        if last.status != "ok" or not answer:
+            return
+        reported = (last.output_tokens or 0) - (last.reasoning_tokens or 0)  # the answer, reasoning left out
+        history.answered(turn, *self.pool.history_answer(turn, answer[-1], reported))
+        if self.pool.ends_by_context(history, following):
+            last.session_end = "context"

@@ -15,8 +15,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pydantic import BaseModel
-
 from loadtest.config.mock import MockSettings, MockStartError
 from loadtest.mock.server import serve
 from loadtest.transport.loop import new_loop
@@ -24,7 +22,6 @@ from loadtest.transport.loop import new_loop
 __all__ = [
     "MockProcess",
     "MockStartError",
-    "mock_args",
     "run_mock",
     "start_mock",
 ]
@@ -73,37 +70,11 @@ class MockProcess:
             self.proc.stdout.close()
 
 
-def mock_args(config: MockSettings) -> list[str]:
-    args = []
-    for name in MockSettings.model_fields:
-        value = getattr(config, name)
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, dict):
-            for kind, rate in value.items():
-                args += ["--fault", f"{kind}={rate}"]
-        elif isinstance(value, BaseModel):  # prefix_cache: --prefix-cache block_tokens=16,...
-            args += [flag, ",".join(f"{k}={v}" for k, v in value.model_dump().items())]
-        elif isinstance(value, bool):
-            args.append(flag if value else "--no-" + name.replace("_", "-"))
-        elif value is not None:
-            args += [flag, str(value)]
-    return args
-
-
 @contextlib.contextmanager
 def start_mock(config: MockSettings | None = None, port: int = 0, timeout_s: float = 30.0) -> Iterator[MockProcess]:
-    """Start ``loadtest mock`` as a child process on 127.0.0.1; stop it on exit."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "loadtest",
-        "mock",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *mock_args(config or MockSettings()),
-    ]
+    """Start the mock (``python -m loadtest.mock``) as a child process on 127.0.0.1; stop it on exit."""
+    settings = (config or MockSettings()).model_dump_json()
+    cmd = [sys.executable, "-m", "loadtest.mock", settings, "127.0.0.1", str(port)]
     errlog = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - a file, not a pipe: a chatty child never blocks
     # Its own session: a Ctrl-C at the terminal (SIGINT to the whole process group) must not stop
     # the server while the run gives its in-flight requests their grace period; the run stops it.

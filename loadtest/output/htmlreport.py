@@ -26,6 +26,7 @@ __all__ = [
     "Column",
     "columns_for",
     "fmt",
+    "render_page",
     "write_report",
 ]
 
@@ -180,7 +181,17 @@ def write_report(
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name, png in pngs.items():
         (plots_dir / f"{name}.png").write_bytes(png)
-    page = (
+    page = render_page(runs, labels, pngs)
+    path = out_dir / "report.html"
+    write_atomic(path, page)
+    if progress is not None:
+        progress(str(path))
+    return path
+
+
+def render_page(runs: list[Run], labels: list[str], pngs: dict[str, bytes]) -> str:
+    """report.html's text: the runs' tables (labelled ``labels``) and the plots ``pngs`` inline."""
+    return (
         _environment()
         .get_template("report.html.j2")
         .render(
@@ -203,8 +214,3 @@ def write_report(
             ],
         )
     )
-    path = out_dir / "report.html"
-    write_atomic(path, page)
-    if progress is not None:
-        progress(str(path))
-    return path

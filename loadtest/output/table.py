@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from loadtest.output.breakdowns import print_breakdowns
+
 __all__ = ["EMBEDDINGS_NOTE", "answer_metrics", "embeddings_only", "print_step_table", "step_line"]
 
 # said where an embeddings run's table would show TTFT and the other token timings
@@ -171,9 +173,7 @@ def _print_notes(summary: dict[str, Any], console: Console) -> None:
         verdict = search.get("verdict") or "no rate held, down to the lowest one tried"  # older summaries
         console.print(f"[{'bold' if found else 'red'}]limit discovery[/]: {escape(verdict)}", highlight=False)
         console.print(f"audit: {escape(search['audit'])}", highlight=False)
-    for s in summary["steps"]:
-        if g := s.get("prefix_groups"):
-            console.print(f"step {s['index']}: {_cache_line(g)}", highlight=False)
+    print_breakdowns(summary, console)  # per turn of conversations, cold and warm prefix groups
     for s in summary["steps"]:
         for w in s.get("warnings", []):
             console.print(f"[yellow]warning[/]: step {s['index']} ({s['value']}): {w}", highlight=False)
@@ -183,16 +183,3 @@ def _print_notes(summary: dict[str, Any], console: Console) -> None:
                 f"[red]SLO failed[/]: step {v['step']} ({v['value_of_step']}): {v['slo']} {v['stat']} "
                 f"= {_f(v['measured'], 2)}, bound {v['kind']} {v['bound']}"
             )
-
-
-def _cache_line(g: dict[str, Any]) -> str:
-    """Shared-prefix groups in one line: TTFT p50 of cold (first of a group) and warm requests."""
-
-    def part(name: str) -> str:
-        p = g[name]
-        if not p["requests"]:
-            return f"{name} none"
-        share = "" if p["cached_share"] is None else f", {100 * p['cached_share']:.0f}% cached"
-        return f"{name} {_f(p['ttft_ms']['p50'])} ms ({p['requests']}{share})"
-
-    return f"{g['groups']} prefix groups, TTFT p50 {part('cold')}, {part('warm')}"

@@ -17,7 +17,9 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["RateLine", "arrival_offsets_ns", "ramp_starts_s"]
+from loadtest.config.steps import StepPlan
+
+__all__ = ["RateLine", "arrival_offsets_ns", "ramp_starts_s", "step_offsets_ns", "warmup_lead_ns"]
 
 Arrival = Literal["constant", "poisson", "gamma"]
 
@@ -109,6 +111,31 @@ def arrival_offsets_ns(
     else:
         offsets = np.concatenate(([0.0], np.cumsum(rng.exponential(1.0 / rate, max(count - 1, 0)))))[:count]
     return (offsets * 1e9).astype(np.int64)
+
+
+def step_offsets_ns(step: StepPlan, seed: int) -> list[int]:
+    """Due times (ns from the step's start) of an open-loop step's sends, single requests or the
+    first turns of conversations alike: ``step.warmup`` at a constant rate (the ramp's starting rate,
+    if any), then the step's arrival process (its burstiness, its ramp), seeded with ``seed``."""
+    warm_rate = step.ramp_from or step.value
+    warm = arrival_offsets_ns(warm_rate, "constant", count=step.warmup) if step.warmup else np.empty(0, np.int64)
+    ramp = (step.ramp_from, step.ramp_s) if step.ramp_from is not None and step.ramp_s is not None else None
+    measured = arrival_offsets_ns(
+        step.value,
+        step.arrival,
+        count=step.requests,
+        duration_s=step.duration_s,
+        seed=seed,
+        burstiness=step.burstiness,
+        ramp=ramp,
+    )
+    return np.concatenate((warm, measured + warmup_lead_ns(step))).tolist()
+
+
+def warmup_lead_ns(step: StepPlan) -> int:
+    """When an open-loop step's measured arrivals begin: one constant gap after its last warmup send."""
+    warm_rate = step.ramp_from or step.value
+    return int(step.warmup * 1e9 / warm_rate)
 
 
 def ramp_starts_s(start: int, to: int, over_s: float) -> list[float]:

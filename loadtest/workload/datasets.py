@@ -74,11 +74,14 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class DatasetTurn:
-    """A turn to send: the user's message, its length in tokens, and the answer's limit."""
+    """A turn to send: the user's message, its length in tokens, and the answer's limit; with
+    ``answers``, the answer the dataset recorded after it and its tokens (None: none recorded)."""
 
     user: str
     tokens: int
     max_tokens: int
+    answer: str | None = None
+    answer_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +244,7 @@ class _Use:
     turns: int  # exchanges used per row at most (1: single requests)
     max_tokens: int  # a plain prompt's answer limit when its row gives none
     count: Callable[[str], int]
+    answers: bool = False  # keep each exchange's recorded answer (sessions.history: dataset)
 
 
 def _conversation(row: Row, use: _Use) -> Conversation | str:
@@ -268,7 +272,11 @@ def _conversation(row: Row, use: _Use) -> Conversation | str:
         if spec.max_input_tokens is not None and n_in > spec.max_input_tokens:
             return "input_too_long"
         total += n_in + n_out
-        turns.append(DatasetTurn(ex.user, user_tokens, max(1, n_out)))
+        if use.answers and ex.answer is not None:
+            recorded = n_out if from_data else count(ex.answer)
+            turns.append(DatasetTurn(ex.user, user_tokens, max(1, n_out), ex.answer, recorded))
+        else:
+            turns.append(DatasetTurn(ex.user, user_tokens, max(1, n_out)))
     if spec.max_total_tokens is not None and total > spec.max_total_tokens:
         return "total_too_long"
     return Conversation(row.line, row.system, system_tokens, tuple(turns))
@@ -287,16 +295,25 @@ def _read(path: Path) -> tuple[str, str]:
         raise ScenarioError(f"workload.prompt.dataset.path: {path}: not UTF-8 text") from None
 
 
-def load_dataset(spec: DatasetSpec, *, seed: int, turns: int, max_tokens: int, count: Callable[[str], int]) -> Dataset:
+def load_dataset(
+    spec: DatasetSpec,
+    *,
+    seed: int,
+    turns: int,
+    max_tokens: int,
+    count: Callable[[str], int],
+    answers: bool = False,
+) -> Dataset:
     """The rows of ``spec.path`` a run sends, filtered, shuffled with ``seed`` and sampled (``spec.rows``).
     ``turns``: exchanges used per row (1 for single requests); ``max_tokens``: a plain prompt's answer
-    limit when its row has none; ``count``: tokens of a text under ``target.tokenizer``."""
+    limit when its row has none; ``count``: tokens of a text under ``target.tokenizer``; ``answers``:
+    keep the recorded answers (and their tokens) in the turns."""
     path = Path(spec.path)
     text, digest = _read(path)
     rows = parse_rows(path, text, spec.format)
     if not rows:
         raise ScenarioError(f"workload.prompt.dataset: {path}: no rows in the file")
-    use = _Use(spec, turns, max_tokens, count)
+    use = _Use(spec, turns, max_tokens, count, answers)
     dropped: Counter[str] = Counter()
     kept: list[Conversation] = []
     for row in rows:

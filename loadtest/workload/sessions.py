@@ -5,8 +5,10 @@ its conversations run in: its number of turns (fixed, or a seeded draw), its use
 (synthetic: random words of exactly the configured tokens, never repeated; a dataset: a row's user
 messages in order), each turn's ``max_tokens`` and the user's think time after each answer
 (constant or exponential). ``History`` then builds each turn's request: every earlier message,
-the answers being the server's own text (as vLLM's multi-turn benchmark and AIPerf send them),
-then the new user message, so the context grows turn by turn.
+the answers being the server's own text (as vLLM's multi-turn benchmark and AIPerf send them) or,
+with ``history: dataset``, the dataset's recorded answers (the same bytes every run), then the new
+user message, so the context grows turn by turn. With ``max_context_tokens`` a conversation ends
+where its next prompt would hold more tokens than that.
 """
 
 from __future__ import annotations
@@ -67,6 +69,19 @@ class SessionPool:
         self.system_tokens = count(system) if system else 0
         self.synthetic, self.dataset = synthetic, dataset
         self._count = count if local else None
+
+    def history_answer(self, turn: DatasetTurn, text: str, reported: int) -> tuple[str, int]:
+        """The answer a turn leaves in the history, and its tokens: the server's ``text`` (``reported``
+        tokens by its usage), or with ``history: dataset`` the answer the dataset recorded for the turn."""
+        if self.spec.history == "dataset" and turn.answer is not None:
+            return turn.answer, turn.answer_tokens
+        return text, self.answer_tokens(text, reported)
+
+    def ends_by_context(self, history: History, following: DatasetTurn | None) -> bool:
+        """The conversation ends here: its next prompt (the history and ``following``) would exceed
+        ``max_context_tokens``."""
+        limit = self.spec.max_context_tokens
+        return limit is not None and following is not None and history.tokens + following.tokens > limit
 
     def answer_tokens(self, text: str, reported: int) -> int:
         """An answer's tokens in the history's count: by the local tokenizer that counted every other
@@ -168,6 +183,13 @@ def session_pool(
             return pool
         case DatasetPrompt(dataset=d):
             cap = spec.turns if isinstance(spec.turns, int) else 1 << 30
-            data = load_dataset(d, seed=workload.seed, turns=cap, max_tokens=workload.max_tokens, count=count)
+            data = load_dataset(
+                d,
+                seed=workload.seed,
+                turns=cap,
+                max_tokens=workload.max_tokens,
+                count=count,
+                answers=spec.history == "dataset",
+            )
             return SessionPool(spec, workload.seed, api, system=system, count=count, dataset=data, local=local)
     raise AssertionError("unreachable: the scenario model allows synthetic or dataset prompts with sessions")
