@@ -31,6 +31,7 @@ def capacity_run(tmp_path: Path, server: MockProcess) -> Path:
             "workload": {"max_tokens": 16, "prompt": {"synthetic": {"input_tokens": 8}}},
             "load": {
                 "arrival": "constant",
+                "warmup_requests": 8,  # each step opens its connections before it is measured
                 "capacity": {
                     "over": "rate",
                     "start": 20,
