@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/demo.yaml
 
-.PHONY: install browser demo test lint sweep report bench soak bench-compare stress-ratelimit nightly clean \
+.PHONY: install browser demo test lint sweep report bench soak capacity bench-compare stress-ratelimit nightly clean \
 	shared-prefix trace-replay chat-sessions
 
 $(STAMP): pyproject.toml
@@ -78,6 +78,9 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(REQUESTS)
+
+capacity: $(STAMP)
+	$(BIN)/python -m bench.capacity $(if $(filter command line environment,$(origin SCENARIO)),$(SCENARIO),)
 
 bench-compare: $(STAMP)
 	$(BIN)/python -m bench.compare_noise $(PAIRS)

@@ -130,6 +130,8 @@ def run(
         if junit is not None:
             slo_junit(outcome.summary, junit)
     print_step_table(outcome.summary, out)
+    if text := outcome.summary.get("headline"):
+        out.print(escape(text), highlight=False)
     if route := outcome.summary["tokenizer"].get("route"):
         out.print(f"tokens counted by the endpoint's {escape(route)}", highlight=False)
     out.print(f"results: {escape(str(outcome.run_dir))}", highlight=False)
@@ -266,6 +268,10 @@ def history(
                 f(s["error_rate"], 3),
             )
     out.print(t)
+    for h in runs:  # a capacity search's answer, one line a run
+        if (c := h.get("capacity")) and c.get("value") is not None:
+            top = "open" if c["hi"] is None else f"{c['hi']:g}"
+            out.print(f"{h['started_at']}  capacity {c['value']:g} {c['unit']} (interval {c['lo']:g}..{top})")
     plots = plot_history(runs, results / name / "history")
     out.print(f"trend plots: {escape(str(plots[0].parent))}", highlight=False)
 

@@ -32,6 +32,7 @@ from loadtest.engine.driver import RunContext, RunPlan, Sinks, drive
 from loadtest.engine.planner import StepPlanner
 from loadtest.engine.processes import run_local_workers
 from loadtest.engine.servermetrics import MetricsUnavailable, start_scraper
+from loadtest.engine.waitingtap import WaitingTap
 from loadtest.output.history import append_history
 from loadtest.output.progress import LiveProgress
 from loadtest.output.rundir import RunFiles, analyze, new_run_dir, write_scenario, write_summary
@@ -151,8 +152,9 @@ def _watch_server(
         return []
     out = ServerMetricsFile(run_dir)
     stack.callback(out.close)
+    tap = WaitingTap(out)  # the waiting gauge, live: the capacity search's saturation watch reads it
     try:
-        scraper = start_scraper(scenario, base_url, key, out, t0=t0, warn=warn)
+        scraper = start_scraper(scenario, base_url, key, tap.write, t0=t0, warn=warn)
     except MetricsUnavailable as e:
         raise ScenarioError(f"{source}: server_metrics: {e}") from None
     if scraper is None:
@@ -163,7 +165,7 @@ def _watch_server(
         if isinstance(event, StepStarted | StepFinished):
             scraper.poke()
 
-    return [at_step_edges]
+    return [at_step_edges, tap]
 
 
 @dataclass(frozen=True)
@@ -338,7 +340,9 @@ def _run_here(
             observe(event)
 
     loop = new_loop()
-    ctx = RunContext(RunPlan(scenario, base_url, key, t0, opts.transport), prompts, Sinks(sink))
+    tap = next((e for e in edges if isinstance(e, WaitingTap)), None)
+    plan = RunPlan(scenario, base_url, key, t0, opts.transport, waiting=tap)
+    ctx = RunContext(plan, prompts, Sinks(sink))
     try:
         with progress if progress is not None else contextlib.nullcontext():
             loop.run_until_complete(drive(ctx, planner.steps(), grace_s=opts.grace_s, stopped_by=stopped_by))

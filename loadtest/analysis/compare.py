@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.analysis.capacity import compare_capacity
 from loadtest.analysis.metrics import StepAccumulator
 from loadtest.analysis.stats import weighted_percentile
 from loadtest.analysis.summary import Run, pick
@@ -170,6 +171,9 @@ def compare_runs(
                     "verdict": verdict,
                 }
             )
+    capacity = compare_capacity(baseline.summary.get("capacity"), candidate.summary.get("capacity"), tolerance)
+    if capacity is not None:
+        rows.insert(0, capacity)
     return {
         "baseline": str(baseline.run_dir),
         "candidate": str(candidate.run_dir),
@@ -177,6 +181,7 @@ def compare_runs(
         "resamples": resamples,
         "seed": seed,
         "rows": rows,
-        "regressed": [r for r in rows if r["verdict"] == "regressed"],
-        "passed": not any(r["verdict"] == "regressed" for r in rows),
+        # two capacity searches: the capacity decides (a step past capacity regresses on noise alone)
+        "regressed": [r for r in rows if r["verdict"] == "regressed" and (capacity is None or r is capacity)],
+        "passed": not any(r["verdict"] == "regressed" for r in rows if capacity is None or r is capacity),
     }

@@ -31,6 +31,7 @@ class StepFinished:
     started_ns: int = 0
     loop_lag_ms: tuple[float, ...] = ()  # how late the event loop woke a 10 ms sleep, sampled through the step
     worker: int = 0
+    saturation: str | None = None  # capacity search: why the driver ended this open-loop step early
 
 
 Event = StepStarted | RequestDone | StepFinished
@@ -55,5 +56,7 @@ def event_line(event: Event) -> tuple[str, str] | None:
                     "late": sum(1 for x in event.loop_lag_ms if x > LOOP_LAG_P99_MS),  # wake-ups this late
                 },
             }
+            if event.saturation is not None:
+                line["saturation"] = event.saturation
             return "steps", json.dumps(line)
     return None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import __version__
+from loadtest.analysis.capacity import capacity_result, floor_verdict, oversaturation
 from loadtest.analysis.checks import endpoint_unreachable, evaluate_slos, harness_warnings
 from loadtest.analysis.groups import first_sends
 from loadtest.analysis.limitprobe import ProbeSeries
@@ -103,9 +104,12 @@ def build_summary(
         if (groups := acc.groups.summary(first)) is not None:
             s["prefix_groups"] = groups
         s["warnings"] = harness_warnings(s)
+        if scenario.load.capacity is not None and plan.mode == "rate":
+            cut = next((h["saturation"] for h in health if h.get("step") == plan.index and h.get("saturation")), None)
+            s["saturation"] = cut or oversaturation(acc.sent_ns, acc.end_ns, plan.value)
         steps.append(s)
         verdicts += evaluate_slos(s, scenario.slo)
-    return {
+    out = {
         "scenario": scenario.name,
         "tool_version": __version__,
         "started_at": started_at,
@@ -123,12 +127,19 @@ def build_summary(
         "stopped_early": _stop_reason(steps[-1]) if skipped and steps else None,
         "slo": {"passed": all(v["ok"] for v in verdicts), "verdicts": verdicts},
         "search": search_result(steps, scenario, probe),
+        "capacity": capacity_result(steps, scenario, accumulators),
     }
+    if out["capacity"] is not None:  # a capacity search breaks the SLOs on purpose: it passes when it found one
+        out["slo"]["passed"] = out["capacity"]["status"] in ("found", "above_max")
+        if (floor := floor_verdict(out["capacity"], scenario.load.capacity)) is not None:  # ...at least the floor
+            out["slo"]["verdicts"].append(floor)
+            out["slo"]["passed"] = out["slo"]["passed"] and floor["ok"]
+    return out
 
 
 def _planned_steps(scenario: Scenario, health: list[dict[str, Any]]) -> list[StepPlan]:
     """The steps of the scenario; limit discovery chooses its steps as it goes: steps.jsonl has them."""
-    if scenario.load.search is None:
+    if scenario.load.search is None and scenario.load.capacity is None:
         return plan_steps(scenario.load)
     seen = {h["step"]: h["value"] for h in health if "value" in h}
     return [step_plan(scenario.load, i, seen[i]) for i in sorted(seen)]

@@ -30,6 +30,7 @@ from loadtest.config.traffic import Ramp, SharedPrefixPrompt, SharedPrefixSpec, 
 
 __all__ = [
     "SLO",
+    "Capacity",
     "DatasetPrompt",
     "DatasetSpec",
     "Distributed",
@@ -238,6 +239,39 @@ class Search(_Strict):
     max_drain_s: PositiveFloat = 60.0  # how long max_rate may be held waiting for a bucket to drain
 
 
+class Capacity(_Strict):
+    """Capacity under SLO (analysis/capacity.py): the highest rate (or concurrency) at which every SLO
+    in ``slo`` holds, found by growing from ``start`` by ``growth`` then bisecting to ``tolerance``.
+    A step whose verdict is not sure (a latency percentile's bootstrap interval straddles its bound;
+    another SLO within ``uncertain_margin`` of it) is run again, twice as long each time, up to
+    ``lengthen`` times, and judged on all its runs; one still unsure then goes by its point estimates
+    and lies inside the reported interval. An open-loop
+    step past capacity ends early (over-saturation)."""
+
+    over: Literal["rate", "concurrency"] = "rate"
+    start: PositiveFloat = 1.0
+    max: PositiveFloat = 1000.0
+    growth: Annotated[float, Field(gt=1)] = 2.0
+    tolerance: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    step_duration_s: PositiveFloat | None = None
+    step_requests: Annotated[int, Field(ge=1)] | None = None
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+    uncertain_margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    lengthen: Annotated[int, Field(ge=0, le=4)] = 2  # re-runs of an unsure step, each twice as long
+    floor: PositiveFloat | None = None  # the run fails (exit 1, a JUnit case) when the capacity found is below it
+    max_steps: Annotated[int, Field(ge=1, le=100)] = 24
+
+    @model_validator(mode="after")
+    def _one_length(self) -> Capacity:
+        if self.step_duration_s is not None and self.step_requests is not None:
+            raise ValueError("give either step_duration_s or step_requests, not both")
+        if self.step_duration_s is None and self.step_requests is None:
+            self.step_duration_s = 10.0
+        if self.start > self.max:
+            raise ValueError("start is above max")
+        return self
+
+
 class Stop(_Strict):
     max_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None  # a step above it ends the sweep
 
@@ -255,6 +289,7 @@ class Load(_Strict):
     max_concurrency: Annotated[int, Field(ge=1)] = 1024
     workers: Annotated[int, Field(ge=1, le=256)] = 1  # processes sharing each step's load
     search: Search | None = None
+    capacity: Capacity | None = None
     stop: Stop | None = None
     window_s: PositiveFloat = 5.0  # each step's time series (summary `windows`) in slices this long
 
@@ -265,6 +300,14 @@ class Load(_Strict):
 
     @model_validator(mode="after")
     def _one_mode_one_stop(self) -> Load:
+        if self.capacity is not None:
+            if self.concurrency is not None or self.rate is not None or self.search is not None:
+                raise ValueError("capacity chooses the load itself: remove concurrency/rate/search")
+            if self.ramp is not None or self.trace is not None:
+                raise ValueError("capacity chooses the load itself: remove ramp/trace")
+            if self.workers > 1:
+                raise ValueError("capacity runs in one process: remove workers")
+            return self
         if self.ramp is not None or self.trace is not None:
             return self._shaped()
         if self.concurrency is not None and self.rate is not None:
@@ -313,6 +356,8 @@ class Load(_Strict):
 
     @property
     def mode(self) -> Literal["concurrency", "rate", "trace"]:
+        if self.capacity is not None:
+            return self.capacity.over
         if self.trace is not None:
             return "trace"
         if self.ramp is not None:
@@ -435,7 +480,7 @@ class Scenario(_Strict):
             return v
         if load.workers > 1:
             raise ValueError("give the number of workers here (distributed.workers), not as load.workers")
-        if load.search is not None or load.stop is not None:
+        if load.search is not None or load.stop is not None or load.capacity is not None:
             raise ValueError("load.search and load.stop run in one process: remove distributed")
         if load.ramp is not None or load.trace is not None:
             raise ValueError("load.ramp and load.trace run in one process: remove distributed")
@@ -448,6 +493,8 @@ class Scenario(_Strict):
             raise ValueError("load.trace supplies the prompts: remove workload.prompt")
         if self.workload.sessions is not None and self.load.search is not None:
             raise ValueError("load.search sends single requests: remove workload.sessions")
+        if self.workload.sessions is not None and self.load.capacity is not None:
+            raise ValueError("load.capacity sends single requests: remove workload.sessions")
         if self.workload.sessions is not None and self.load.trace is not None:
             raise ValueError("load.trace sends single requests: remove workload.sessions")
         return self

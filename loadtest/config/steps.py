@@ -24,6 +24,7 @@ class StepPlan:
     burstiness: float = 1.0  # gamma arrivals' shape
     ramp_from: float | None = None  # load.ramp: the load rises from this to value over ramp_s, then holds
     ramp_s: float | None = None
+    watch_saturation: bool = False  # capacity search: an open-loop step past capacity ends early
 
     @property
     def connections(self) -> int:
@@ -34,6 +35,8 @@ def step_plan(load: Load, index: int, value: float) -> StepPlan:
     """Step ``index`` at load ``value`` with the scenario's settings; a limit-discovery step is an
     open-loop step of ``search.step_duration_s``."""
     search = load.search
+    if load.capacity is not None:
+        return _capacity_step(load, index, value)
     return StepPlan(
         index=index,
         mode=load.mode,
@@ -46,6 +49,25 @@ def step_plan(load: Load, index: int, value: float) -> StepPlan:
         burstiness=load.burstiness,
         ramp_from=load.ramp.start if load.ramp is not None else None,
         ramp_s=load.ramp.over_s if load.ramp is not None else None,
+    )
+
+
+def _capacity_step(load: Load, index: int, value: float) -> StepPlan:
+    """A capacity-search step: ``step_duration_s`` or ``step_requests`` long (a lengthened step
+    is the caller's ``replace``)."""
+    cap = load.capacity
+    assert cap is not None
+    return StepPlan(
+        index=index,
+        mode=cap.over,
+        value=value,
+        requests=cap.step_requests,
+        duration_s=cap.step_duration_s,
+        warmup=load.warmup_requests,
+        arrival=load.arrival,
+        max_concurrency=load.max_concurrency,
+        burstiness=load.burstiness,
+        watch_saturation=cap.over == "rate",
     )
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import httpx2
 import numpy as np
 
+from loadtest.analysis.capacity import SaturationWatch
 from loadtest.analysis.events import Event, RequestDone, StepFinished, StepStarted
 from loadtest.analysis.records import RequestRecord
 from loadtest.config.scenario import Scenario
@@ -27,6 +28,7 @@ from loadtest.config.tls import ssl_context
 from loadtest.engine.retry import retry_delay_s
 from loadtest.engine.sessions import run_sessions
 from loadtest.engine.signals import STOP_SIGNALS, on_loop
+from loadtest.engine.waitingtap import WaitingTap
 from loadtest.transport.bodies import request_shape
 from loadtest.transport.client import Endpoint, make_endpoint, send
 from loadtest.workload.arrivals import arrival_offsets_ns, ramp_starts_s, step_offsets_ns
@@ -64,6 +66,7 @@ class RunPlan:
     transport: httpx2.AsyncBaseTransport | None = None  # tests inject httpx2.MockTransport
     worker: int = 0
     workers: int = 1  # request ids are worker, worker + workers, ...: unique across processes
+    waiting: WaitingTap | None = None  # the server's waiting gauge, live (capacity search, one process)
 
 
 @dataclass(frozen=True)
@@ -270,31 +273,53 @@ def _offsets_ns(ctx: RunContext, step: StepPlan) -> list[int]:
     return step_offsets_ns(step, ctx.plan.scenario.workload.seed + step.index)
 
 
-async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> None:
+async def _open_loop(ctx: RunContext, ep: Endpoint, step: StepPlan) -> str | None:
+    """An open-loop step; why it ended early when its saturation watch fired (else None)."""
     offsets = _offsets_ns(ctx, step)
     gate = asyncio.Semaphore(step.max_concurrency)
     tasks: set[asyncio.Task[None]] = set()
+    start = ctx.now()
+    tap = ctx.plan.waiting
+    watch = None
+    if step.watch_saturation:
+        watch = SaturationWatch(step.value, (lambda: tap.since(start)) if tap is not None else None)
 
     async def one(rec: RequestRecord) -> None:
         async with gate:  # waiting here shows up as schedule lag: the client, not the server, limited
+            if watch is not None and not rec.warmup:
+                watch.send((ctx.now() - start) / 1e9)
             await _send(ctx, ep, rec)
+            if watch is not None and not rec.warmup:
+                watch.done((ctx.now() - start) / 1e9)
 
-    start = ctx.now()
     for i, off in enumerate(offsets):
         due = start + off
         # uvloop rounds a delay to the nearest ms and may wake up to 0.5 ms early: sleep again until due.
         while (delay := due - ctx.now()) > 0:
             await asyncio.sleep(delay / 1e9)
-        if ctx.state.stop.is_set():
+        if ctx.state.stop.is_set() or (watch is not None and watch.check((ctx.now() - start) / 1e9)):
             break
         task = asyncio.get_running_loop().create_task(one(ctx.new_record(step.index, i < step.warmup, due)))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    if tasks:
+    if tasks and watch is not None and watch.reason is not None:
+        await _cut(tasks)  # past capacity: the queue would take long to drain, and its answers are known
+    elif tasks:
         await asyncio.gather(*tasks)
+    return watch.reason if watch is not None else None
+
+
+async def _cut(tasks: set[asyncio.Task[None]]) -> None:
+    """An over-saturated step ends now: its in-flight requests get SATURATION_GRACE_S, then are cancelled."""
+    pending = set(tasks)
+    _, late = await asyncio.wait(pending, timeout=SATURATION_GRACE_S)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
 
 
 LOOP_LAG_INTERVAL_S = 0.01
+SATURATION_GRACE_S = 1.0
 
 
 async def _sample_loop_lag(samples: list[float]) -> None:
@@ -333,6 +358,7 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
         started = ctx.now()
         ctx.emit(StepStarted(step, started))
         lag: list[float] = []
+        saturation: str | None = None
         sampler = asyncio.get_running_loop().create_task(_sample_loop_lag(lag))
         try:
             match step.mode:
@@ -341,11 +367,11 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
                 case "concurrency":
                     await _closed_loop(ctx, ep, step)
                 case "rate" | "trace":
-                    await _open_loop(ctx, ep, step)
+                    saturation = await _open_loop(ctx, ep, step)
         finally:
             sampler.cancel()
             await ep.close()
-        ctx.emit(StepFinished(step, ctx.now(), started, tuple(lag), ctx.plan.worker))
+        ctx.emit(StepFinished(step, ctx.now(), started, tuple(lag), ctx.plan.worker, saturation))
 
 
 class Stopper:

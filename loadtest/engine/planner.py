@@ -25,12 +25,14 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from loadtest.analysis.capacity import CapacitySearch, oversaturation, step_verdict
+from loadtest.analysis.capverdict import LoadPool
 from loadtest.analysis.events import Event, RequestDone, StepFinished
 from loadtest.analysis.limitprobe import SHALLOW, Findings, ProbeSeries, findings, judge
 from loadtest.analysis.limitsummary import step_holds
 from loadtest.analysis.live import LiveStep
 from loadtest.analysis.metrics import StepAccumulator
-from loadtest.config.scenario import Scenario, Search
+from loadtest.config.scenario import Capacity, Scenario, Search
 from loadtest.config.steps import StepPlan, plan_steps, step_plan
 
 __all__ = ["StepPlanner"]
@@ -45,11 +47,12 @@ class StepPlanner:
         self.scenario = scenario
         self.live = live  # fed before the planner: the step that just finished, its error rate, unreachable
         # limit discovery needs a full summary of each step (percentiles for SLOs): exact, not live
-        search = scenario.load.search is not None
+        search = scenario.load.search is not None or scenario.load.capacity is not None
         self.acc = StepAccumulator(scenario.slo.per_request) if search else None
         self.last: dict[str, Any] | None = None  # limit discovery: the summary of the step that just finished
         # limit discovery: every request's charge, admission and advertised remaining
-        self.probe = ProbeSeries(scenario.workload.max_tokens) if search else None
+        self.probe = ProbeSeries(scenario.workload.max_tokens) if scenario.load.search is not None else None
+        self.pools: dict[float, LoadPool] = {}  # capacity search: every run at each load, pooled
 
     @property
     def unreachable(self) -> bool:
@@ -64,8 +67,12 @@ class StepPlanner:
                 self.acc.add(record)
                 if self.probe is not None:
                     self.probe.add(record)
-            case StepFinished(step=step):
+            case StepFinished(step=step, saturation=cut):
                 self.last = self.acc.summary(index=step.index, mode=step.mode, value=step.value)
+                if step.watch_saturation:  # the driver's reason when it cut the step, else the replay's
+                    self.last["saturation"] = cut or oversaturation(self.acc.sent_ns, self.acc.end_ns, step.value)
+                if self.scenario.load.capacity is not None:
+                    self.pools.setdefault(step.value, LoadPool(step.value)).add(self.acc)
                 self.acc = StepAccumulator(self.scenario.slo.per_request)
 
     def _error_ceiling_passed(self) -> bool:
@@ -76,6 +83,9 @@ class StepPlanner:
 
     def steps(self) -> Iterator[StepPlan]:
         search = self.scenario.load.search
+        if self.scenario.load.capacity is not None:
+            yield from self._capacity(self.scenario.load.capacity)
+            return
         if search is None:
             for step in plan_steps(self.scenario.load):
                 if self.unreachable or self._error_ceiling_passed():
@@ -83,6 +93,25 @@ class StepPlanner:
                 yield step
             return
         yield from self._search(search)
+
+    def _capacity(self, cap: Capacity) -> Iterator[StepPlan]:
+        """Capacity under SLO (analysis/capacity.py): each step's verdict chooses the next load."""
+        search = CapacitySearch(cap)
+        index = 0
+        while index < cap.max_steps and (nxt := search.next()) is not None:
+            load, longer = nxt  # longer: an unsure load's re-run, this many times the step's length
+            plan = step_plan(self.scenario.load, index, load)
+            if longer != 1.0:
+                plan = replace(
+                    plan,
+                    duration_s=plan.duration_s * longer if plan.duration_s is not None else None,
+                    requests=int(plan.requests * longer) if plan.requests is not None else None,
+                )
+            yield plan
+            index += 1
+            if self.last is None or self.unreachable:
+                return
+            search.observe(load, step_verdict(self.last, self.scenario, cap, self.pools.get(load)))
 
     def _cooldown(self) -> float:
         """The advertised reset of the per-minute buckets (at most 60 s), or ``cooldown_s``: a day

@@ -33,7 +33,16 @@ def history_line(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "steps": [
             {"mode": s["mode"], "value": s["value"], **{k: pick(s, k) for k in KEY_METRICS}} for s in summary["steps"]
         ],
+        "capacity": _capacity(summary.get("capacity")),
     }
+
+
+def _capacity(cap: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A capacity search's answer, for the trend: value and interval."""
+    if not cap:
+        return None
+    lo, hi = cap["interval"]
+    return {"value": cap["value"], "lo": lo, "hi": hi, "unit": cap["unit"], "status": cap["status"]}
 
 
 def append_history(summary: dict[str, Any], run_dir: Path) -> Path:
@@ -78,4 +87,29 @@ def plot_history(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         path = out_dir / f"{key.replace('.', '_')}.png"
         path.write_bytes(chart.png())
         paths.append(path)
+    if any(h.get("capacity") for h in history):
+        paths.append(_plot_capacity(history, out_dir))
     return paths
+
+
+def _plot_capacity(history: list[dict[str, Any]], out_dir: Path) -> Path:
+    """Capacity per run (each point labelled with its value) between its interval's edges (dotted;
+    an open top is not drawn)."""
+    from loadtest.output.chart import Chart, color
+
+    chart = Chart(810, 360)
+    (ax,) = chart.panels
+    runs = [(n, h["capacity"]) for n, h in enumerate(history) if (h.get("capacity") or {}).get("value") is not None]
+    xs, ys = [n for n, _ in runs], [c["value"] for _, c in runs]
+    ax.plot(xs, ys, color(0), "capacity", marker=True, notes=[f"{y:.4g}" for y in ys])
+    for edge, label in (("lo", "interval low"), ("hi", "interval high")):
+        pts = [(n, c[edge]) for n, c in runs if c[edge] is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color(0), label, dash=":")
+    every = max(1, len(history) // 10)
+    ax.xticks = [(n, h["started_at"][5:16]) for n, h in enumerate(history)][::every]
+    ax.title = f"capacity under SLO ({runs[0][1]['unit'] if runs else ''}) per run, with its interval"
+    ax.ymin = 0.0
+    path = out_dir / "capacity.png"
+    path.write_bytes(chart.png())
+    return path

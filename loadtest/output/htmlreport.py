@@ -17,6 +17,7 @@ from loadtest.analysis.summary import Run, pick
 from loadtest.config.loading import scenario_to_yaml
 from loadtest.output.plots import Series, render_plots
 from loadtest.output.rundir import write_atomic
+from loadtest.output.sloplot import has_capacity, slo_vs_load
 from loadtest.output.table import EMBEDDINGS_NOTE, answer_metrics, embeddings_only
 
 __all__ = [
@@ -123,6 +124,11 @@ _CAPTIONS = {
         "Output tokens/s against per-request latency, one point per step (labels: load): "
         "past the knee, more load costs latency without buying throughput.",
     ),
+    "capacity_slo": (
+        "Capacity under SLO",
+        "Goodput and each bounded SLO metric against load, one point per step (labels: its value); the "
+        "SLO bound in red, the capacity found as a dashed line, its interval shaded.",
+    ),
     "ttft_cdf": ("TTFT distribution", "Cumulative distribution of time to first token, per step."),
     "itl_cdf": ("ITL distribution", "Cumulative distribution of inter-token gaps, per step."),
     "e2e_cdf": (
@@ -188,6 +194,8 @@ def write_report(
     labels = labels or [r.run_dir.name if len(runs) > 1 else r.scenario.name for r in runs]
     series = [Series(label, run) for label, run in zip(labels, runs, strict=True)]
     pngs = render_plots(series)
+    if has_capacity(series):  # a capacity search: its picture first
+        pngs = {"capacity_slo": slo_vs_load(series).png(), **pngs}
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name, png in pngs.items():

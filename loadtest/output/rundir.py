@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from loadtest.analysis.events import Event, event_line
+from loadtest.analysis.headline import headline
 from loadtest.analysis.limitprobe import ProbeSeries
 from loadtest.analysis.records import RequestRecord, record_from_json
 from loadtest.analysis.servermetrics import ServerSeries
@@ -261,6 +262,7 @@ def analyze(
     series = ServerSeries(scrapes, extra) if scrapes else None
     summary["server_metrics"] = server_status(header, series)
     add_time_views(summary, timelines, series, window_s=scenario.load.window_s, extra=extra)
+    summary["headline"] = headline(summary, scenario.slo)  # last: it reads the server's aggregates too
     return Run(run_dir, scenario, summary, steps, health, probe, server=series)
 
 

@@ -58,6 +58,25 @@ def _answer_columns(steps: list[dict[str, Any]]) -> list[tuple[str, Callable[[di
     return cols
 
 
+def _server_columns(steps: list[dict[str, Any]]) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+    """The server's own view of each step, when it was scraped: requests waiting/running (time
+    means over the step) and the KV cache's fullest moment; none when no step has them."""
+
+    def gauge(s: dict[str, Any], key: str, stat: str) -> float | None:
+        return ((s.get("server") or {}).get(key) or {}).get(stat)
+
+    cols: list[tuple[str, Callable[[dict[str, Any]], str]]] = []
+    if any(gauge(s, "waiting", "mean") is not None or gauge(s, "running", "mean") is not None for s in steps):
+        cols.append(
+            ("srv wait/run", lambda s: f"{_f(gauge(s, 'waiting', 'mean'), 1)}/{_f(gauge(s, 'running', 'mean'), 1)}")
+        )
+    if any(gauge(s, "kv_cache_usage", "max") is not None for s in steps):
+        cols.append(
+            ("KV max", lambda s: _f(100 * v, 0) + "%" if (v := gauge(s, "kv_cache_usage", "max")) is not None else "-")
+        )
+    return cols
+
+
 def step_line(s: dict[str, Any]) -> str:
     """One line per finished step (CI logs, non-interactive output)."""
     r = s["requests"]
@@ -104,6 +123,7 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
         return
     t = Table(title=f"{summary['scenario']}" + (" (partial)" if summary["partial"] else ""), title_justify="left")
     extra = _answer_columns(summary["steps"])  # TTFA, reasoning tokens, tokens per chunk: when they differ
+    extra += _server_columns(summary["steps"])  # the server's queue and KV cache: when scraped
     for col in (
         "step",
         "load",
