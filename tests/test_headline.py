@@ -19,7 +19,7 @@ STEPS = [
     step(0, 2, 2.0, 60),
     step(1, 4, 4.0, 70),
     step(2, 8, 7.6, 300, warnings=["client bottleneck: ..."]),
-    step(3, 16, 7.7, 2400, server={"engine": "vllm", "waiting": {"max": 41}, "running": {"max": 8},
+    step(3, 16, 7.7, 2400, server={"engine": "vllm", "scrapes": 12, "waiting": {"max": 41}, "running": {"max": 8},
                                    "kv_cache_usage": {"max": 1.0}, "preemptions": 0}),
 ]  # fmt: skip
 
@@ -37,6 +37,8 @@ def test_sweep_headline_names_best_step_knee_binding_client_and_server() -> None
     assert "First to break: ttft_ms p95 2400 > 500 at 16." in text
     assert "The client itself limited 1 step(s) (8)" in text
     assert "Server (vllm) at 16: up to 41 requests waiting, 8 running, KV cache full." in text
+    few = [*STEPS[:3], {**STEPS[3], "server": {**STEPS[3]["server"], "scrapes": 2}}]  # a short step: edges only
+    assert "Server" not in headline({"steps": few, "slo": {"verdicts": verdicts(few)}, "capacity": None}, SLOS)
 
 
 def test_capacity_headline_gives_value_interval_and_binding_slo() -> None:

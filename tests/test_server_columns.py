@@ -57,3 +57,17 @@ def test_the_table_shows_the_servers_queue_and_kv_cache_when_scraped() -> None:
     assert "KV max" in header
     assert "4.5/6.5" in row and "100%" in row, row
     assert "srv wait/run" not in table([step()]) and "KV max" not in table([step()])
+
+
+def test_a_step_with_fewer_than_three_scrapes_inside_shows_no_server_figures() -> None:
+    """Two scrapes inside the step (at 1 s and 3 s of [0.5 s, 4 s]): its time means would mostly hold
+    what its edges saw, so the cells say "-" and a note says why."""
+    series = ServerSeries([scrape(0, 0, 2, 0.25), scrape(1, 6, 8, 1.0), scrape(3, 6, 8, 0.75)])
+    s = step()
+    s["server"] = server_window(series, S // 2, 4 * S)
+    assert s["server"]["scrapes"] == 2
+    text = table([s])
+    row = next(line for line in text.splitlines() if line.strip().startswith("│ 0") or "4 req/s" in line)
+    *_, wait_run, kv_max, _errors, _ = (c.strip() for c in row.split("│"))  # the last columns: srv, KV, errors
+    assert wait_run in ("-", "-/-") and kv_max == "-", row
+    assert "server columns: '-' for steps [0], with fewer than 3 /metrics scrapes" in " ".join(text.split())

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from loadtest.analysis.checks import evaluate_slos
+from loadtest.analysis.serverview import sampled
 from loadtest.config.scenario import SLO
 
 __all__ = ["KNEE_SHARE", "headline", "knee"]
@@ -63,7 +64,7 @@ def _binding(summary: dict[str, Any]) -> str | None:
 
 def _server(summary: dict[str, Any], slo: SLO) -> str | None:
     """What the server's metrics said at the first step that failed (or the heaviest)."""
-    steps = [s for s in summary["steps"] if s.get("server")]
+    steps = [s for s in summary["steps"] if sampled(s.get("server"))]  # too few scrapes: no view to report
     if not steps:
         return None
     failing = [s for s in steps if not all(v["ok"] for v in evaluate_slos(s, slo)) or s.get("saturation")]

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from loadtest.analysis.serverview import MIN_SCRAPES, sampled
 from loadtest.output.breakdowns import print_breakdowns
 
 __all__ = ["EMBEDDINGS_NOTE", "answer_metrics", "embeddings_only", "print_step_table", "step_line"]
@@ -60,10 +61,11 @@ def _answer_columns(steps: list[dict[str, Any]]) -> list[tuple[str, Callable[[di
 
 def _server_columns(steps: list[dict[str, Any]]) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
     """The server's own view of each step, when it was scraped: requests waiting/running (time
-    means over the step) and the KV cache's fullest moment; none when no step has them."""
+    means over the step) and the KV cache's fullest moment; none when no step has them, and "-" for
+    a step with fewer than ``MIN_SCRAPES`` scrapes inside it (a short step: the note says so)."""
 
     def gauge(s: dict[str, Any], key: str, stat: str) -> float | None:
-        return ((s.get("server") or {}).get(key) or {}).get(stat)
+        return ((s.get("server") or {}).get(key) or {}).get(stat) if sampled(s.get("server")) else None
 
     cols: list[tuple[str, Callable[[dict[str, Any]], str]]] = []
     if any(gauge(s, "waiting", "mean") is not None or gauge(s, "running", "mean") is not None for s in steps):
@@ -173,6 +175,14 @@ def _print_notes(summary: dict[str, Any], console: Console) -> None:
         verdict = search.get("verdict") or "no rate held, down to the lowest one tried"  # older summaries
         console.print(f"[{'bold' if found else 'red'}]limit discovery[/]: {escape(verdict)}", highlight=False)
         console.print(f"audit: {escape(search['audit'])}", highlight=False)
+    short = [s["index"] for s in summary["steps"] if s.get("server") and not sampled(s["server"])]
+    if short:
+        console.print(
+            f"server columns: '-' for steps {short}, with fewer than {MIN_SCRAPES} /metrics scrapes inside "
+            "them (lower server_metrics.interval_s, or lengthen the steps)",
+            style="dim",
+            highlight=False,
+        )
     print_breakdowns(summary, console)  # per turn of conversations, cold and warm prefix groups
     for s in summary["steps"]:
         for w in s.get("warnings", []):
