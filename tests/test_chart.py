@@ -45,6 +45,22 @@ def test_stacked_panels_share_one_x_range() -> None:
     assert lo < 0 and 30 < hi < 32  # both lines' data, padded 5%
 
 
+def test_stacked_panels_keep_one_frame_width_when_one_has_a_right_axis() -> None:
+    """A vertical mark at x = 5 in each of two stacked panels, one with a right axis: both marks are
+    drawn in the same pixel column (matplotlib's twinx kept the frame; so must we)."""
+    from loadtest.output.chart import Mark
+
+    chart = Chart(400, 400, 2, 1, sharex=True)
+    chart.panels[0].plot([0, 10], [1, 2], "#000000")
+    chart.panels[1].plot([0, 10], [1, 2], "#000000", right=True)
+    for ax in chart.panels:
+        ax.marks.append(Mark("#ff0000", x=5.0))
+    px = _pixels(chart)
+    red = (px[:, :, 0] > 200) & (px[:, :, 1] < 80) & (px[:, :, 2] < 80)
+    top, bottom = red[:200].sum(axis=0).argmax(), red[200:].sum(axis=0).argmax()
+    assert red[:200].sum() and red[200:].sum() and abs(int(top) - int(bottom)) <= 1, (top, bottom)
+
+
 def test_a_log_axis_narrower_than_a_decade_still_has_ticks() -> None:
     from loadtest.output.chart import _Scale, _x_ticks
 

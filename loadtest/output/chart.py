@@ -85,6 +85,7 @@ class Panel:
     bars: list[Bars] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
     legend: str = "upper right"
+    reserve_right: bool = False  # keep the right axis's margin without one (stacked panels line up)
 
     def plot(
         self, xs: Sequence[float], ys: Sequence[float], color: str, label: str | None = None, **kw: object
@@ -118,6 +119,9 @@ class Chart:
         im = Image.new("RGB", (self.width * _S, self.height * _S), "white")
         draw = ImageDraw.Draw(im)
         if self.sharex:
+            if any(_has_right(p) for p in self.panels):  # one frame width for all, or x would not line up
+                for p in self.panels:
+                    p.reserve_right = True
             spans = [_x_extent(p) for p in self.panels if p.lines or p.bars]
             if spans:
                 shared = (min(a for a, _ in spans), max(b for _, b in spans))
@@ -190,10 +194,14 @@ def _x_extent(panel: Panel) -> tuple[float, float]:
     return lo - w, hi + w
 
 
+def _has_right(panel: Panel) -> bool:
+    return any(ln.right for ln in panel.lines) or panel.right_ylim is not None
+
+
 def _axes(panel: Panel, box: tuple[float, float, float, float]) -> tuple[_Scale, _Scale, _Scale | None]:
     x0, y0, x1, y1 = box
-    right = any(ln.right for ln in panel.lines) or panel.right_ylim is not None
-    px0, px1 = x0 + _LEFT, x1 - (_LEFT if right else _RIGHT)
+    right = _has_right(panel)
+    px0, px1 = x0 + _LEFT, x1 - (_LEFT if right or panel.reserve_right else _RIGHT)
     py0, py1 = y0 + _TOP, y1 - _BOTTOM
     xlo, xhi = _x_extent(panel)
     left = [np.asarray(ln.ys) for ln in panel.lines if not ln.right] + [np.asarray(b.heights) for b in panel.bars]
