@@ -141,3 +141,26 @@ def test_report_command_rebuilds_plots_and_page_from_records(tmp_path: Path) -> 
     after = json.loads((run / "summary.json").read_text())
     assert after["steps"] == before["steps"]
     assert (run / "report.html").is_file() and len(list((run / "plots").glob("*.png"))) == len(PLOTS)
+
+
+def test_a_report_that_cannot_be_drawn_costs_a_warning_not_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report is drawn in the run's own process: a failure while drawing (here a KeyError, which no
+    drawing code should raise) leaves the records, summary.json and history, and says so in one line."""
+    import loadtest.output.htmlreport as htmlreport
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("p50")
+
+    monkeypatch.setattr(htmlreport, "write_report", broken)
+    warnings: list[str] = []
+    sc = Scenario.model_validate(
+        {"name": "nodraw", "target": {"base_url": "mock", "mock": {"ttft_ms": 1, "itl_ms": 0, "output_tokens": 4}},
+         "load": {"concurrency": [2], "requests": 6}}
+    )  # fmt: skip
+    outcome = execute(sc, "nodraw.yaml", tmp_path, on_step=lambda s: None, warn=warnings.append)
+    assert outcome.exit_code == 0 and (outcome.run_dir / "summary.json").is_file()
+    assert len((outcome.run_dir / "requests.jsonl").read_text().splitlines()) == 6
+    assert (outcome.run_dir.parent / "history.jsonl").is_file() and not (outcome.run_dir / "report.html").exists()
+    assert [w for w in warnings if "the report could not be drawn ('p50')" in w], warnings
