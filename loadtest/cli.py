@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -369,7 +368,8 @@ def mock(
             raise MockStartError(f"--port: expected 0..65535, got {port}")
         options["prefix_cache"] = _key_values("--prefix-cache", prefix_cache)
         settings = _mock_settings(options, fault)
-        _check_mock_auth(settings.api_key_env)
+        if (unset := settings.unset_key_env()) is not None:  # its value is never printed
+            raise MockStartError(f"--api-key-env: environment variable {unset} is not set")
         if tokenizer is not None and (token_source(tokenizer) != "hf" or tokenizer_problem(tokenizer)):
             raise MockStartError(f"--tokenizer: {tokenizer_problem(tokenizer) or 'expected a tokenizer.json'}")
         from loadtest.mock import run_mock  # here: every other command starts without the server's modules
@@ -406,12 +406,6 @@ def _key_values(flag: str, text: str | None) -> dict[str, str] | None:
     if any(not sep or not k.strip() for k, sep, _ in pairs):
         raise MockStartError(f"{flag}: expected on or KEY=VALUE,KEY=VALUE, got {text!r}")
     return {k.strip(): v.strip() for k, _, v in pairs}
-
-
-def _check_mock_auth(env_name: str | None) -> None:
-    """The variable named by --api-key-env is set (its value is never printed)."""
-    if env_name is not None and not os.environ.get(env_name):
-        raise MockStartError(f"--api-key-env: environment variable {env_name} is not set")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -90,3 +91,8 @@ class MockSettings(BaseModel):
         if (self.api_key_header is None) != (self.api_key_env is None):
             raise ValueError("give api_key_header and api_key_env (the NAME of the variable holding the key) together")
         return self
+
+    def unset_key_env(self) -> str | None:
+        """The variable ``api_key_env`` names when it is not set in this process (None: set, or no key);
+        its value is never read here. The mock would answer every request 401 without it."""
+        return self.api_key_env if self.api_key_env is not None and not os.environ.get(self.api_key_env) else None

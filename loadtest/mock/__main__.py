@@ -7,7 +7,6 @@ validated by the parent (one ``MockSettings`` model); errors are one line on std
 
 from __future__ import annotations
 
-import os
 import sys
 
 from pydantic import ValidationError
@@ -19,8 +18,8 @@ from loadtest.mock.process import run_mock
 def main(argv: list[str]) -> int:
     try:
         settings = MockSettings.model_validate_json(argv[0])
-        if settings.api_key_env is not None and not os.environ.get(settings.api_key_env):
-            raise MockStartError(f"api_key_env: environment variable {settings.api_key_env} is not set")
+        if (unset := settings.unset_key_env()) is not None:
+            raise MockStartError(f"api_key_env: environment variable {unset} is not set")
         run_mock(settings, argv[1], int(argv[2]))
     except ValidationError as e:
         first = e.errors()[0]
