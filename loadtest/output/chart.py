@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 __all__ = ["Bars", "Chart", "Line", "Mark", "Panel", "color", "nice_ticks"]
 
@@ -230,7 +230,9 @@ def _x_ticks(panel: Panel, sx: _Scale) -> list[tuple[float, str]]:
     return [(v, _fmt(v)) for v in values]
 
 
-def _draw_panel(im: Image.Image, draw: ImageDraw.ImageDraw, panel: Panel, box: tuple[float, float, ...]) -> None:
+def _draw_panel(
+    im: Image.Image, draw: ImageDraw.ImageDraw, panel: Panel, box: tuple[float, float, float, float]
+) -> None:
     sx, sy, sr = _axes(panel, box)
     frame = (sx.a, sy.b, sx.b, sy.a)
     small = _font(11)
@@ -262,8 +264,7 @@ def _draw_marks(
     for m in panel.marks:
         if m.x is not None and m.x2 is not None:  # a shaded span: the colour at 12% on white
             a, b = sorted(float(v) for v in sx(np.asarray([m.x, m.x2])))
-            rgb = Image.new("RGB", (1, 1), m.color).getpixel((0, 0))
-            tint = tuple(int(255 - 0.12 * (255 - c)) for c in rgb)  # type: ignore[union-attr]
+            tint = tuple(int(255 - 0.12 * (255 - c)) for c in ImageColor.getrgb(m.color)[:3])
             draw.rectangle((max(a, frame[0]), frame[1], min(b, frame[2]), frame[3]), fill=tint)
         elif m.x is not None:
             px = float(sx(np.asarray([m.x]))[0])
@@ -333,7 +334,6 @@ def _dashed(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill: 
             if left <= 1e-9:
                 k = (k + 1) % len(lengths)
                 left, on = lengths[k], not on
-    return
 
 
 def _draw_labels(
