@@ -26,7 +26,10 @@ HOLD_S = (TTFT_MS + (TOKENS - 1) * ITL_MS) / 1e3
 CAPACITY = SLOTS / HOLD_S  # 21.05 req/s
 
 
-def run(tmp_path: Path, server: MockProcess, **cap: Any) -> RunOutcome:
+def run(
+    tmp_path: Path, server: MockProcess, p95_ms: float = 100, more: dict[str, Any] | None = None, **cap: Any
+) -> RunOutcome:
+    """A capacity search against ``server`` (``cap`` over the defaults below; ``more``: other sections)."""
     sc = Scenario.model_validate(
         {
             "name": "capacity",
@@ -39,7 +42,8 @@ def run(tmp_path: Path, server: MockProcess, **cap: Any) -> RunOutcome:
             # well above the unqueued 20 ms: a client slowed by a busy machine must not break it (D/D/N
             # queues grow without bound past N/S, so the bound barely moves the capacity: 10% past N/S,
             # a 1.5-s step's last request waits 0.14 s)
-            "slo": {"ttft_ms": {"p95": 100}},
+            "slo": {"ttft_ms": {"p95": p95_ms}},
+            **(more or {}),
         }
     )
     return execute(sc, "capacity.yaml", tmp_path, on_step=lambda s: None, report=False)
@@ -59,7 +63,7 @@ def test_a_step_at_three_times_capacity_ends_early(tmp_path: Path, mock_server: 
     assert first["verdict"] == "fail" and first["binding"] == "saturation", first
     assert "over-saturated" in first["reason"]
     # the report opens with the answer and draws the search (the one step failed: no capacity); rendered
-    # here, as `loadtest report` does, not in the run's own spawned process (a new interpreter: seconds)
+    # from the files, as `loadtest report` does (the run itself skipped it)
     html = write_report([load_run(outcome.run_dir)], outcome.run_dir).read_text()
     assert outcome.summary["headline"].startswith("No capacity: even the lowest load tried")
     assert '<p class="headline">' in html and "Capacity under SLO" in html
@@ -75,20 +79,8 @@ def test_the_servers_growing_queue_ends_a_step_that_in_flight_alone_would_not(
     scraped every 0.25 s) ends it early with the waiting count's reason."""
     server = queued(mock_server)
     rate = 1.25 * CAPACITY
-    sc = Scenario.model_validate(
-        {
-            "name": "capacity-waiting",
-            "target": {"base_url": server.base_url},
-            "workload": {"max_tokens": TOKENS, "prompt": {"synthetic": {"input_tokens": 8}}},
-            "load": {
-                "arrival": "constant",
-                "capacity": {"start": rate, "max": rate, "step_duration_s": 12, "max_steps": 1},
-            },
-            "slo": {"ttft_ms": {"p95": 150}},
-            "server_metrics": {"interval_s": 0.25},
-        }
-    )
-    outcome = execute(sc, "capacity.yaml", tmp_path, on_step=lambda s: None, report=False)
+    more = {"server_metrics": {"interval_s": 0.25}}
+    outcome = run(tmp_path, server, 150, more, start=rate, max=rate, step_duration_s=12, max_steps=1)
     step = outcome.summary["steps"][0]
     assert step["duration_s"] <= 9, step["duration_s"]
     row = outcome.summary["capacity"]["steps"][0]
