@@ -11,6 +11,8 @@ and peak RSS are the client's alone; the mock server runs in its own process.
 - C: concurrency 256 at 20/2 ms: the share of the ideal rate one process delivers, and its TTFT error.
 - D: long contexts: 32 concurrent 100,000-token prompts with 4,000-token answers: client CPU, TTFT
   error, and whether loadtest saw itself as the bottleneck (loop-lag warnings).
+- A's marginal CPU: A at 2,000 and 6,000 requests, both clients: CPU per extra request (the issue's
+  "client CPU per streamed request") and the fixed cost of a process (imports, tokenizer, summary).
 - The same A, B and C with a bare asyncio client (bench/bare_client.py): the floor.
 - W: B with ``--workers 2``: delivered req/s against one process (the mock shares the 2 cores).
 - R: ``loadtest report`` of a 4,000-request, 8-step sweep, in a fresh process: CPU seconds.
@@ -43,6 +45,7 @@ CASES: dict[str, dict[str, Any]] = {
 GOALS = {
     "A_cpu_s_per_1k": 1.0,
     "A_cpu_vs_bare": 1.6,
+    "A_marginal_cpu_vs_bare": 1.0,
     "A_throughput_of_ideal": 0.95,
     "A_ttft_p50_err_ms": 1.5,
     "A_ttft_p99_err_ms": 5.0,
@@ -216,6 +219,25 @@ def measure_report_and_startup(reps: int) -> dict[str, Any]:
     }
 
 
+def measure_marginal(reps: int, short: int = 2000, long: int = 6000) -> dict[str, Any]:
+    """A's client CPU per request with the process's fixed cost taken out: runs of ``short`` and
+    ``long`` requests, both clients interleaved; (CPU(long) - CPU(short)) / (long - short) is what one
+    more streamed request costs, and CPU(short) minus ``short`` of those is the fixed cost (imports,
+    the tokenizer, the summary). Medians over ``reps``."""
+    rows: dict[str, list[tuple[float, float]]] = {"loadtest": [], "bare": []}
+    for _ in range(reps):
+        for client in rows:
+            a, b = measure(client, "A", short)["cpu_s"], measure(client, "A", long)["cpu_s"]
+            per = (b - a) / (long - short)
+            rows[client].append((per * 1e3, a - short * per))
+    out = {}
+    for client, pairs in rows.items():
+        out[f"A_{client}_cpu_ms_per_req"] = statistics.median(p for p, _ in pairs)
+        out[f"A_{client}_fixed_cpu_s"] = statistics.median(f for _, f in pairs)
+    out["A_marginal_cpu_vs_bare"] = out["A_loadtest_cpu_ms_per_req"] / out["A_bare_cpu_ms_per_req"]
+    return out
+
+
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k in runs[0] if all(isinstance(r.get(k), int | float) for r in runs)]
     return {k: statistics.median(r[k] for r in runs) for k in keys}
@@ -250,6 +272,8 @@ def main_all(reps: int) -> None:
             out["medians"][f"{case}_{client}"] = _median(runs)
     console.print("[dim]B loadtest at 100,000 requests (memory)...[/]")
     out["B_loadtest_100k"] = measure("loadtest", "B", requests=100_000)
+    console.print("[dim]A's CPU per request, fixed cost taken out (2,000 and 6,000 requests)...[/]")
+    out["marginal"] = measure_marginal(reps)
     console.print("[dim]report of a 4,000-request sweep, and startup...[/]")
     out["report_and_startup"] = measure_report_and_startup(reps)
     console.print("[dim]request paths inside AsyncOpenAI...[/]")
@@ -288,11 +312,15 @@ def main_all(reps: int) -> None:
         "C_bare_ttft_p50_err_ms": cb["ttft_p50_err_ms"],
         "C_cpu_vs_bare": c["cpu_s_per_1k"] / cb["cpu_s_per_1k"],
         "W_workers_2_vs_1_req_s": m["W_loadtest"]["req_s"] / b["req_s"],
+        # CPU a request costs across the 2 workers (children included) against one process: at 1.0,
+        # N workers on N free cores deliver N times one process's rate (README: --workers)
+        "W_cpu_per_req_vs_one": m["W_loadtest"]["cpu_s_per_1k"] / b["cpu_s_per_1k"],
         "D_cpu_s_per_request": d["cpu_s"] / d["ok"],
         "D_ttft_p50_err_ms": d["ttft_p50_err_ms"],
         "D_itl_p50_err_ms": d["itl_p50_err_ms"],
         "D_bottleneck_warnings": d["bottleneck_warnings"],
         "D_loop_lag_p99_ms": d["loop_lag_p99"],
+        **out["marginal"],
         **out["report_and_startup"],
     }
     out["figures"] = figures

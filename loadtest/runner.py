@@ -215,10 +215,13 @@ def execute(
     _check_tokenizers(scenario, source)
     cluster = _ray_backend(source) if scenario.distributed is not None else None
     measured = _measure(scenario, source, out_parent, key, cluster, opts)
-    run = _write_results(scenario, measured, opts)
+    run, drawn = _write_results(scenario, measured, opts)
     if scenario.workers > 1 or cluster is not None:
         for s in run.summary["steps"]:
             on_step(s)
+    if not drawn:
+        msg = f"interrupted while drawing the report; results kept (`loadtest report {run.run_dir}` draws it)"
+        return RunOutcome(run, _SIGNAL_EXIT[signal.SIGINT], msg)
     return _outcome(scenario, source, run, measured)
 
 
@@ -259,8 +262,9 @@ def _measure(
     return _Measured(run_dir, started, base_url, stopped_by, route, dataset_info(prompts))
 
 
-def _write_results(scenario: Scenario, m: _Measured, opts: _Options) -> Run:
-    """Summary, report and history, all recomputed from the records on disk."""
+def _write_results(scenario: Scenario, m: _Measured, opts: _Options) -> tuple[Run, bool]:
+    """Summary, history and report, all recomputed from the records on disk; and whether the report
+    was not interrupted (a Ctrl-C while it is drawn: False)."""
     (m.run_dir / "requests.jsonl").touch()  # a run stopped before its first request: no records, still a run
     run = analyze(
         m.run_dir,
@@ -276,10 +280,8 @@ def _write_results(scenario: Scenario, m: _Measured, opts: _Options) -> Run:
         run.summary["dataset"] = m.dataset
     _say_tokenizer(run.summary, opts.warn)
     write_summary(m.run_dir, run.summary)
-    if opts.report:
-        _render_report(run, opts.warn)
-    append_history(run.summary, m.run_dir)
-    return run
+    append_history(run.summary, m.run_dir)  # before the report: a Ctrl-C while it is drawn keeps the line
+    return run, _render_report(run, opts.warn) if opts.report else True
 
 
 def _outcome(scenario: Scenario, source: str, run: Run, m: _Measured) -> RunOutcome:
@@ -297,16 +299,20 @@ def _outcome(scenario: Scenario, source: str, run: Run, m: _Measured) -> RunOutc
     return RunOutcome(run, EXIT_OK if summary["slo"]["passed"] else EXIT_SLO)
 
 
-def _render_report(run: Run, warn: Callable[[str], None] | None) -> None:
-    """Plots and report.html from the run just analyzed (Pillow charts: ~0.3 s CPU for a sweep).
-    A report that cannot be drawn costs a warning, never the run: `loadtest report` retries it."""
+def _render_report(run: Run, warn: Callable[[str], None] | None) -> bool:
+    """Plots and report.html from the run just analyzed (Pillow charts: ~0.3 s CPU for a sweep); False
+    when a Ctrl-C stopped the drawing. A report that cannot be drawn costs a warning, never the run:
+    `loadtest report` retries it."""
     from loadtest.output.htmlreport import write_report
 
     try:
         write_report([run], run.run_dir)
+    except KeyboardInterrupt:
+        return False
     except Exception as e:  # any drawing failure (the old child process caught all): records and summary are on disk
         if warn is not None:
             warn(f"{run.run_dir}: the report could not be drawn ({first_line(e)}); `loadtest report` retries it")
+    return True
 
 
 def _run_here(

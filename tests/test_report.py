@@ -164,3 +164,27 @@ def test_a_report_that_cannot_be_drawn_costs_a_warning_not_the_run(
     assert len((outcome.run_dir / "requests.jsonl").read_text().splitlines()) == 6
     assert (outcome.run_dir.parent / "history.jsonl").is_file() and not (outcome.run_dir / "report.html").exists()
     assert [w for w in warnings if "the report could not be drawn ('p50')" in w], warnings
+
+
+def test_ctrl_c_while_the_report_is_drawn_keeps_the_history_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C that lands while the report is drawn (in the run's own process) interrupts the drawing:
+    exit 130 with a message that says so (not "nothing was measured"), and the run's line in
+    history.jsonl and its summary.json are already written."""
+    import loadtest.output.htmlreport as htmlreport
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(htmlreport, "write_report", interrupted)
+    sc = Scenario.model_validate(
+        {"name": "ctrlc", "target": {"base_url": "mock", "mock": {"ttft_ms": 1, "itl_ms": 0, "output_tokens": 4}},
+         "load": {"concurrency": [2], "requests": 6}}
+    )  # fmt: skip
+    outcome = execute(sc, "ctrlc.yaml", tmp_path, on_step=lambda s: None)
+    assert outcome.exit_code == 130 and "interrupted while drawing the report" in (outcome.message or "")
+    run_dir = outcome.run_dir
+    lines = (tmp_path / "ctrlc" / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["run_dir"] == str(run_dir), lines
+    assert json.loads((run_dir / "summary.json").read_text())["steps"][0]["requests"]["ok"] == 6
