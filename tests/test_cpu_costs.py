@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable
@@ -93,3 +94,22 @@ def test_the_report_template_compiles_once_for_every_process(monkeypatch: pytest
     assert "<!doctype html>" in template.render(
         title="t", tool_version="0", columns=[], notes=[], runs=[], plots=[]
     )  # the cached code renders the page
+
+
+def test_the_clients_beside_the_load_load_the_cas_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each metrics or tokenize client loaded the CA bundle again (~0.09 s of CPU each): now once a process."""
+    from loadtest.config.tls import default_context
+    from loadtest.transport.scrape import MetricsClient
+
+    loads: list[int] = []
+    load = ssl.SSLContext.load_verify_locations
+
+    def counting(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        loads.append(1)
+        load(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    default_context.cache_clear()  # as in a new process
+    for _ in range(3):
+        MetricsClient("http://127.0.0.1:9/metrics", headers={}, timeout_s=1.0).close()
+    assert len(loads) == 1
