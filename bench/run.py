@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -34,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# As the CLI does (cli.py): numpy's OpenBLAS threads, left spinning after each call they split, would
+# count in the client's CPU. Set before numpy loads (``one`` imports loadtest when it runs).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 CASES: dict[str, dict[str, Any]] = {
     "A": {"ttft_ms": 20.0, "itl_ms": 2.0, "tokens": 64, "concurrency": 64, "requests": 4000},
     "B": {"ttft_ms": 0.0, "itl_ms": 0.0, "tokens": 64, "concurrency": 256, "requests": 20000},
