@@ -191,6 +191,7 @@ class _Measured:
     stopped_by: list[int]
     route: str | None  # the tokenize route that answered (target.tokenizer: server)
     dataset: dict[str, Any] | None = None  # workload.prompt.dataset: the file's sha256, rows kept and dropped
+    startup_cpu_s: float | None = None  # one process: its CPU from start to the first request sent
 
 
 def execute(
@@ -243,6 +244,7 @@ def _measure(
         run_dir = new_run_dir(out_parent, scenario.name, started)
         write_scenario(run_dir, scenario)
         stopped_by: list[int] = []
+        startup_cpu_s = None
         with _endpoint(scenario) as base_url, contextlib.ExitStack() as stack:
             if by_server:  # with workers, each builds its own; this finds the route early, once
                 built, route = _prompts(scenario, base_url, key, source)
@@ -250,7 +252,7 @@ def _measure(
             t0 = time.perf_counter_ns()
             edges = _watch_server(scenario, base_url, key, run_dir, t0, source, opts.warn, stack)
             if here:
-                _run_here(scenario, base_url, key, prompts, run_dir, t0, stopped_by, opts, edges)
+                startup_cpu_s = _run_here(scenario, base_url, key, prompts, run_dir, t0, stopped_by, opts, edges)
             else:  # shares of each step: Ray actors or local processes
                 run_shares = functools.partial(cluster.run_ray_workers, source=source) if cluster else run_local_workers
                 try:
@@ -259,7 +261,7 @@ def _measure(
                     )
                 except KeyboardInterrupt:  # a second Ctrl-C while Ray was still starting the actors
                     stopped_by = [signal.SIGINT]
-    return _Measured(run_dir, started, base_url, stopped_by, route, dataset_info(prompts))
+    return _Measured(run_dir, started, base_url, stopped_by, route, dataset_info(prompts), startup_cpu_s)
 
 
 def _write_results(scenario: Scenario, m: _Measured, opts: _Options) -> tuple[Run, bool]:
@@ -278,6 +280,7 @@ def _write_results(scenario: Scenario, m: _Measured, opts: _Options) -> tuple[Ru
         run.summary["tokenizer"]["route"] = m.route
     if m.dataset is not None:
         run.summary["dataset"] = m.dataset
+    run.summary["harness"] = {"startup_cpu_s": m.startup_cpu_s}  # known at run time only
     _say_tokenizer(run.summary, opts.warn)
     write_summary(m.run_dir, run.summary)
     append_history(run.summary, m.run_dir)  # before the report: a Ctrl-C while it is drawn keeps the line
@@ -325,9 +328,9 @@ def _run_here(
     stopped_by: list[int],
     opts: _Options,
     edges: Sequence[Callable[[Event], None]] = (),
-) -> None:
+) -> float | None:
     """The whole run on this process's event loop; ``edges``: observers of step starts and ends (the
-    server-metrics scraper's)."""
+    server-metrics scraper's). Returns the process's CPU seconds at its first send (None: none sent)."""
     recorder = RunFiles(run_dir).recorder()
     step = LiveStep()  # fed once per event, first; the planner, the step lines and the display read it
     planner = StepPlanner(scenario, step)  # the fixed sweep, or limit discovery choosing as it goes
@@ -355,3 +358,4 @@ def _run_here(
     finally:
         loop.close()
         recorder.close()
+    return ctx.state.startup_cpu_s

@@ -72,6 +72,9 @@ class ServerSeries:
         self.names = {key: next((n for n in cands if n in names), None) for key, cands in table.items()}
         self.values: dict[str, np.ndarray] = {}  # gauges and counters: one value a scrape (NaN: absent)
         self.hists: dict[str, list[dict[str, float]]] = {}
+        # each counter's (and histogram bucket's) growth through the run, built once: a report asks for
+        # it over every step, steady window and time slice
+        self._grown: dict[tuple[str, str], _Growth] = {}
         by_name = [{f["name"]: f for f in s["families"]} for s in scrapes]
         for key, name in self.names.items():
             if name is not None:
@@ -115,20 +118,18 @@ class ServerSeries:
         v = self.values.get(key)
         if v is None:
             return None
-        ok = ~np.isnan(v)
-        return _increase(self.t_ns[ok], v[ok], s, e)
+        if (key, "") not in self._grown:
+            self._grown[key, ""] = _growth(self.t_ns, v)
+        return _over(self._grown[key, ""], s, e)
 
     def histogram(self, key: str, s: int, e: int) -> dict[str, float | None] | None:
         """count, mean and p50/p90/p99 of what a histogram counted over [s, e]."""
-        snaps = self.hists.get(key)
-        if snaps is None:
+        if key not in self.hists:
             return None
-        ok = np.asarray([bool(h) for h in snaps])
-        t, snaps = self.t_ns[ok], [h for h in snaps if h]
-        bounds = sorted({b for h in snaps for b in h if not b.startswith("_")}, key=float)
+        bounds = self._hist_growth(key)
         if not bounds:
             return None
-        delta = {b: _increase(t, np.asarray([h.get(b, math.nan) for h in snaps]), s, e) for b in [*bounds, "_sum"]}
+        delta = {b: _over(self._grown[key, b], s, e) for b in [*bounds, "_sum"]}
         count = delta[bounds[-1]] or 0.0  # the +Inf bucket: every observation
         out: dict[str, float | None] = {"count": count, "mean": (delta["_sum"] or 0.0) / count if count > 0 else None}
         cum = [delta[b] or 0.0 for b in bounds]
@@ -136,14 +137,34 @@ class ServerSeries:
             out[f"p{round(q * 100)}"] = _bucket_quantile(q, [float(b) for b in bounds], cum) if count > 0 else None
         return out
 
+    def _hist_growth(self, key: str) -> list[str]:
+        """A histogram's bucket bounds (ascending), each bucket's and ``_sum``'s growth built once."""
+        snaps = self.hists[key]
+        ok = np.asarray([bool(h) for h in snaps])
+        t, snaps = self.t_ns[ok], [h for h in snaps if h]
+        bounds = sorted({b for h in snaps for b in h if not b.startswith("_")}, key=float)
+        for b in [*bounds, "_sum"]:
+            if (key, b) not in self._grown:
+                self._grown[key, b] = _growth(t, np.asarray([h.get(b, math.nan) for h in snaps]))
+        return bounds
 
-def _increase(t: np.ndarray, v: np.ndarray, s: int, e: int) -> float | None:
+
+_Growth = tuple[np.ndarray, np.ndarray]  # scrape times, and a counter's growth up to each (resets counted)
+
+
+def _growth(t: np.ndarray, v: np.ndarray) -> _Growth:
     ok = ~np.isnan(v)
     t, v = t[ok], v[ok]
-    if not len(t):
-        return None
     steps = np.diff(v)
     grown = np.concatenate(([0.0], np.cumsum(np.where(steps >= 0, steps, v[1:]))))  # a drop: reset to v
+    return t, grown
+
+
+def _over(growth: _Growth, s: int, e: int) -> float | None:
+    """A counter's increase over [s, e] from its growth."""
+    t, grown = growth
+    if not len(t):
+        return None
     return float(np.interp(e, t, grown) - np.interp(s, t, grown))
 
 

@@ -89,6 +89,14 @@ class RunState:
         self._prompt_i = itertools.count()
         self.conversations = itertools.count()  # this process's conversations (workload.sessions), in order
         self._jitter = np.random.default_rng(plan.scenario.workload.seed * 1009 + plan.worker)
+        self.startup_cpu_s: float | None = None  # this process's CPU from its start to its first send
+
+
+def _note_first_send(state: RunState) -> None:
+    """The process's CPU time (all threads, since it started) as it sends its first request: what
+    starting up cost (imports, the scenario, the client), summary.json's ``harness.startup_cpu_s``."""
+    if state.startup_cpu_s is None:
+        state.startup_cpu_s = time.process_time()
 
 
 class RunContext:
@@ -210,6 +218,7 @@ async def _attempt(
 ) -> None:
     t, w = ctx.plan.scenario.target, ctx.plan.scenario.workload
     rec.group = prompt.group
+    _note_first_send(ctx.state)
     try:
         await send(
             ep,

@@ -132,7 +132,8 @@ class Chart:
             r, c = divmod(k, self.cols)
             _draw_panel(im, draw, panel, (c * pw, r * ph, (c + 1) * pw, (r + 1) * ph))
         buf = io.BytesIO()
-        im.reduce(_S).save(buf, format="PNG", compress_level=6)
+        # zlib level 3: 0.06 s for a sweep's six plots against 0.11 s at 6, for files ~20% larger
+        im.reduce(_S).save(buf, format="PNG", compress_level=3)
         return buf.getvalue()
 
 

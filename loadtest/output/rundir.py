@@ -290,4 +290,6 @@ def load_run(run_dir: Path, warn: Any = None) -> Run:
         run.summary["tokenizer"]["route"] = route
     if "dataset" in old:  # the dataset file as it was read at run time (its sha256, rows kept and dropped)
         run.summary["dataset"] = old["dataset"]
+    if "harness" in old:  # the run's own costs (its startup CPU): known at run time only
+        run.summary["harness"] = old["harness"]
     return run

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx2
 
+from loadtest.config.tls import default_context
 from loadtest.transport.netconn import origin
 
 __all__ = ["MetricsAnswer", "MetricsClient", "default_metrics_url", "same_origin"]
@@ -46,7 +47,7 @@ class MetricsClient:
         self.client = httpx2.Client(
             headers={**headers, "accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1"},
             timeout=httpx2.Timeout(timeout_s),
-            verify=ssl_context if ssl_context is not None else True,
+            verify=ssl_context if ssl_context is not None else default_context(trust_env),
             trust_env=trust_env,
             limits=httpx2.Limits(max_connections=1, max_keepalive_connections=1),
             follow_redirects=True,

@@ -22,6 +22,7 @@ from typing import Any
 import httpx2
 import orjson
 
+from loadtest.config.tls import default_context
 from loadtest.workload.tokens import TokenizerError
 
 __all__ = ["SHAPES", "ServerCounter", "Shape", "count_on_server", "probed", "server_root"]
@@ -83,7 +84,9 @@ class ServerCounter:
 
     def __init__(self, base_url: str, model: str, headers: dict[str, str], timeout_s: float) -> None:
         self.root = server_root(base_url)
-        self.http = httpx2.Client(headers={**headers, "content-type": "application/json"}, timeout=timeout_s)
+        self.http = httpx2.Client(
+            headers={**headers, "content-type": "application/json"}, timeout=timeout_s, verify=default_context()
+        )
         self.probe = self._probe(model)
         _PROBED[self.root] = self.probe
 

@@ -1,0 +1,115 @@
+"""What loadtest's own process costs before its first request and for a report (README "How the request
+path was chosen"): the startup CPU a run records, and the waste the CLI avoids (spinning BLAS threads,
+an import it never uses, a template compiled again in every process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from loadtest.config.scenario import Scenario
+from loadtest.mock import MockProcess
+from loadtest.output.rundir import load_run
+from loadtest.runner import execute
+from tests.conftest import ROOT
+
+
+def _cpu_s() -> float:
+    """This process's CPU so far, as the kernel's rusage counts it (not the clock the run reads)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def test_a_run_records_its_cpu_at_its_first_send(mock_server: Callable[..., MockProcess], tmp_path: Path) -> None:
+    """harness.startup_cpu_s: the process's CPU when the first request went out, so more than it had
+    used before the run began and less than it had used when the run was over; kept by `loadtest report`."""
+    mock = mock_server(ttft_ms=0, itl_ms=0, output_tokens=8)
+    sc = Scenario.model_validate(
+        {
+            "name": "startup",
+            "target": {"base_url": mock.base_url, "timeout_s": 20},
+            "workload": {"max_tokens": 8},
+            "load": {"concurrency": [1], "requests": 3},
+        }
+    )
+    before = _cpu_s()
+    outcome = execute(sc, "startup.yaml", tmp_path, on_step=lambda s: None, report=False)
+    after = _cpu_s()
+    startup = outcome.summary["harness"]["startup_cpu_s"]
+    assert before < startup < after, (before, startup, after)
+    on_disk = json.loads((outcome.run_dir / "summary.json").read_text())
+    assert on_disk["harness"] == {"startup_cpu_s": startup}
+    assert load_run(outcome.run_dir).summary["harness"] == {"startup_cpu_s": startup}  # known at run time only
+
+
+def _after_cli(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter once ``loadtest validate`` has run through the CLI's main."""
+    script = (
+        "import os, sys\n"
+        "from loadtest.cli import main\n"
+        "sys.argv = ['loadtest', 'validate', 'scenarios/demo.yaml']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n" + code
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_the_cli_process_runs_numpy_on_one_thread() -> None:
+    """OpenBLAS would start a thread per core, left spinning after each call it splits: the process
+    stays on one thread (the kernel's count of its tasks) once numpy is loaded."""
+    assert _after_cli("import numpy\nprint(len(os.listdir('/proc/self/task')))") == "1"
+
+
+def test_the_cli_process_loads_httpcore_without_trio() -> None:
+    """httpcore2 imports trio when it is installed (the dev extras' selenium brings it); the CLI's never does."""
+    assert _after_cli("import httpcore2._synchronization as sync\nprint(sync.trio is None)") == "True"
+
+
+def test_the_report_template_compiles_once_for_every_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new environment (a new process's) loads the template jinja compiled before, without compiling it."""
+    from loadtest.output.htmlreport import _environment
+
+    _environment().get_template("report.html.j2")  # compiled here, or by an earlier process
+    compiled: list[str] = []
+    compile_ = jinja2.Environment.compile
+
+    def counting(self: jinja2.Environment, *args: object, **kwargs: object) -> object:
+        compiled.append(self.__class__.__name__)
+        return compile_(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    template = _environment().get_template("report.html.j2")
+    assert compiled == []
+    assert "<!doctype html>" in template.render(
+        title="t", tool_version="0", columns=[], notes=[], runs=[], plots=[]
+    )  # the cached code renders the page
+
+
+def test_the_clients_beside_the_load_load_the_cas_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each metrics or tokenize client loaded the CA bundle again (~0.09 s of CPU each): now once a process."""
+    from loadtest.config.tls import default_context
+    from loadtest.transport.scrape import MetricsClient
+
+    loads: list[int] = []
+    load = ssl.SSLContext.load_verify_locations
+
+    def counting(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        loads.append(1)
+        load(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    default_context.cache_clear()  # as in a new process
+    for _ in range(3):
+        MetricsClient("http://127.0.0.1:9/metrics", headers={}, timeout_s=1.0).close()
+    assert len(loads) == 1
