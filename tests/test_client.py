@@ -34,6 +34,7 @@ async def call(
     api: str = "chat",
     stream: bool = True,
     timeout_s: float = 5.0,
+    answer: list[str] | None = None,
 ) -> tuple[RequestRecord, list[httpx2.Request]]:
     seen: list[httpx2.Request] = []
 
@@ -59,6 +60,7 @@ async def call(
         extra_body={"temperature": 0},
         t0=time.perf_counter_ns(),
         timeout_s=timeout_s,
+        answer=answer,
     )
     await client.close()
     return rec, seen
@@ -321,3 +323,43 @@ async def test_first_token_is_the_first_content_read_not_the_role_or_usage_one(m
     assert rec.chunk_times_ns == [hello, world]  # the role-only and usage-only chunks are not chunks
     assert rec.last_token_ns == world < usage_read
     assert rec.end_ns == done and rec.sent_ns < head
+
+
+def _vllm_like(text: str, created: int = 1764140000, usage: object = None) -> bytes:
+    """One chunk as vLLM writes it (id, created and model repeated, compact separators, raw UTF-8)."""
+    chunk = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": created, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}],
+             "usage": usage}  # fmt: skip
+    return b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+async def test_a_vllm_like_stream_gives_back_its_answer_chunks_and_usage() -> None:
+    """Chunks as vLLM writes them, with quotes, backslashes, raw UTF-8, an empty content, a chunk
+    whose created field moved, and usage on the last one: the answer, the chunk count and the usage
+    are what the stream held."""
+    pieces = ["Hello", " world", ' say "hi"', " back\\slash", " caf\u00e9", " naïve", "", " m", " again"]
+    body = b"".join(_vllm_like(p) for p in pieces[:6])
+    body += _vllm_like(pieces[6]) + _vllm_like(pieces[7]) + _vllm_like(pieces[8], created=1764140001)
+    body += _vllm_like(" end", usage={"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12})
+    body += b"data: [DONE]\n\n"
+    answer: list[str] = []
+    rec, _ = await call(lambda r: httpx2.Response(200, content=body), answer=answer)
+    expected = "".join(pieces) + " end"
+    assert rec.status == "ok" and answer == [expected], answer
+    assert len(rec.chunk_times_ns) == 9  # every piece but the empty one
+    assert (rec.output_tokens, rec.tokens_source) == (9, "usage")
+
+
+async def test_an_escaped_content_string_is_decoded_as_json() -> None:
+    """A server that escapes non-ASCII (Python's json, ensure_ascii): each piece is decoded as JSON."""
+    pieces = ["caf\u00e9", " \u00fcber", " plain", " more"]
+    body = (
+        b"".join(
+            b"data: " + json.dumps({"id": "x", "choices": [{"index": 0, "delta": {"content": p}}]}).encode() + b"\n\n"
+            for p in pieces
+        )
+        + b"data: [DONE]\n\n"
+    )
+    answer: list[str] = []
+    rec, _ = await call(lambda r: httpx2.Response(200, content=body), answer=answer)
+    assert answer == ["".join(pieces)] and len(rec.chunk_times_ns) == 4
