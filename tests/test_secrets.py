@@ -100,6 +100,7 @@ def test_key_never_written_or_printed(tmp_path: Path, leaky_server: str) -> None
 
 
 @RAY_GROUP
+@pytest.mark.timing  # starts a local Ray: on the parallel pass a busy CPU starved its GCS (a fresh clone, 11-26)
 def test_key_stays_out_of_a_ray_run_and_rays_logs(tmp_path: Path, leaky_server: str) -> None:
     """The key travels to the Ray actors as a call argument: not into the run directory, the
     terminal, or the logs of the Ray session the run started."""
