@@ -155,7 +155,7 @@ def run(
     if route := outcome.summary["tokenizer"].get("route"):
         out.print(f"tokens counted by the endpoint's {escape(route)}", highlight=False)
     out.print(f"results: {escape(str(outcome.run_dir))}", highlight=False)
-    if not no_report:
+    if not no_report and (outcome.run_dir / "report.html").is_file():  # not when drawing failed or was stopped
         out.print(f"report: {escape(str(outcome.run_dir / 'report.html'))}", highlight=False)
     if outcome.message:
         error(outcome.message)
