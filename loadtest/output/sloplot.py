@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from loadtest.analysis.summary import pick
 from loadtest.output.chart import Chart, Mark, Panel, color
 from loadtest.output.plots import Series
 
@@ -52,7 +53,7 @@ def slo_vs_load(series: list[Series]) -> Chart:
         ax.title, ax.xlabel, ax.ymin = title, f"load ({unit})", 0.0
         for i, x in enumerate(series):
             steps = sorted(x.run.summary["steps"], key=lambda s: s["value"])
-            pts = [(s["value"], v) for s in steps if (v := _pick(s, key)) is not None]
+            pts = [(s["value"], v) for s in steps if isinstance(v := pick(s, key), int | float)]
             ys = [p[1] for p in pts]
             ax.plot([p[0] for p in pts], ys, color(i), x.label, marker=True, notes=_notes(ys))
             if cap := x.run.summary.get("capacity"):
@@ -60,10 +61,3 @@ def slo_vs_load(series: list[Series]) -> Chart:
         if bound is not None:
             ax.marks.append(Mark(_BOUND, y=bound, label=f"bound {bound:g}"))
     return chart
-
-
-def _pick(step: dict[str, Any], key: str) -> float | None:
-    node: Any = step
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node if isinstance(node, int | float) else None
