@@ -35,6 +35,7 @@ __all__ = [
     "throughput",
     "timeline",
     "ttft_cdf",
+    "value_notes",
 ]
 
 _PCTS = (("p50", "-"), ("p95", "--"), ("p99", ":"))
@@ -61,7 +62,7 @@ def _steps(x: Series) -> list[dict]:
     return [s for s in x.run.summary["steps"] if s["requests"]["ok"]]
 
 
-def _notes(values: list[float]) -> list[str]:
+def value_notes(values: list[float]) -> list[str]:
     """Each point's value written beside it: read exactly, not off the axis."""
     return [f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}" for v in values]
 
@@ -90,7 +91,7 @@ def throughput(series: list[Series]) -> Chart:
         v = [s["value"] for s in steps]
         for ax, key in ((ax1, "request_throughput"), (ax2, work)):
             ys = [s[key] for s in steps]
-            ax.plot(v, ys, _color(i), x.label, marker=True, notes=_notes(ys))
+            ax.plot(v, ys, _color(i), x.label, marker=True, notes=value_notes(ys))
     for ax, title in ((ax1, "requests/s"), (ax2, name)):
         _load_axis(ax, series)
         ax.title, ax.ymin, ax.legend = title, 0.0, "upper left"
@@ -106,7 +107,7 @@ def latency(series: list[Series]) -> Chart:
             steps = [s for s in _steps(x) if s[metric]["p50"] is not None]
             for pct, style in _PCTS:
                 ys = [s[metric][pct] for s in steps]
-                notes = _notes(ys) if pct == "p50" else None
+                notes = value_notes(ys) if pct == "p50" else None
                 ax.plot(
                     [s["value"] for s in steps], ys, _color(i), f"{x.label} {pct}", dash=style, marker=True, notes=notes
                 )

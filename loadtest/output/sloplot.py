@@ -9,7 +9,7 @@ from typing import Any
 
 from loadtest.analysis.summary import pick
 from loadtest.output.chart import Chart, Mark, Panel, color
-from loadtest.output.plots import Series
+from loadtest.output.plots import Series, value_notes
 
 __all__ = ["has_capacity", "slo_vs_load"]
 
@@ -39,10 +39,6 @@ def _mark(ax: Panel, cap: dict[str, Any], c: str) -> None:
         ax.marks.append(Mark(c, x=cap["value"], dash="--", label=f"capacity {cap['value']:g}"))
 
 
-def _notes(values: list[float]) -> list[str]:
-    return [f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}" for v in values]
-
-
 def slo_vs_load(series: list[Series]) -> Chart:
     panels = [("goodput", "goodput (req/s)", None)] + [
         (f"{n}.{s}", f"{n.replace('_ms', '')} {s} (ms)", v) for n, s, v in _bounds(series[0])
@@ -55,7 +51,7 @@ def slo_vs_load(series: list[Series]) -> Chart:
             steps = sorted(x.run.summary["steps"], key=lambda s: s["value"])
             pts = [(s["value"], v) for s in steps if isinstance(v := pick(s, key), int | float)]
             ys = [p[1] for p in pts]
-            ax.plot([p[0] for p in pts], ys, color(i), x.label, marker=True, notes=_notes(ys))
+            ax.plot([p[0] for p in pts], ys, color(i), x.label, marker=True, notes=value_notes(ys))
             if cap := x.run.summary.get("capacity"):
                 _mark(ax, cap, color(i))
         if bound is not None:
