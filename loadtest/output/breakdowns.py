@@ -10,10 +10,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["cache_line", "print_breakdowns", "sessions_line"]
+__all__ = ["cache_line", "cell", "print_breakdowns", "sessions_line"]
 
 
-def _f(v: float | None, digits: int = 1) -> str:
+def cell(v: float | None, digits: int = 1) -> str:
+    """A number as a table cell: grouped, ``digits`` decimals, "-" when missing."""
     return "-" if v is None else f"{v:,.{digits}f}"
 
 
@@ -33,10 +34,10 @@ def _turn_table(s: dict[str, Any]) -> Table:
         t.add_row(
             str(row["turn"]),
             f"{row['ok']}/{row['requests']}",
-            _f(row["context_tokens"]["p50"], 0),
-            _f(row["ttft_ms"]["p50"]),
-            _f(row["ttft_ms"]["p95"]),
-            _f(row["e2e_ms"]["p50"]),
+            cell(row["context_tokens"]["p50"], 0),
+            cell(row["ttft_ms"]["p50"]),
+            cell(row["ttft_ms"]["p95"]),
+            cell(row["e2e_ms"]["p50"]),
         )
     return t
 
@@ -50,7 +51,7 @@ def cache_line(g: dict[str, Any]) -> str:
             return f"{name} none"
         share = "" if p["cached_share"] is None else f", {100 * p['cached_share']:.0f}% cached"
         ttft = p["ttft_ms"]
-        return f"{name} {_f(ttft['p50'])} / {_f(ttft.get('p95'))} ms ({p['requests']} requests{share})"
+        return f"{name} {cell(ttft['p50'])} / {cell(ttft.get('p95'))} ms ({p['requests']} requests{share})"
 
     return f"{g['groups']} prefix groups, TTFT p50 / p95: {part('cold')}; {part('warm')}"
 

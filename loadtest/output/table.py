@@ -10,16 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadtest.analysis.serverview import MIN_SCRAPES, sampled
-from loadtest.output.breakdowns import print_breakdowns
+from loadtest.output.breakdowns import cell, print_breakdowns
 
 __all__ = ["EMBEDDINGS_NOTE", "answer_metrics", "embeddings_only", "print_step_table", "step_line"]
 
 # said where an embeddings run's table would show TTFT and the other token timings
 EMBEDDINGS_NOTE = "embeddings: no TTFT, TTFA, ITL or TPOT (one response body, no tokens generated); latency is E2E"
-
-
-def _f(v: float | None, digits: int = 1) -> str:
-    return "-" if v is None else f"{v:,.{digits}f}"
 
 
 def answer_metrics(steps: list[dict[str, Any]]) -> set[str]:
@@ -47,13 +43,13 @@ def _answer_columns(steps: list[dict[str, Any]]) -> list[tuple[str, Callable[[di
     shown = answer_metrics(steps)
     cols: list[tuple[str, Callable[[dict[str, Any]], str]]] = []
     if "ttfa_ms" in shown:
-        cols += [("TTFA p50", lambda s: _f(s["ttfa_ms"]["p50"])), ("TTFA p99", lambda s: _f(s["ttfa_ms"]["p99"]))]
+        cols += [("TTFA p50", lambda s: cell(s["ttfa_ms"]["p50"])), ("TTFA p99", lambda s: cell(s["ttfa_ms"]["p99"]))]
     if "reasoning_tokens" in shown:
-        cols.append(("reasoning tok", lambda s: _f(s["reasoning_tokens"]["mean"])))
+        cols.append(("reasoning tok", lambda s: cell(s["reasoning_tokens"]["mean"])))
     if "tokens_per_chunk" in shown:
-        cols.append(("tok/chunk", lambda s: _f(s["tokens_per_chunk"]["mean"], 2)))
+        cols.append(("tok/chunk", lambda s: cell(s["tokens_per_chunk"]["mean"], 2)))
     if "images" in shown:
-        cols.append(("img/req", lambda s: _f((s.get("images") or {}).get("per_request"))))
+        cols.append(("img/req", lambda s: cell((s.get("images") or {}).get("per_request"))))
     if "tools" in shown:
         cols.append(("tool called", lambda s: "{called}/{requests}".format(**s["tools"]) if s.get("tools") else "-"))
     return cols
@@ -70,12 +66,15 @@ def _server_columns(steps: list[dict[str, Any]]) -> list[tuple[str, Callable[[di
     cols: list[tuple[str, Callable[[dict[str, Any]], str]]] = []
     if any(gauge(s, "waiting", "mean") is not None or gauge(s, "running", "mean") is not None for s in steps):
         cols.append(
-            ("srv wait/run", lambda s: f"{_f(gauge(s, 'waiting', 'mean'), 1)}/{_f(gauge(s, 'running', 'mean'), 1)}")
+            ("srv wait/run", lambda s: f"{cell(gauge(s, 'waiting', 'mean'), 1)}/{cell(gauge(s, 'running', 'mean'), 1)}")
         )
     if any(gauge(s, "kv_cache_usage", "max") is not None for s in steps):
-        cols.append(
-            ("KV max", lambda s: _f(100 * v, 0) + "%" if (v := gauge(s, "kv_cache_usage", "max")) is not None else "-")
-        )
+
+        def kv_max(s: dict[str, Any]) -> str:
+            v = gauge(s, "kv_cache_usage", "max")
+            return "-" if v is None else cell(100 * v, 0) + "%"
+
+        cols.append(("KV max", kv_max))
     return cols
 
 
@@ -85,14 +84,14 @@ def step_line(s: dict[str, Any]) -> str:
     if s.get("embeddings"):
         return (
             f"step {s['index']} {s['mode']}={s['value']}: {r['ok']}/{r['sent']} ok, "
-            f"{_f(s['request_throughput'], 2)} req/s, {_f(s['inputs_per_s'])} inputs/s, "
-            f"{_f(s['input_tokens_per_s'])} input tok/s, E2E p50 {_f(s['e2e_ms']['p50'])} ms"
+            f"{cell(s['request_throughput'], 2)} req/s, {cell(s['inputs_per_s'])} inputs/s, "
+            f"{cell(s['input_tokens_per_s'])} input tok/s, E2E p50 {cell(s['e2e_ms']['p50'])} ms"
         )
     return (
         f"step {s['index']} {s['mode']}={s['value']}: {r['ok']}/{r['sent']} ok, "
-        f"{_f(s['request_throughput'], 2)} req/s, {_f(s['output_token_throughput'])} tok/s, "
-        f"TTFT p50 {_f(s['ttft_ms']['p50'])} ms"
-    ) + (f", TTFA p50 {_f(s['ttfa_ms']['p50'])} ms" if "ttfa_ms" in answer_metrics([s]) else "")
+        f"{cell(s['request_throughput'], 2)} req/s, {cell(s['output_token_throughput'])} tok/s, "
+        f"TTFT p50 {cell(s['ttft_ms']['p50'])} ms"
+    ) + (f", TTFA p50 {cell(s['ttfa_ms']['p50'])} ms" if "ttfa_ms" in answer_metrics([s]) else "")
 
 
 def _embeddings_table(summary: dict[str, Any], console: Console) -> None:
@@ -106,12 +105,12 @@ def _embeddings_table(summary: dict[str, Any], console: Console) -> None:
             str(s["index"]),
             f"{s['value']}{unit}",
             f"{s['requests']['ok']}/{s['requests']['sent']}",
-            _f(s["request_throughput"], 2),
-            _f(s["inputs_per_s"]),
-            _f(s["input_tokens_per_s"]),
-            _f(s["embeddings"]["batch_size"]["mean"]),
-            _f(s["e2e_ms"]["p50"]),
-            _f(s["e2e_ms"]["p99"]),
+            cell(s["request_throughput"], 2),
+            cell(s["inputs_per_s"]),
+            cell(s["input_tokens_per_s"]),
+            cell(s["embeddings"]["batch_size"]["mean"]),
+            cell(s["e2e_ms"]["p50"]),
+            cell(s["e2e_ms"]["p99"]),
             ", ".join(f"{k}:{v}" for k, v in sorted(s["errors"].items())) or "-",
         )
     console.print(t)
@@ -149,14 +148,14 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
             str(s["index"]),
             f"{s['value']}{unit}",
             f"{s['requests']['ok']}/{s['requests']['sent']}",
-            _f(s["request_throughput"], 2),
-            _f(s["output_token_throughput"]),
-            _f(s["ttft_ms"]["p50"]),
-            _f(s["ttft_ms"]["p99"]),
-            _f(s["itl_ms"]["p50"], 2),
-            _f(s["tpot_ms"]["p50"], 2),
-            _f(s["e2e_ms"]["p50"]),
-            _f(s["e2e_ms"]["p99"]),
+            cell(s["request_throughput"], 2),
+            cell(s["output_token_throughput"]),
+            cell(s["ttft_ms"]["p50"]),
+            cell(s["ttft_ms"]["p99"]),
+            cell(s["itl_ms"]["p50"], 2),
+            cell(s["tpot_ms"]["p50"], 2),
+            cell(s["e2e_ms"]["p50"]),
+            cell(s["e2e_ms"]["p99"]),
             *(cell(s) for _, cell in extra),
             errors,
         )
@@ -191,5 +190,5 @@ def _print_notes(summary: dict[str, Any], console: Console) -> None:
         if not v["ok"]:
             console.print(
                 f"[red]SLO failed[/]: step {v['step']} ({v['value_of_step']}): {v['slo']} {v['stat']} "
-                f"= {_f(v['measured'], 2)}, bound {v['kind']} {v['bound']}"
+                f"= {cell(v['measured'], 2)}, bound {v['kind']} {v['bound']}"
             )
