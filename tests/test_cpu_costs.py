@@ -4,6 +4,7 @@ an import it never uses, a template compiled again in every process)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -49,6 +50,35 @@ def test_a_run_records_its_cpu_at_its_first_send(mock_server: Callable[..., Mock
     on_disk = json.loads((outcome.run_dir / "summary.json").read_text())
     assert on_disk["harness"] == {"startup_cpu_s": startup}
     assert load_run(outcome.run_dir).summary["harness"] == {"startup_cpu_s": startup}  # known at run time only
+
+
+def test_what_a_run_starts_with_is_frozen_out_of_the_collector(
+    mock_server: Callable[..., MockProcess], tmp_path: Path
+) -> None:
+    """The objects alive when a run begins (imports, the scenario, the tokenizer) are out of the
+    collector's walks by the time a request is answered: the freeze count then has grown by at least
+    as many objects as the collector tracked before the run (gc.get_objects: the unfrozen ones)."""
+    mock = mock_server(ttft_ms=0, itl_ms=0, output_tokens=8)
+    sc = Scenario.model_validate(
+        {
+            "name": "frozen",
+            "target": {"base_url": mock.base_url, "timeout_s": 20},
+            "workload": {"max_tokens": 8},
+            "load": {"concurrency": [1], "requests": 2},
+        }
+    )
+    ballast = [[i] for i in range(50_000)]  # tracked objects alive through the run, as openai's models are
+    frozen_before, tracked_before = gc.get_freeze_count(), len(gc.get_objects())
+    seen: list[int] = []
+    execute(
+        sc,
+        "frozen.yaml",
+        tmp_path,
+        on_step=lambda s: None,
+        report=False,
+        observers=[lambda e: seen.append(gc.get_freeze_count())],
+    )
+    assert seen and seen[0] - frozen_before >= tracked_before > len(ballast), (frozen_before, tracked_before, seen[:1])
 
 
 def _after_cli(code: str) -> str:
