@@ -56,8 +56,9 @@ def test_what_a_run_starts_with_is_frozen_out_of_the_collector(
     mock_server: Callable[..., MockProcess], tmp_path: Path
 ) -> None:
     """The objects alive when a run begins (imports, the scenario, the tokenizer) are out of the
-    collector's walks by the time a request is answered: the freeze count then has grown by at least
-    as many objects as the collector tracked before the run (gc.get_objects: the unfrozen ones)."""
+    collector's walks by the time a request is answered: gc.get_objects() (what the collector walks)
+    no longer holds a list kept alive through the run, and the freeze count has grown by at least
+    that list's 50,001 objects."""
     mock = mock_server(ttft_ms=0, itl_ms=0, output_tokens=8)
     sc = Scenario.model_validate(
         {
@@ -68,17 +69,17 @@ def test_what_a_run_starts_with_is_frozen_out_of_the_collector(
         }
     )
     ballast = [[i] for i in range(50_000)]  # tracked objects alive through the run, as openai's models are
-    frozen_before, tracked_before = gc.get_freeze_count(), len(gc.get_objects())
-    seen: list[int] = []
-    execute(
-        sc,
-        "frozen.yaml",
-        tmp_path,
-        on_step=lambda s: None,
-        report=False,
-        observers=[lambda e: seen.append(gc.get_freeze_count())],
-    )
-    assert seen and seen[0] - frozen_before >= tracked_before > len(ballast), (frozen_before, tracked_before, seen[:1])
+    frozen_before = gc.get_freeze_count()
+    walked: list[tuple[bool, int]] = []
+
+    def at_first_event(_: object) -> None:
+        if not walked:
+            walked.append((any(o is ballast for o in gc.get_objects()), gc.get_freeze_count()))
+
+    execute(sc, "frozen.yaml", tmp_path, on_step=lambda s: None, report=False, observers=[at_first_event])
+    (still_walked, frozen), *_ = walked
+    assert not still_walked
+    assert frozen - frozen_before >= len(ballast) + 1, (frozen_before, frozen)
 
 
 def _after_cli(code: str) -> str:
