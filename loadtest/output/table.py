@@ -156,7 +156,7 @@ def print_step_table(summary: dict[str, Any], console: Console) -> None:
             cell(s["tpot_ms"]["p50"], 2),
             cell(s["e2e_ms"]["p50"]),
             cell(s["e2e_ms"]["p99"]),
-            *(cell(s) for _, cell in extra),
+            *(show(s) for _, show in extra),
             errors,
         )
     console.print(t)
