@@ -75,6 +75,7 @@ class ServerSeries:
         # each counter's (and histogram bucket's) growth through the run, built once: a report asks for
         # it over every step, steady window and time slice
         self._grown: dict[tuple[str, str], _Growth] = {}
+        self._bounds: dict[str, list[str]] = {}  # each histogram's bucket bounds, ascending
         by_name = [{f["name"]: f for f in s["families"]} for s in scrapes]
         for key, name in self.names.items():
             if name is not None:
@@ -138,14 +139,15 @@ class ServerSeries:
         return out
 
     def _hist_growth(self, key: str) -> list[str]:
-        """A histogram's bucket bounds (ascending), each bucket's and ``_sum``'s growth built once."""
+        """A histogram's bucket bounds (ascending), each bucket's and ``_sum``'s growth: built once."""
+        if key in self._bounds:
+            return self._bounds[key]
         snaps = self.hists[key]
         ok = np.asarray([bool(h) for h in snaps])
         t, snaps = self.t_ns[ok], [h for h in snaps if h]
-        bounds = sorted({b for h in snaps for b in h if not b.startswith("_")}, key=float)
+        bounds = self._bounds[key] = sorted({b for h in snaps for b in h if not b.startswith("_")}, key=float)
         for b in [*bounds, "_sum"]:
-            if (key, b) not in self._grown:
-                self._grown[key, b] = _growth(t, np.asarray([h.get(b, math.nan) for h in snaps]))
+            self._grown[key, b] = _growth(t, np.asarray([h.get(b, math.nan) for h in snaps]))
         return bounds
 
 
