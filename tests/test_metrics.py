@@ -172,11 +172,13 @@ def test_live_stats_bounded_and_exact_below_the_reservoir() -> None:
 def test_gap_histogram_equals_numpy_on_microsecond_gaps() -> None:
     rng = np.random.default_rng(3)
     gaps_ms = np.concatenate((rng.gamma(4.0, 2.5, 150_000), rng.uniform(262, 5000, 300), [0.0, 0.0004]))
+    gaps_ns = np.rint(gaps_ms * 1e6).astype(np.int64)  # chunk times are integer ns
     h = GapHistogram()
-    for chunk in np.array_split(gaps_ms, 997):  # as requests would add them
-        h.add_ms(chunk)
+    for i, chunk in enumerate(np.array_split(gaps_ns, 997)):  # as requests add them: each one's chunk times
+        start = i * 10**13  # far apart: a gap across two requests would be a 10,000-s outlier
+        h.add_times_ns(np.concatenate(([start], start + np.cumsum(chunk))).tolist())
     got = h.distribution()
-    us_ms = np.rint(gaps_ms * 1e3) / 1e3  # the definition: gaps rounded to the microsecond
+    us_ms = np.rint(gaps_ns / 1e3) / 1e3  # the definition: gaps rounded to the microsecond
     want = distribution(us_ms)
     for k in want:
         assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-9), k
