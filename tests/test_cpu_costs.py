@@ -30,18 +30,23 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _small_run(mock_server: Callable[..., MockProcess], name: str, requests: int) -> Scenario:
+    """A one-connection run of ``requests`` short answers against a zero-delay mock of its own."""
+    mock = mock_server(ttft_ms=0, itl_ms=0, output_tokens=8)
+    return Scenario.model_validate(
+        {
+            "name": name,
+            "target": {"base_url": mock.base_url, "timeout_s": 20},
+            "workload": {"max_tokens": 8},
+            "load": {"concurrency": [1], "requests": requests},
+        }
+    )
+
+
 def test_a_run_records_its_cpu_at_its_first_send(mock_server: Callable[..., MockProcess], tmp_path: Path) -> None:
     """harness.startup_cpu_s: the process's CPU when the first request went out, so more than it had
     used before the run began and less than it had used when the run was over; kept by `loadtest report`."""
-    mock = mock_server(ttft_ms=0, itl_ms=0, output_tokens=8)
-    sc = Scenario.model_validate(
-        {
-            "name": "startup",
-            "target": {"base_url": mock.base_url, "timeout_s": 20},
-            "workload": {"max_tokens": 8},
-            "load": {"concurrency": [1], "requests": 3},
-        }
-    )
+    sc = _small_run(mock_server, "startup", requests=3)
     before = _cpu_s()
     outcome = execute(sc, "startup.yaml", tmp_path, on_step=lambda s: None, report=False)
     after = _cpu_s()
@@ -59,15 +64,7 @@ def test_what_a_run_starts_with_is_frozen_out_of_the_collector(
     collector's walks by the time a request is answered: gc.get_objects() (what the collector walks)
     no longer holds a list kept alive through the run, and the freeze count has grown by at least
     that list's 50,001 objects."""
-    mock = mock_server(ttft_ms=0, itl_ms=0, output_tokens=8)
-    sc = Scenario.model_validate(
-        {
-            "name": "frozen",
-            "target": {"base_url": mock.base_url, "timeout_s": 20},
-            "workload": {"max_tokens": 8},
-            "load": {"concurrency": [1], "requests": 2},
-        }
-    )
+    sc = _small_run(mock_server, "frozen", requests=2)
     ballast = [[i] for i in range(50_000)]  # tracked objects alive through the run, as openai's models are
     frozen_before = gc.get_freeze_count()
     walked: list[tuple[bool, int]] = []
