@@ -141,3 +141,36 @@ def test_the_clients_beside_the_load_load_the_cas_once(monkeypatch: pytest.Monke
     for _ in range(3):
         MetricsClient("http://127.0.0.1:9/metrics", headers={}, timeout_s=1.0).close()
     assert len(loads) == 1
+
+
+_MID_RUN = """
+import sys
+from pathlib import Path
+from loadtest.analysis.events import RequestDone, StepFinished
+from loadtest.config.scenario import Scenario
+from loadtest.runner import execute
+seen = {}
+def watch(event):
+    if isinstance(event, RequestDone) and "first" not in seen:
+        seen["first"] = set(sys.modules)
+    elif isinstance(event, StepFinished):
+        seen["last"] = set(sys.modules)
+scenario = Scenario.model_validate({"name": "m", "target": {"base_url": sys.argv[1]}, "workload": {"max_tokens": 8},
+                                    "load": {"concurrency": [1, 2], "requests": 20}})
+execute(scenario, "m.yaml", Path(sys.argv[2]), on_step=lambda s: None, observers=[watch], report=False)
+print(" ".join(sorted(seen["last"] - seen["first"])))
+"""
+
+
+def test_no_module_is_imported_between_the_first_answer_and_the_last_step_end(
+    mock_server: Callable[..., MockProcess], tmp_path: Path
+) -> None:
+    """An import inside the run holds the event loop while requests are in flight (README: a module the
+    run needs is imported before its first request). A fresh interpreter, so that no other test's
+    imports hide one; numpy 2 imports numpy.ma on np.percentile's first call (a step's loop-lag line)."""
+    mock = mock_server(ttft_ms=0, itl_ms=0, output_tokens=8)
+    done = subprocess.run(
+        [sys.executable, "-c", _MID_RUN, mock.base_url, str(tmp_path)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [], done.stdout

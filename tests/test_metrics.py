@@ -169,9 +169,10 @@ def test_live_stats_bounded_and_exact_below_the_reservoir() -> None:
     assert 45 <= many.line(index=0, mode="rate", value=1.0)["ttft_ms"]["p50"] <= 56
 
 
-def test_gap_histogram_equals_numpy_on_microsecond_gaps() -> None:
+@pytest.mark.parametrize("n", [150_000, 20_000])  # past HOLD: dense counts; within it: held gaps, sorted
+def test_gap_histogram_equals_numpy_on_microsecond_gaps(n: int) -> None:
     rng = np.random.default_rng(3)
-    gaps_ms = np.concatenate((rng.gamma(4.0, 2.5, 150_000), rng.uniform(262, 5000, 300), [0.0, 0.0004]))
+    gaps_ms = np.concatenate((rng.gamma(4.0, 2.5, n), rng.uniform(262, 5000, 300), [0.0, 0.0004]))
     gaps_ns = np.rint(gaps_ms * 1e6).astype(np.int64)  # chunk times are integer ns
     h = GapHistogram()
     for i, chunk in enumerate(np.array_split(gaps_ns, 997)):  # as requests add them: each one's chunk times
@@ -182,7 +183,13 @@ def test_gap_histogram_equals_numpy_on_microsecond_gaps() -> None:
     want = distribution(us_ms)
     for k in want:
         assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-9), k
-    assert h.dense is not None and h.dense.nbytes == GapHistogram.DENSE_US * 8  # bounded, whatever the count
+    if n > GapHistogram.HOLD:
+        assert h.dense is not None and h.dense.nbytes == GapHistogram.DENSE_US * 8  # bounded, whatever the count
+        assert h._held_n <= GapHistogram.HOLD
+    else:
+        assert h.dense is None  # a step's worth of gaps: no 2-MB array
+    ranked = np.sort(us_ms)
+    assert h.quantiles_ms(np.array([0.5, 0.99])).tolist() == [ranked[len(ranked) // 2], ranked[len(ranked) * 99 // 100]]
     assert GapHistogram().distribution()["p50"] is None
 
 

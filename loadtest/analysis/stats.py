@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.ma  # np.percentile's first call imports it (numpy 2, via np.unique): not mid-run
 
 __all__ = ["PERCENTILES", "distribution", "weighted_percentile"]
 
