@@ -14,8 +14,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx2
 import jinja2
 import pytest
+import trustme
 
 from loadtest.config.scenario import Scenario
 from loadtest.mock import MockProcess
@@ -124,10 +126,15 @@ def test_the_report_template_compiles_once_for_every_process(monkeypatch: pytest
     )  # the cached code renders the page
 
 
-def test_the_clients_beside_the_load_load_the_cas_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each metrics or tokenize client loaded the CA bundle again (~0.09 s of CPU each): now once a process."""
-    from loadtest.config.tls import default_context
+def test_the_clients_beside_the_load_load_the_cas_at_their_first_https_handshake(
+    mock_server: Callable[..., MockProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The metrics and tokenize clients share one default context a process. Its CAs (~0.1 s of CPU,
+    before the first request) load at the first https handshake: never for a plain http:// URL, once
+    for any number of https clients, and verification stays on (a server of another CA fails)."""
+    from loadtest.config.tls import _default, default_context
     from loadtest.transport.scrape import MetricsClient
+    from loadtest.workload.servertok import ServerCounter
 
     loads: list[int] = []
     load = ssl.SSLContext.load_verify_locations
@@ -136,11 +143,38 @@ def test_the_clients_beside_the_load_load_the_cas_once(monkeypatch: pytest.Monke
         loads.append(1)
         load(self, *args, **kwargs)  # type: ignore[arg-type]
 
+    ca, stranger = trustme.CA(), trustme.CA()
+    for name, authority in (("ca.pem", ca), ("stranger.pem", stranger)):
+        authority.cert_pem.write_to_path(tmp_path / name)
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(tmp_path / "server.pem")
+    plain = mock_server(ttft_ms=0, itl_ms=0, output_tokens=4)
+    https = mock_server(ttft_ms=0, itl_ms=0, output_tokens=4, tls_cert=str(tmp_path / "server.pem"))
     monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
-    default_context.cache_clear()  # as in a new process
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # httpx2's default trust, with trust_env
+    _default.cache_clear()  # as in a new process
+    assert default_context() is default_context(True) is default_context(trust_env=True)  # one cache key
+
+    plain_metrics = plain.base_url.removesuffix("/v1") + "/metrics"
     for _ in range(3):
-        MetricsClient("http://127.0.0.1:9/metrics", headers={}, timeout_s=1.0).close()
-    assert len(loads) == 1
+        client = MetricsClient(plain_metrics, headers={}, timeout_s=5.0)
+        assert client.get().status == 200
+        client.close()
+    assert ServerCounter(plain.base_url, "mock-model", {}, 5.0).probe is not None  # the mock's /tokenize
+    assert loads == []
+
+    https_metrics = https.base_url.removesuffix("/v1") + "/metrics"
+    for _ in range(2):
+        client = MetricsClient(https_metrics, headers={}, timeout_s=5.0)
+        assert client.get().status == 200
+        client.close()
+    assert loads == [1]
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "stranger.pem"))
+    _default.cache_clear()
+    client = MetricsClient(https_metrics, headers={}, timeout_s=5.0)
+    with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        client.get()
+    client.close()
 
 
 _MID_RUN = """

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from functools import cache
+from typing import Any
 
 __all__ = ["default_context", "ssl_context"]
 
@@ -30,11 +32,50 @@ def ssl_context(
     return ctx
 
 
-@cache
 def default_context(trust_env: bool = True) -> ssl.SSLContext:
     """httpx2's default context (the system's CAs through certifi, or ``SSL_CERT_FILE`` when
-    ``trust_env``), built once a process for the clients beside the load (the metrics scraper's, the
-    tokenize route's): loading the CAs costs ~0.09 s of CPU, and each client built its own."""
-    import httpx2
+    ``trust_env``) for the clients beside the load (the metrics scraper's, the tokenize route's): one a
+    process, whose CAs load at its first handshake. Loading them costs ~0.1 s of CPU, before the first
+    request, and a client of a plain http:// URL never needs them."""
+    return _default(bool(trust_env))  # one cache key whichever way it is called
 
-    return httpx2.create_ssl_context(trust_env=trust_env)
+
+@cache
+def _default(trust_env: bool) -> ssl.SSLContext:
+    return _TrustAtFirstHandshake(trust_env)
+
+
+class _TrustAtFirstHandshake(ssl.SSLContext):
+    """An ``SSLContext`` whose handshakes run on httpx2's default context, built when the first one
+    starts (sockets: ``wrap_socket``; TLS in TLS and asyncio: ``wrap_bio``). The ALPN protocols a client
+    sets on it go to that context too; verification is the default's: the system's CAs, hostnames checked."""
+
+    def __new__(cls, trust_env: bool) -> _TrustAtFirstHandshake:
+        return super().__new__(cls, ssl.PROTOCOL_TLS_CLIENT)
+
+    def __init__(self, trust_env: bool) -> None:
+        self._trust_env = trust_env
+        self._alpn: list[str] | None = None
+        self._built: ssl.SSLContext | None = None
+
+    def _real(self) -> ssl.SSLContext:
+        if self._built is None:
+            import httpx2
+
+            built = httpx2.create_ssl_context(trust_env=self._trust_env)
+            if self._alpn is not None:
+                built.set_alpn_protocols(self._alpn)
+            self._built = built
+        return self._built
+
+    def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
+        self._alpn = list(alpn_protocols)
+        super().set_alpn_protocols(self._alpn)
+        if self._built is not None:
+            self._built.set_alpn_protocols(self._alpn)
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+        return self._real().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:  # type: ignore[override]
+        return self._real().wrap_bio(*args, **kwargs)
