@@ -345,6 +345,10 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
     """Run every step in order; each gets a fresh client sized to its concurrency."""
     t = ctx.plan.scenario.target
     tls = ssl_context(**t.tls.model_dump())
+    if tls is None and t.transport == "h1" and ctx.plan.base_url.startswith("https://"):
+        # the default trust built here, once: left to each step's transport, it loaded the CAs (~0.1 s of
+        # CPU) at the step's first connection, with the step's first requests in flight
+        tls = httpx2.create_ssl_context()
     for step in steps:
         before = ctx.sinks.before_step
         if ctx.state.stop.is_set() or (before is not None and not await before(step)):
