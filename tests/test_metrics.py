@@ -165,7 +165,7 @@ def test_live_stats_bounded_and_exact_below_the_reservoir() -> None:
     many = LiveStats(seed=1)
     for i in range(20_000):
         many.add(rec(i, i, [i + 1 + i % 100], i + 200, 2))  # TTFT 1..100 ms, uniform
-    assert len(many._ttft) == LiveStats.RESERVOIR and many.sent == 20_000
+    assert many._kept == LiveStats.RESERVOIR and many.sent == 20_000
     assert 45 <= many.line(index=0, mode="rate", value=1.0)["ttft_ms"]["p50"] <= 56
 
 

@@ -33,8 +33,8 @@ class LiveStats:
         self.errors: Counter[str] = Counter()
         self.first_sent_ns: int | None = None
         self.last_end_ns: int | None = None
-        self._ttft: list[float] = []
-        self._seen = 0
+        self._ttft = np.empty(self.RESERVOIR)  # the sample, in its first ``_kept`` places: its median is
+        self._kept = self._seen = 0  # taken at every redraw of the live display, without a list's conversion
         self._rng = np.random.default_rng(seed)
 
     def add(self, r: RequestRecord) -> None:
@@ -50,8 +50,9 @@ class LiveStats:
         self.output_tokens += r.output_tokens or 0
         if (v := ttft_ms(r)) is not None:
             self._seen += 1
-            if len(self._ttft) < self.RESERVOIR:
-                self._ttft.append(v)
+            if self._kept < self.RESERVOIR:
+                self._ttft[self._kept] = v
+                self._kept += 1
             elif (j := int(self._rng.integers(0, self._seen))) < self.RESERVOIR:
                 self._ttft[j] = v  # reservoir sampling: every TTFT so far equally likely to be kept
 
@@ -72,7 +73,7 @@ class LiveStats:
             "errors": dict(self.errors),
             "request_throughput": per_s(self.ok, d),
             "output_token_throughput": per_s(self.output_tokens, d),
-            "ttft_ms": {"p50": float(np.median(self._ttft)) if self._ttft else None},
+            "ttft_ms": {"p50": float(np.median(self._ttft[: self._kept])) if self._kept else None},
         }
 
 
