@@ -17,6 +17,7 @@ from loadtest.analysis.checks import EXIT_HARNESS
 from loadtest.analysis.events import Event, StepStarted
 from loadtest.analysis.records import RequestRecord
 from loadtest.config.scenario import Scenario, ScenarioError
+from loadtest.config.tls import _default
 from loadtest.mock import MockProcess
 from loadtest.output.rundir import read_records
 from loadtest.runner import RunOutcome, execute
@@ -215,11 +216,16 @@ def test_tls_settings_verify_ca_and_client_certificates(
 
 
 def test_the_default_trust_loads_once_before_the_first_step(
-    mock_server: Callable[..., MockProcess], certs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mock_server: Callable[..., MockProcess],
+    certs: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     """An https target with the default trust (here the test CA through ``SSL_CERT_FILE``, as a user's
-    system CAs): the CAs load once, before step 0 starts, not at each step's first connection, where
-    ~0.1 s of CPU held the loop with the step's first requests in flight."""
+    system CAs): the CAs load once, before step 0 starts, for the load and the metrics scraper together,
+    not at each step's first connection, where ~0.1 s of CPU held the loop with the step's first requests
+    in flight."""
     mock = mock_server(ttft_ms=1, itl_ms=1, output_tokens=4, tls_cert=certs["server"])
     order: list[str] = []
     load = ssl.SSLContext.load_verify_locations
@@ -234,17 +240,20 @@ def test_the_default_trust_loads_once_before_the_first_step(
 
     monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
     monkeypatch.setenv("SSL_CERT_FILE", certs["ca"])
+    _default.cache_clear()  # as in a new process; and after the test, for the next one
+    request.addfinalizer(_default.cache_clear)
     scenario = Scenario.model_validate(
         {
             "name": "trust",
             "target": {"base_url": mock.base_url, "timeout_s": 10},
             "workload": {"prompt": {"synthetic": {"input_tokens": 16}}, "max_tokens": 4},
             "load": {"concurrency": [2, 4, 2], "requests": 8},
-            "server_metrics": {"enabled": False},
+            "server_metrics": {"interval_s": 0.05},  # the mock's /metrics, on the same https origin
         }
     )
     out = execute(scenario, "trust.yaml", tmp_path, on_step=lambda s: None, observers=[watch], report=False)
     assert [s["requests"]["ok"] for s in out.summary["steps"]] == [8, 8, 8]  # verified against the test CA
+    assert out.summary["server_metrics"]["status"] == "ok"  # scraped over https with the same trust
     assert order == ["load CAs", "step 0", "step 1", "step 2"]
 
 

@@ -127,7 +127,10 @@ def test_the_report_template_compiles_once_for_every_process(monkeypatch: pytest
 
 
 def test_the_clients_beside_the_load_load_the_cas_at_their_first_https_handshake(
-    mock_server: Callable[..., MockProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mock_server: Callable[..., MockProcess],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     """The metrics and tokenize clients share one default context a process. Its CAs (~0.1 s of CPU,
     before the first request) load at the first https handshake: never for a plain http:// URL, once
@@ -151,7 +154,8 @@ def test_the_clients_beside_the_load_load_the_cas_at_their_first_https_handshake
     https = mock_server(ttft_ms=0, itl_ms=0, output_tokens=4, tls_cert=str(tmp_path / "server.pem"))
     monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # httpx2's default trust, with trust_env
-    _default.cache_clear()  # as in a new process
+    _default.cache_clear()  # as in a new process; and after the test, which leaves a stranger's CA in it
+    request.addfinalizer(_default.cache_clear)
     assert default_context() is default_context(True) is default_context(trust_env=True)  # one cache key
 
     plain_metrics = plain.base_url.removesuffix("/v1") + "/metrics"

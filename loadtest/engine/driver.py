@@ -24,7 +24,7 @@ from loadtest.analysis.events import Event, RequestDone, StepFinished, StepStart
 from loadtest.analysis.records import RequestRecord
 from loadtest.config.scenario import Scenario
 from loadtest.config.steps import StepPlan, plan_steps, step_plan
-from loadtest.config.tls import ssl_context
+from loadtest.config.tls import loaded_default_context, ssl_context
 from loadtest.engine.retry import retry_delay_s
 from loadtest.engine.sessions import run_sessions
 from loadtest.engine.signals import STOP_SIGNALS, on_loop
@@ -346,9 +346,10 @@ async def run_steps(ctx: RunContext, steps: Iterable[StepPlan]) -> None:
     t = ctx.plan.scenario.target
     tls = ssl_context(**t.tls.model_dump())
     if tls is None and t.transport == "h1" and ctx.plan.base_url.startswith("https://"):
-        # the default trust built here, once: left to each step's transport, it loaded the CAs (~0.1 s of
-        # CPU) at the step's first connection, with the step's first requests in flight
-        tls = httpx2.create_ssl_context()
+        # the default trust loaded here, once a process (the one the metrics and tokenize clients share):
+        # left to each step's transport, it loaded the CAs (~0.1 s of CPU) at the step's first connection,
+        # with the step's first requests in flight
+        tls = loaded_default_context()
     for step in steps:
         before = ctx.sinks.before_step
         if ctx.state.stop.is_set() or (before is not None and not await before(step)):
