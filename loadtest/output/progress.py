@@ -3,8 +3,8 @@
 An event observer: the driver never formats output. Each event costs a few counter updates; the
 display is redrawn by rich at 4 Hz from that state, in rich's own thread: a redraw holds the GIL from
 the event loop, so it is one styled line and a bar (0.5 ms a redraw), not a table (3.2 ms; README
-"How the request path was chosen"). Off a terminal nothing is drawn (CI logs get the one line per step that
-the runner prints anyway).
+"How the request path was chosen"). Off a terminal nothing is drawn (CI logs get the one line per
+step that the runner prints anyway).
 """
 
 from __future__ import annotations
