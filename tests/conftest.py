@@ -40,6 +40,26 @@ def mock_server() -> Iterator[Callable[..., MockProcess]]:
         cm.__exit__(None, None, None)
 
 
+@pytest.fixture
+def ca_loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """``"load CAs"`` appended each time a CA bundle is loaded into an ``SSLContext``. The process's shared
+    default trust (``config/tls``) is dropped before the test, as in a new process, and after it: a test
+    may have built it on a CA of its own."""
+    from loadtest.config.tls import _default
+
+    loads: list[str] = []
+    load = ssl.SSLContext.load_verify_locations
+
+    def counting(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        loads.append("load CAs")
+        load(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    _default.cache_clear()
+    yield loads
+    _default.cache_clear()
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,6 @@ from loadtest.analysis.checks import EXIT_HARNESS
 from loadtest.analysis.events import Event, StepStarted
 from loadtest.analysis.records import RequestRecord
 from loadtest.config.scenario import Scenario, ScenarioError
-from loadtest.config.tls import _default
 from loadtest.mock import MockProcess
 from loadtest.output.rundir import read_records
 from loadtest.runner import RunOutcome, execute
@@ -220,28 +219,20 @@ def test_the_default_trust_loads_once_before_the_first_step(
     certs: dict[str, str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
+    ca_loads: list[str],
 ) -> None:
     """An https target with the default trust (here the test CA through ``SSL_CERT_FILE``, as a user's
     system CAs): the CAs load once, before step 0 starts, for the load and the metrics scraper together,
     not at each step's first connection, where ~0.1 s of CPU held the loop with the step's first requests
     in flight."""
     mock = mock_server(ttft_ms=1, itl_ms=1, output_tokens=4, tls_cert=certs["server"])
-    order: list[str] = []
-    load = ssl.SSLContext.load_verify_locations
-
-    def counting(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
-        order.append("load CAs")
-        load(self, *args, **kwargs)  # type: ignore[arg-type]
+    order = ca_loads  # CA loads and step starts, in the order they came
 
     def watch(event: Event) -> None:
         if isinstance(event, StepStarted):
             order.append(f"step {event.step.index}")
 
-    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
     monkeypatch.setenv("SSL_CERT_FILE", certs["ca"])
-    _default.cache_clear()  # as in a new process; and after the test, for the next one
-    request.addfinalizer(_default.cache_clear)
     scenario = Scenario.model_validate(
         {
             "name": "trust",

@@ -8,7 +8,6 @@ import gc
 import json
 import os
 import resource
-import ssl
 import subprocess
 import sys
 from collections.abc import Callable
@@ -127,10 +126,7 @@ def test_the_report_template_compiles_once_for_every_process(monkeypatch: pytest
 
 
 def test_the_clients_beside_the_load_load_the_cas_at_their_first_https_handshake(
-    mock_server: Callable[..., MockProcess],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
+    mock_server: Callable[..., MockProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca_loads: list[str]
 ) -> None:
     """The metrics and tokenize clients share one default context a process. Its CAs (~0.1 s of CPU,
     before the first request) load at the first https handshake: never for a plain http:// URL, once
@@ -139,23 +135,13 @@ def test_the_clients_beside_the_load_load_the_cas_at_their_first_https_handshake
     from loadtest.transport.scrape import MetricsClient
     from loadtest.workload.servertok import ServerCounter
 
-    loads: list[int] = []
-    load = ssl.SSLContext.load_verify_locations
-
-    def counting(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
-        loads.append(1)
-        load(self, *args, **kwargs)  # type: ignore[arg-type]
-
     ca, stranger = trustme.CA(), trustme.CA()
     for name, authority in (("ca.pem", ca), ("stranger.pem", stranger)):
         authority.cert_pem.write_to_path(tmp_path / name)
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(tmp_path / "server.pem")
     plain = mock_server(ttft_ms=0, itl_ms=0, output_tokens=4)
     https = mock_server(ttft_ms=0, itl_ms=0, output_tokens=4, tls_cert=str(tmp_path / "server.pem"))
-    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # httpx2's default trust, with trust_env
-    _default.cache_clear()  # as in a new process; and after the test, which leaves a stranger's CA in it
-    request.addfinalizer(_default.cache_clear)
     assert default_context() is default_context(True) is default_context(trust_env=True)  # one cache key
 
     plain_metrics = plain.base_url.removesuffix("/v1") + "/metrics"
@@ -164,14 +150,14 @@ def test_the_clients_beside_the_load_load_the_cas_at_their_first_https_handshake
         assert client.get().status == 200
         client.close()
     assert ServerCounter(plain.base_url, "mock-model", {}, 5.0).probe is not None  # the mock's /tokenize
-    assert loads == []
+    assert ca_loads == []
 
     https_metrics = https.base_url.removesuffix("/v1") + "/metrics"
     for _ in range(2):
         client = MetricsClient(https_metrics, headers={}, timeout_s=5.0)
         assert client.get().status == 200
         client.close()
-    assert loads == [1]
+    assert ca_loads == ["load CAs"]
 
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "stranger.pem"))
     _default.cache_clear()
