@@ -28,6 +28,7 @@ from loadtest.config.loading import api_key
 from loadtest.config.scenario import DatasetPrompt, Scenario, ScenarioError
 from loadtest.config.secrets import shown_base_url
 from loadtest.config.steps import plan_steps
+from loadtest.config.tls import loaded_default_context
 from loadtest.engine.driver import RunContext, RunPlan, Sinks, drive
 from loadtest.engine.planner import StepPlanner
 from loadtest.engine.processes import run_local_workers
@@ -115,6 +116,23 @@ def _check_tokenizers(scenario: Scenario, source: str) -> None:
             raise ScenarioError(f"{source}: target.mock.tokenizer: expected a tokenizer.json, got {mock!r}")
         if (problem := tokenizer_problem(mock)) is not None:
             raise ScenarioError(f"{source}: target.mock.tokenizer: {problem}")
+
+
+def _load_default_trust(scenario: Scenario, source: str) -> None:
+    """An https target on the h1 transport with no ``target.tls`` files: the default trust's CAs loaded
+    now (the driver's steps reuse it), so that a CA bundle that cannot be read (``SSL_CERT_FILE``,
+    ``SSL_CERT_DIR``) is a one-line error before anything is written, not a failure inside the run."""
+    t = scenario.target
+    default_trust = t.tls.verify and t.tls.ca_file is None and t.tls.client_cert is None  # ssl_context(): None
+    if t.transport != "h1" or not t.base_url.startswith("https://") or not default_trust:
+        return
+    try:
+        loaded_default_context()
+    except OSError as e:  # ssl.SSLError is one: a file that is not PEM certificates
+        raise ScenarioError(
+            f"{source}: target: cannot load the CA certificates to verify https with (SSL_CERT_FILE or "
+            f"SSL_CERT_DIR, when set, must name readable PEM certificates): {e.strerror or e.__class__.__name__}"
+        ) from None
 
 
 def _prompts(scenario: Scenario, base_url: str, key: str, source: str) -> tuple[PromptPool, str | None]:
@@ -214,6 +232,7 @@ def execute(
     scenario = fix_run_nonces(scenario)  # recorded in scenario.yaml; the same for every worker
     _route_through_proxy(scenario, source, warn)
     _check_tokenizers(scenario, source)
+    _load_default_trust(scenario, source)
     cluster = _ray_backend(source) if scenario.distributed is not None else None
     measured = _measure(scenario, source, out_parent, key, cluster, opts)
     run, drawn = _write_results(scenario, measured, opts)

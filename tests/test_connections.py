@@ -21,7 +21,7 @@ from loadtest.mock import MockProcess
 from loadtest.output.rundir import read_records
 from loadtest.runner import RunOutcome, execute
 from loadtest.transport.netconn import proxy_route
-from tests.conftest import mock_stats, write
+from tests.conftest import free_port, mock_stats, run_cli, write
 from tests.proxy import run_proxy
 
 TRANSPORTS = ["h1", "aiohttp"]
@@ -258,6 +258,25 @@ def test_tls_files_are_checked_when_the_scenario_loads(tmp_path: Path) -> None:
     path = write(tmp_path / "s.yaml", "target: {base_url: 'https://x.test/v1', tls: {ca_file: bad.pem}}\n")
     with pytest.raises(ScenarioError, match=r"target\.tls\.ca_file: cannot load"):
         load_scenario(path)
+
+
+def test_a_ca_bundle_that_cannot_be_read_is_one_line_before_anything_is_written(tmp_path: Path) -> None:
+    """The default trust of an https target is loaded before the run: ``SSL_CERT_FILE`` naming a missing
+    file, or one that holds no certificate, is one line naming the variables (not the path the variable
+    holds), exit 2, and no run directory; it was a failure inside the run."""
+    scenario = write(
+        tmp_path / "s.yaml",
+        f"name: trust\ntarget: {{base_url: 'https://127.0.0.1:{free_port()}/v1'}}\n"
+        "workload: {max_tokens: 4, prompt: {text: hi}}\nload: {concurrency: [1], requests: 2}\n",
+    )
+    write(tmp_path / "notpem.pem", "not a certificate\n")
+    for bundle in (tmp_path / "missing-ca-bundle.pem", tmp_path / "notpem.pem"):
+        done = run_cli("run", str(scenario), "--out", str(tmp_path / "out"), env={"SSL_CERT_FILE": str(bundle)})
+        assert done.returncode == 2, done.stdout + done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert "s.yaml: target: cannot load the CA certificates" in line and "SSL_CERT_FILE" in line, line
+        assert bundle.name not in line
+        assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
